@@ -1,0 +1,234 @@
+//! `keygate bench`: raw token rates against the same operations through keygate's pool.
+//!
+//! "Raw" opens its own sessions with cryptoki and calls `C_Sign` in a tight loop, one
+//! thread per session: the ceiling the device gives any program. "Pool" sends the same
+//! operation through [`HardwareExecutor`] from many concurrent async callers, exactly as
+//! request handlers do. Both use temporary keys generated for the run and destroyed after.
+
+use crate::hardware::executor::HardwareExecutor;
+use crate::hardware::pkcs11::module::{find_token, shared_context};
+use crate::hardware::{Algorithm, Backend, KeyLocator, KeySpec};
+use crate::runtime::Runtime;
+use anyhow::{bail, Context};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one raw loop does per iteration.
+#[derive(Clone, Copy)]
+enum Op {
+    SignEs256,
+    Hmac,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::SignEs256 => "ES256 sign",
+            Op::Hmac => "HMAC-SHA256",
+        }
+    }
+}
+
+/// Runs every measurement and prints a table.
+pub async fn run(rt: &Runtime, seconds: u64, concurrency: usize) -> anyhow::Result<()> {
+    let active = rt.keys.active(crate::keys::JWT_DEFAULT_RING)?;
+    let exec = rt.keys.backend(&active.backend)?.clone();
+    let settings = raw_settings(rt, &active.backend)?;
+    let dur = Duration::from_secs(seconds.max(1));
+    let ec = generate(&exec, Algorithm::ES256).await?;
+    let mac = generate(&exec, Algorithm::HS256).await?;
+    println!(
+        "keygate bench: backend {:?}, pool {} sessions, {}s per run, pooled concurrency {}",
+        exec.name(),
+        exec.threads(),
+        dur.as_secs(),
+        concurrency
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>14} {:>10}",
+        "operation", "raw 1 thr/s", "raw 2 thr/s", "keygate pool/s", "pool/best"
+    );
+    let mut result = Ok(());
+    for (op, key) in [(Op::SignEs256, &ec), (Op::Hmac, &mac)] {
+        let r1 = raw(&settings, op, key, 1, dur)?;
+        let r2 = raw(&settings, op, key, 2, dur)?;
+        let pooled = pool(&exec, op, key, concurrency, dur).await?;
+        let best = r1.max(r2);
+        println!(
+            "{:<12} {:>12.0} {:>12.0} {:>14.0} {:>9.0}%",
+            op.name(),
+            r1,
+            r2,
+            pooled,
+            100.0 * pooled / best.max(1.0)
+        );
+        if pooled <= 0.0 {
+            result = Err(anyhow::anyhow!(
+                "{} made no progress through the pool",
+                op.name()
+            ));
+        }
+    }
+    for key in [ec, mac] {
+        let k = key.clone();
+        if let Err(e) = exec.run("destroy", move |b| b.destroy(&k)).await {
+            tracing::warn!(key = %key.uri(), error = %e, "could not destroy a bench key");
+        }
+    }
+    result
+}
+
+async fn generate(exec: &HardwareExecutor, algorithm: Algorithm) -> anyhow::Result<KeyLocator> {
+    let spec = KeySpec {
+        algorithm,
+        label: format!("keygate:bench:{algorithm}"),
+    };
+    Ok(exec.run("generate", move |b| b.generate(&spec)).await?)
+}
+
+struct RawSettings {
+    module: std::path::PathBuf,
+    label: String,
+    pin: secrecy::SecretString,
+    hash_in_software: bool,
+}
+
+fn raw_settings(rt: &Runtime, backend: &str) -> anyhow::Result<RawSettings> {
+    use crate::config::BackendConfig;
+    let Some(BackendConfig::Pkcs11(p)) = rt.config.backends.get(backend) else {
+        bail!("bench needs a pkcs11 backend; {backend:?} is not one");
+    };
+    let profile = crate::hardware::profile::HsmProfile::load(
+        Some(
+            p.profiles_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("hsm-profiles")),
+        ),
+        &p.profile,
+    )?;
+    let module = p
+        .module
+        .clone()
+        .or(profile.module.clone())
+        .context("no module path")?;
+    let pin = match (&p.pin_env, &p.pin_file) {
+        (Some(v), _) if std::env::var(v).is_ok() => {
+            secrecy::SecretString::from(std::env::var(v).unwrap_or_default())
+        }
+        (_, Some(f)) => crate::dev::read_pin_file(f)?,
+        _ => bail!("no PIN configured"),
+    };
+    Ok(RawSettings {
+        module,
+        label: p.token_label.clone(),
+        pin,
+        hash_in_software: profile.quirks.ecdsa_hash_in_software,
+    })
+}
+
+/// Raw cryptoki: `threads` threads, each with its own session, for `dur`.
+fn raw(
+    s: &RawSettings,
+    op: Op,
+    key: &KeyLocator,
+    threads: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    let KeyLocator::Pkcs11 { id, .. } = key;
+    let id = crate::hardware::pkcs11::decode_hex(id).context("key id")?;
+    let ctx = shared_context(&s.module)?;
+    let slot = find_token(&ctx, &s.label)?;
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let session = ctx.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(&s.pin)) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let class = match op {
+            Op::SignEs256 => ObjectClass::PRIVATE_KEY,
+            Op::Hmac => ObjectClass::SECRET_KEY,
+        };
+        let h = *session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())])?
+            .first()
+            .context("bench key not found")?;
+        let (count, stop) = (count.clone(), stop.clone());
+        let soft = s.hash_in_software;
+        handles.push(std::thread::spawn(
+            move || -> Result<(), cryptoki::error::Error> {
+                let msg = b"keygate benchmark message: header.payload";
+                while !stop.load(Ordering::Relaxed) {
+                    match op {
+                        Op::SignEs256 if soft => {
+                            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+                            session.sign(&Mechanism::Ecdsa, h, d.as_ref())?;
+                        }
+                        Op::SignEs256 => {
+                            session.sign(&Mechanism::EcdsaSha256, h, msg)?;
+                        }
+                        Op::Hmac => {
+                            session.sign(&Mechanism::Sha256Hmac, h, msg)?;
+                        }
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        ));
+    }
+    let start = Instant::now();
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Through keygate's executor from `concurrency` async callers.
+async fn pool(
+    exec: &HardwareExecutor,
+    op: Op,
+    key: &KeyLocator,
+    concurrency: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + dur;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (exec, key, count) = (exec.clone(), key.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let k = key.clone();
+                exec.run("bench", move |b: &dyn Backend| {
+                    let msg = b"keygate benchmark message: header.payload";
+                    match op {
+                        Op::SignEs256 => b.sign(&k, Algorithm::ES256, msg).map(|_| ()),
+                        Op::Hmac => b.mac(&k, msg).map(|_| ()),
+                    }
+                })
+                .await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), crate::hardware::HardwareError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}

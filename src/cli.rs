@@ -1,0 +1,305 @@
+//! Command implementations behind `main`.
+
+use crate::{Command, KeysCommand};
+use anyhow::{bail, Context};
+use keygate::config::Config;
+use keygate::dev::DevLayout;
+use keygate::hardware::Algorithm;
+use keygate::http::{app, AppState};
+use keygate::runtime::{now, Runtime};
+use keygate::services::api_keys::NewApiKey;
+use keygate::services::authz::{Role, ROOT_PRINCIPAL};
+use keygate::services::{AuthMethod, Principal};
+use secrecy::ExposeSecret;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The CLI acts as the built-in `root` super-admin: whoever can read the PIN and the store
+/// already holds every key.
+fn cli_principal() -> Principal {
+    Principal {
+        name: ROOT_PRINCIPAL.into(),
+        role: Role::SuperAdmin,
+        method: AuthMethod::Cli,
+    }
+}
+
+pub async fn run(
+    command: Command,
+    config: Config,
+    layout: DevLayout,
+    created: Vec<String>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { dev, .. } => serve(config, dev, layout, created).await,
+        Command::AdminKeyCreate {
+            name,
+            description,
+            role,
+            owner,
+        } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let rt = Runtime::open(config).await?;
+            let (key, secret) = rt
+                .api_keys
+                .create(
+                    &cli_principal(),
+                    NewApiKey {
+                        name,
+                        description: Some(description),
+                        role,
+                        owner: Some(owner),
+                        expires_at: None,
+                    },
+                    now(),
+                )
+                .await?;
+            eprintln!(
+                "created API key {} (role {}, owner {}); the secret is shown once:",
+                key.id, key.role, key.owner
+            );
+            println!("{}", secret.expose_secret());
+            Ok(())
+        }
+        Command::AdminKeysList => {
+            let rt = Runtime::open(config).await?;
+            let keys = rt.api_keys.list(&cli_principal()).await?;
+            println!(
+                "{:<36}  {:<12}  {:<10}  {:<6}  {:<20}  NAME",
+                "ID", "ROLE", "OWNER", "HINT", "EXPIRES"
+            );
+            for k in keys {
+                println!(
+                    "{:<36}  {:<12}  {:<10}  {:<6}  {:<20}  {}",
+                    k.id,
+                    k.role,
+                    k.owner,
+                    k.hint,
+                    keygate::http::time_fmt::rfc3339(k.expires_at),
+                    k.name
+                );
+            }
+            Ok(())
+        }
+        Command::AdminKeyDelete { id } => {
+            let rt = Runtime::open(config).await?;
+            rt.api_keys.delete(&cli_principal(), &id).await?;
+            eprintln!("deleted API key {id}");
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let rt = Runtime::open(config).await?;
+            match command {
+                KeysCommand::List => {
+                    println!(
+                        "{:<16} {:>3}  {:<10} {:<10} {:<8} KID",
+                        "RING", "VER", "STATE", "ALGORITHM", "BACKEND"
+                    );
+                    for v in rt.keys.versions() {
+                        let kind = rt
+                            .keys
+                            .backend(&v.backend)
+                            .map(|b| b.backend().kind())
+                            .unwrap_or("?");
+                        println!(
+                            "{:<16} {:>3}  {:<10} {:<10} {:<8} {}  ({kind}: {})",
+                            v.ring,
+                            v.version,
+                            v.state,
+                            v.algorithm,
+                            v.backend,
+                            v.kid,
+                            v.locator.uri()
+                        );
+                    }
+                }
+                KeysCommand::Create {
+                    ring,
+                    algorithm,
+                    backend,
+                } => {
+                    let alg: Algorithm = algorithm.parse().map_err(anyhow::Error::msg)?;
+                    let backend = match backend {
+                        Some(b) => b,
+                        None => rt
+                            .keys
+                            .active(keygate::keys::JWT_DEFAULT_RING)?
+                            .backend
+                            .clone(),
+                    };
+                    let v = rt
+                        .keys
+                        .create_ring(&ring, alg, &backend, ROOT_PRINCIPAL, now())
+                        .await?;
+                    println!(
+                        "created ring {} v{} ({}) kid {}",
+                        v.ring, v.version, v.algorithm, v.kid
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            seconds,
+            concurrency,
+        } => {
+            let rt = Runtime::open(config).await?;
+            keygate::bench::run(&rt, seconds, concurrency).await
+        }
+    }
+}
+
+/// Plain HTTP is for loopback only; TLS serving arrives with the device TLS identity.
+fn check_listen(config: &Config, addr: &SocketAddr) -> anyhow::Result<()> {
+    if !config.server.insecure_http {
+        bail!(
+            "HTTPS serving is not available in this release; set server.insecure_http = true \
+             (plain HTTP, loopback only) or use --dev"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        bail!("plain HTTP may only listen on a loopback address, not {addr}");
+    }
+    Ok(())
+}
+
+async fn serve(
+    config: Config,
+    dev: bool,
+    layout: DevLayout,
+    created: Vec<String>,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr =
+        config.server.listen.parse().with_context(|| {
+            format!("server.listen {:?} is not an address", config.server.listen)
+        })?;
+    check_listen(&config, &addr)?;
+    let ops_addr: Option<SocketAddr> = match &config.server.ops_listen {
+        Some(a) => Some(
+            a.parse()
+                .with_context(|| format!("server.ops_listen {a:?}"))?,
+        ),
+        None => None,
+    };
+    if let Some(a) = &ops_addr {
+        check_listen(&config, a)?;
+    }
+    let _ = keygate::telemetry::metrics();
+    let rt = Arc::new(Runtime::open(config).await?);
+    rt.keys.reconcile().await;
+    let bootstrap = bootstrap_key(&rt).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let state = AppState { rt: rt.clone() };
+    let mut out = std::io::stdout().lock();
+    if dev {
+        writeln!(out, "keygate dev server")?;
+        for c in &created {
+            writeln!(out, "  created {c}")?;
+        }
+        writeln!(out, "  data dir     {}", layout.dir.display())?;
+        writeln!(out, "  store        {}", layout.db.display())?;
+        writeln!(
+            out,
+            "  SoftHSM conf {} (token \"keygate\")",
+            layout.softhsm_conf.display()
+        )?;
+        writeln!(
+            out,
+            "  user PIN     {} (mode 0600)",
+            layout.pin_file.display()
+        )?;
+    }
+    if let Some(secret) = &bootstrap {
+        writeln!(
+            out,
+            "bootstrap super-admin API key (shown once, store it now): {}",
+            secret.expose_secret()
+        )?;
+    }
+    let ops = match ops_addr {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?;
+            writeln!(out, "keygate ops listening on http://{}", l.local_addr()?)?;
+            Some(l)
+        }
+        None => None,
+    };
+    writeln!(out, "keygate listening on http://{bound}")?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(addr = %bound, "serving");
+    if let Some(l) = ops {
+        let router = keygate::http::ops_app(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router)
+                .with_graceful_shutdown(shutdown())
+                .await
+            {
+                tracing::error!(error = %e, "ops listener failed");
+            }
+        });
+    }
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On the first start of an installation with no super-admin key, creates one and returns
+/// its secret to print once. Recorded in the store, so it never happens twice.
+async fn bootstrap_key(rt: &Runtime) -> anyhow::Result<Option<secrecy::SecretString>> {
+    if rt.store.meta_get("bootstrap_key_issued").await?.is_some()
+        || rt
+            .store
+            .any_api_key_with_role(Role::SuperAdmin.name())
+            .await?
+    {
+        return Ok(None);
+    }
+    let (key, secret) = rt
+        .api_keys
+        .create(
+            &cli_principal(),
+            NewApiKey {
+                name: "bootstrap".into(),
+                description: Some("created at first start; replace it and delete this one".into()),
+                role: Role::SuperAdmin,
+                owner: Some(ROOT_PRINCIPAL.into()),
+                expires_at: None,
+            },
+            now(),
+        )
+        .await?;
+    rt.store
+        .meta_set_once("bootstrap_key_issued", &key.id)
+        .await?;
+    tracing::info!(api_key = %key.id, "issued the bootstrap super-admin API key");
+    Ok(Some(secret))
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

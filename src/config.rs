@@ -1,0 +1,467 @@
+//! Configuration: one TOML file, overridable by environment variables.
+//!
+//! Keys and defaults follow API.md's "Configuration" section exactly. Any key can be
+//! overridden with `KEYGATE__<SECTION>__<KEY>=<value>` (double underscores separate the
+//! path; the value is read as TOML if it parses, else as a string), e.g.
+//! `KEYGATE__SERVER__LISTEN=0.0.0.0:8443`. `--dev` fills in dev defaults for whatever the
+//! file leaves out.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// A duration written as `"90s"`, `"15m"`, `"24h"` or `"90d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+    }
+}
+
+impl Dur {
+    pub fn secs(self) -> i64 {
+        i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub backends: BTreeMap<String, BackendConfig>,
+    pub rings: BTreeMap<String, RingConfig>,
+    pub tokens: TokensConfig,
+    pub sessions: SessionsConfig,
+    pub api_keys: ApiKeysConfig,
+    pub key_files: KeyFilesConfig,
+    pub jwks: JwksConfig,
+    pub rotation: RotationConfig,
+    pub log: LogConfig,
+    /// Accepted for forward compatibility with API.md; not used by this release.
+    pub tls: Option<toml::Value>,
+    pub oauth: Option<toml::Value>,
+    pub approvals: Option<toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            backends: BTreeMap::new(),
+            rings: BTreeMap::new(),
+            tokens: TokensConfig::default(),
+            sessions: SessionsConfig::default(),
+            api_keys: ApiKeysConfig::default(),
+            key_files: KeyFilesConfig::default(),
+            jwks: JwksConfig::default(),
+            rotation: RotationConfig::default(),
+            log: LogConfig::default(),
+            tls: None,
+            oauth: None,
+            approvals: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub ops_listen: Option<String>,
+    pub insecure_http: bool,
+    /// Largest accepted request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Public base URL, used in links and as the default issuer.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8443".into(),
+            ops_listen: None,
+            insecure_http: false,
+            max_body_bytes: 64 * 1024,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://var/keygate.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    Pkcs11(Pkcs11BackendConfig),
+    Tpm(TpmBackendConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11BackendConfig {
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Overrides the profile's module path.
+    pub module: Option<PathBuf>,
+    pub token_label: String,
+    pub pin_file: Option<PathBuf>,
+    pub pin_env: Option<String>,
+    /// Directory of profiles; default `hsm-profiles` beside the working directory, then
+    /// the profiles built into the binary.
+    pub profiles_dir: Option<PathBuf>,
+    /// Overrides the profile's pool size.
+    pub pool_size: Option<usize>,
+}
+
+fn default_profile() -> String {
+    "softhsm2".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmBackendConfig {
+    pub tcti: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    pub backend: String,
+    pub algorithm: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub access_ttl: Dur,
+    pub refresh_ttl: Dur,
+    pub max_custom_ttl: Dur,
+    pub leeway: Dur,
+    pub signing_ring: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            issuer: None,
+            audience: None,
+            access_ttl: Dur(Duration::from_secs(15 * 60)),
+            refresh_ttl: Dur(Duration::from_secs(24 * 3600)),
+            max_custom_ttl: Dur(Duration::from_secs(24 * 3600)),
+            leeway: Dur(Duration::from_secs(60)),
+            signing_ring: "jwt-default".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub max_per_user: u32,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { max_per_user: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    pub max_per_owner: u32,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        ApiKeysConfig { max_per_owner: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyFilesConfig {
+    pub max: u32,
+}
+
+impl Default for KeyFilesConfig {
+    fn default() -> Self {
+        KeyFilesConfig { max: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    pub max_age: Dur,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        JwksConfig {
+            max_age: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    pub publish_delay: Dur,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            publish_delay: Dur(Duration::from_secs(600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `keygate=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `KEYGATE__*` overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_layered(path, None)
+    }
+
+    /// Like [`load`](Self::load), with `base` underneath the file: the file wins where it
+    /// sets a key, `base` fills the rest (`--dev` uses this).
+    pub fn load_layered(
+        path: Option<&Path>,
+        base: Option<toml::Table>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(defaults)".into());
+        let mut value = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid {
+                        path: shown.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        if let Some(mut base) = base {
+            merge(&mut base, value);
+            value = base;
+        }
+        apply_env_overrides(&mut value, std::env::vars());
+        let config: Config =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+        config.validate().map_err(|reason| ConfigError::Invalid {
+            path: shown,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, ring) in &self.rings {
+            ring.algorithm
+                .parse::<crate::hardware::Algorithm>()
+                .map_err(|e| format!("rings.{name}.algorithm: {e}"))?;
+            if !self.backends.contains_key(&ring.backend) {
+                return Err(format!(
+                    "rings.{name}.backend = {:?}, but no [backends.{}] is configured",
+                    ring.backend, ring.backend
+                ));
+            }
+        }
+        for (name, b) in &self.backends {
+            if let BackendConfig::Pkcs11(p) = b {
+                if p.pin_file.is_none() && p.pin_env.is_none() {
+                    return Err(format!("backends.{name}: set pin_file or pin_env"));
+                }
+            }
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Applies `KEYGATE__A__B=v` as `a.b = v`.
+pub fn apply_env_overrides(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
+    for (k, v) in vars {
+        let Some(path) = k.strip_prefix("KEYGATE__") else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(v));
+        set_path(table, &parts, value);
+    }
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) {
+    match parts {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_md_example_configuration_parses() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8443"
+ops_listen = "127.0.0.1:9090"
+insecure_http = false
+[store]
+url = "sqlite://var/keygate.db"
+[backends.hsm]
+type = "pkcs11"
+profile = "softhsm2"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "keygate"
+pin_file = "var/pin"
+[backends.tpm]
+type = "tpm"
+tcti = "swtpm:host=127.0.0.1,port=2321"
+[rings.jwt-default]
+backend = "hsm"
+algorithm = "ES256"
+[tokens]
+issuer = "https://keygate.example"
+access_ttl = "15m"
+max_custom_ttl = "24h"
+leeway = "60s"
+[sessions]
+max_per_user = 5
+[api_keys]
+max_per_owner = 10
+[jwks]
+max_age = "5m"
+[rotation]
+publish_delay = "10m"
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, text).unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.jwks.max_age.secs(), 300);
+        assert_eq!(c.tokens.access_ttl.secs(), 900);
+        assert!(matches!(c.backends.get("tpm"), Some(BackendConfig::Tpm(_))));
+    }
+
+    #[test]
+    fn env_overrides_reach_nested_keys_and_keep_types() {
+        let mut t = toml::Table::new();
+        apply_env_overrides(
+            &mut t,
+            vec![
+                (
+                    "KEYGATE__SERVER__LISTEN".to_string(),
+                    "0.0.0.0:1".to_string(),
+                ),
+                (
+                    "KEYGATE__API_KEYS__MAX_PER_OWNER".to_string(),
+                    "3".to_string(),
+                ),
+                ("OTHER".to_string(), "x".to_string()),
+            ]
+            .into_iter(),
+        );
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:1");
+        assert_eq!(c.api_keys.max_per_owner, 3);
+    }
+
+    #[test]
+    fn a_ring_naming_a_missing_backend_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[rings.x]\nbackend = \"nope\"\nalgorithm = \"ES256\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("no [backends.nope]"), "{e}");
+    }
+}

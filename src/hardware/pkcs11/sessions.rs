@@ -1,0 +1,298 @@
+//! The session pool: one login, a fixed set of sessions, reconnect on loss.
+//!
+//! A cryptoki `Session` is `Send` but not `Sync`, and PKCS#11 allows one operation per
+//! session at a time, so a session is checked out for exactly one call and returned.
+//! Sessions are opened lazily and kept. When a call fails with a code that means the
+//! sessions or the login are gone (`CKR_SESSION_HANDLE_INVALID`, `CKR_USER_NOT_LOGGED_IN`,
+//! `CKR_DEVICE_REMOVED`, `CKR_CRYPTOKI_NOT_INITIALIZED`, ...), the pool re-initialises the
+//! module if needed, finds the token again by label, logs in again and retries once. If
+//! that fails too, a short circuit breaker makes further calls fail fast instead of piling
+//! up behind a dead device.
+
+use super::error::{is_reconnectable, translate};
+use super::module::{find_token, initialize, shared_context};
+use crate::hardware::HardwareError;
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long calls fail fast after the device was found down.
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+
+struct Connection {
+    ctx: Pkcs11,
+    slot: Slot,
+    generation: u64,
+    logged_in: bool,
+}
+
+struct Pooled {
+    session: Session,
+    generation: u64,
+}
+
+/// A fixed-size pool of logged-in sessions on one token.
+pub struct SessionPool {
+    module: PathBuf,
+    token_label: String,
+    pin: AuthPin,
+    login_per_session: bool,
+    conn: Mutex<Connection>,
+    free_tx: flume::Sender<Option<Pooled>>,
+    free_rx: flume::Receiver<Option<Pooled>>,
+    size: usize,
+    breaker_until: Mutex<Option<Instant>>,
+}
+
+/// Returns a checked-out slot to the pool when dropped, even on early return.
+struct Checkout<'a> {
+    pool: &'a SessionPool,
+    slot: Option<Option<Pooled>>,
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            // The receiver lives as long as the pool, so this cannot fail while we hold &pool.
+            let _ = self.pool.free_tx.send(slot);
+        }
+    }
+}
+
+impl SessionPool {
+    /// Connects: loads the module, finds the token, opens one session and logs in, so a
+    /// wrong PIN or a missing token is reported at start rather than on the first request.
+    pub fn connect(
+        module: PathBuf,
+        token_label: String,
+        pin: AuthPin,
+        size: usize,
+        login_per_session: bool,
+    ) -> Result<SessionPool, HardwareError> {
+        let ctx = shared_context(&module)?;
+        let slot = find_token(&ctx, &token_label)?;
+        let (free_tx, free_rx) = flume::bounded(size);
+        for _ in 0..size {
+            free_tx
+                .send(None)
+                .map_err(|_| HardwareError::Failure("session pool channel closed".into()))?;
+        }
+        let pool = SessionPool {
+            module,
+            token_label,
+            pin,
+            login_per_session,
+            conn: Mutex::new(Connection {
+                ctx,
+                slot,
+                generation: 0,
+                logged_in: false,
+            }),
+            free_tx,
+            free_rx,
+            size,
+            breaker_until: Mutex::new(None),
+        };
+        pool.with_session_unguarded("connecting", &mut |_s| Ok(()))?;
+        Ok(pool)
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn token_label(&self) -> &str {
+        &self.token_label
+    }
+
+    /// The connection generation; object handles cached under an older one are stale.
+    pub fn generation(&self) -> u64 {
+        self.conn.lock().map(|c| c.generation).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on a pooled session, reconnecting and retrying once on session loss.
+    pub fn with_session<T>(
+        &self,
+        what: &str,
+        f: &mut dyn FnMut(&Session) -> Result<T, Error>,
+    ) -> Result<T, HardwareError> {
+        if let Ok(b) = self.breaker_until.lock() {
+            if let Some(until) = *b {
+                if Instant::now() < until {
+                    return Err(HardwareError::Unavailable(format!(
+                        "{what}: token {:?} is unreachable (retrying shortly)",
+                        self.token_label
+                    )));
+                }
+            }
+        }
+        self.with_session_unguarded(what, f)
+    }
+
+    /// Like [`with_session`](Self::with_session) but ignores the circuit breaker; used by
+    /// health probes, which are what close it again.
+    pub fn with_session_unguarded<T>(
+        &self,
+        what: &str,
+        f: &mut dyn FnMut(&Session) -> Result<T, Error>,
+    ) -> Result<T, HardwareError> {
+        let slot = self
+            .free_rx
+            .recv()
+            .map_err(|_| HardwareError::Failure("session pool channel closed".into()))?;
+        let mut checkout = Checkout {
+            pool: self,
+            slot: Some(slot),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .ensure_session(&mut checkout)
+                .and_then(|(session, generation)| {
+                    f(session)
+                        .map_err(|e| (e, generation))
+                        .map_err(|(e, generation)| Failed::Call(e, generation))
+                });
+            match result {
+                Ok(v) => {
+                    self.close_breaker();
+                    return Ok(v);
+                }
+                Err(Failed::Call(e, generation)) if is_reconnectable(&e) => {
+                    // Drop the dead session and reconnect, then retry once.
+                    if let Some(slot) = checkout.slot.as_mut() {
+                        *slot = None;
+                    }
+                    let reconnect = self.reconnect(generation);
+                    if attempt >= 2 || reconnect.is_err() {
+                        self.open_breaker();
+                        tracing::warn!(token = %self.token_label, error = %translate(what, e), "PKCS#11 token unreachable");
+                        return Err(match reconnect {
+                            Err(re) => re,
+                            Ok(()) => HardwareError::Unavailable(format!(
+                                "{what}: token {:?} unreachable after reconnect",
+                                self.token_label
+                            )),
+                        });
+                    }
+                }
+                Err(Failed::Call(e, _)) => return Err(translate(what, e)),
+                Err(Failed::Open(e)) => {
+                    if let HardwareError::Unavailable(_) = e {
+                        self.open_breaker();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn open_breaker(&self) {
+        if let Ok(mut b) = self.breaker_until.lock() {
+            *b = Some(Instant::now() + BREAKER_OPEN_FOR);
+        }
+    }
+
+    fn close_breaker(&self) {
+        if let Ok(mut b) = self.breaker_until.lock() {
+            *b = None;
+        }
+    }
+
+    /// Makes sure the checked-out slot holds a live, logged-in session of the current
+    /// generation.
+    fn ensure_session<'c>(
+        &self,
+        checkout: &'c mut Checkout<'_>,
+    ) -> Result<(&'c Session, u64), Failed> {
+        let current = self.generation();
+        let slot = checkout
+            .slot
+            .as_mut()
+            .ok_or_else(|| Failed::Open(HardwareError::Failure("empty checkout".into())))?;
+        let stale = match slot {
+            Some(p) => p.generation != current,
+            None => true,
+        };
+        if stale {
+            *slot = None;
+            let pooled = self.open_session().map_err(Failed::Open)?;
+            *slot = Some(pooled);
+        }
+        match slot {
+            Some(p) => Ok((&p.session, p.generation)),
+            None => Err(Failed::Open(HardwareError::Failure("no session".into()))),
+        }
+    }
+
+    fn open_session(&self) -> Result<Pooled, HardwareError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?;
+        let session = match conn.ctx.open_rw_session(conn.slot) {
+            Ok(s) => s,
+            Err(e)
+                if is_reconnectable(&e)
+                    || matches!(e, Error::Pkcs11(RvError::SlotIdInvalid, _)) =>
+            {
+                Self::reconnect_locked(&mut conn, &self.module, &self.token_label)?;
+                conn.ctx
+                    .open_rw_session(conn.slot)
+                    .map_err(|e| translate("opening session", e))?
+            }
+            Err(e) => return Err(translate("opening session", e)),
+        };
+        if self.login_per_session || !conn.logged_in {
+            match session.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                    conn.logged_in = true;
+                }
+                Err(e) => return Err(translate("logging in", e)),
+            }
+        }
+        Ok(Pooled {
+            session,
+            generation: conn.generation,
+        })
+    }
+
+    /// Re-initialises and finds the token again, unless another thread already did so
+    /// since `seen_generation`.
+    fn reconnect(&self, seen_generation: u64) -> Result<(), HardwareError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?;
+        if conn.generation != seen_generation {
+            return Ok(());
+        }
+        Self::reconnect_locked(&mut conn, &self.module, &self.token_label)
+    }
+
+    fn reconnect_locked(
+        conn: &mut Connection,
+        module: &std::path::Path,
+        label: &str,
+    ) -> Result<(), HardwareError> {
+        tracing::info!(token = %label, "reconnecting to PKCS#11 token");
+        initialize(&conn.ctx)?;
+        let ctx = shared_context(module)?;
+        conn.slot = find_token(&ctx, label)?;
+        conn.ctx = ctx;
+        conn.generation += 1;
+        conn.logged_in = false;
+        Ok(())
+    }
+}
+
+enum Failed {
+    Open(HardwareError),
+    Call(Error, u64),
+}

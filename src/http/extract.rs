@@ -1,0 +1,116 @@
+//! Extractors: who is calling, and JSON bodies with problem+json rejections.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::runtime::now;
+use crate::services::Principal;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// The authenticated caller. Extracting it authenticates the request and enforces the
+/// `read-only` rule (safe methods only).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+/// The one credential a request carried.
+enum Credential<'a> {
+    ApiKey(&'a str),
+    Bearer(&'a str),
+}
+
+fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
+    let malformed = |m: &str| {
+        ApiError::from(crate::services::ServiceError::MalformedCredentials(
+            m.to_string(),
+        ))
+    };
+    let mut api_keys = parts.headers.get_all("x-api-key").iter();
+    let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let (api_key, auth) = (api_keys.next(), auths.next());
+    if api_keys.next().is_some() || auths.next().is_some() {
+        return Err(malformed("credential header repeated"));
+    }
+    match (api_key, auth) {
+        (Some(_), Some(_)) => Err(malformed(
+            "send exactly one credential: x-api-key or Authorization, not both",
+        )),
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| malformed("x-api-key is not ASCII"))?;
+            Ok(Credential::ApiKey(v.trim()))
+        }
+        (None, Some(v)) => {
+            let v = v
+                .to_str()
+                .map_err(|_| malformed("Authorization is not ASCII"))?;
+            let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(ApiError::credentials_required(
+                    "only the Bearer authorization scheme is accepted",
+                ));
+            }
+            let token = rest.trim();
+            if token.is_empty() || token.contains(' ') {
+                return Err(malformed("Authorization: Bearer takes exactly one token"));
+            }
+            Ok(Credential::Bearer(token))
+        }
+        (None, None) => Err(ApiError::credentials_required(
+            "send an API key in x-api-key or Authorization: Bearer",
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = match credential(parts)? {
+            Credential::ApiKey(s) => s,
+            Credential::Bearer(s) if s.starts_with(crate::services::api_keys::SECRET_PREFIX) => s,
+            Credential::Bearer(_) => {
+                return Err(ApiError::unauthenticated(
+                    "the bearer token is not a valid keygate API key",
+                ))
+            }
+        };
+        let principal = state.rt.api_keys.authenticate(secret, now()).await?;
+        if principal.role.read_only() && !matches!(parts.method, Method::GET | Method::HEAD) {
+            return Err(ApiError::forbidden("role read-only may use GET only"));
+        }
+        Ok(Caller(principal))
+    }
+}
+
+/// `Json<T>` whose rejections are problem+json: 413 for an oversized body, 400 for
+/// everything else (wrong content type, bad syntax, wrong shape), as API.md requires.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::payload_too_large("request body exceeds the configured limit");
+    }
+    let detail = match &rej {
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected Content-Type: application/json".to_string()
+        }
+        other => other.body_text(),
+    };
+    ApiError::bad_request(detail)
+}

@@ -1,0 +1,61 @@
+//! The web layer: axum routers, extractors, problem+json errors, OpenAPI.
+//!
+//! [`app`] builds the whole router from an [`AppState`]; tests drive it with
+//! `tower::ServiceExt::oneshot`, `serve` puts it on a listener.
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod time_fmt;
+
+use crate::runtime::Runtime;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::sync::Arc;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+}
+
+/// The operations-only application for `server.ops_listen`: health, readiness, metrics.
+pub fn ops_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(routes::health::healthz))
+        .route("/readyz", axum::routing::get(routes::health::readyz))
+        .route("/metrics", axum::routing::get(routes::health::metrics))
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// The complete HTTP application.
+pub fn app(state: AppState) -> Router {
+    let limit = state.rt.config.server.max_body_bytes;
+    routes::router()
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false)),
+        )
+        .with_state(state)
+}
+
+/// A panic in a handler is a bug: answer 500 problem+json and keep serving.
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::error!("request handler panicked");
+    error::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "internal error; the server log has details",
+    )
+    .into_response()
+}

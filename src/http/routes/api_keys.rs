@@ -1,0 +1,214 @@
+//! API keys (`/api/v1/api-keys`).
+
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, Caller};
+use crate::http::time_fmt::{parse_rfc3339, rfc3339};
+use crate::http::AppState;
+use crate::runtime::now;
+use crate::services::api_keys::{ApiKey, ApiKeyPatch, NewApiKey};
+use crate::services::authz::Role;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An API key's metadata; never the secret.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub role: Role,
+    pub owner: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// Null until first use; updated at most once a minute.
+    pub last_used_at: Option<String>,
+    /// The last 4 characters of the secret.
+    pub hint: String,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id,
+            name: k.name,
+            description: k.description,
+            role: k.role,
+            owner: k.owner,
+            created_at: rfc3339(k.created_at),
+            expires_at: rfc3339(k.expires_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            hint: k.hint,
+        }
+    }
+}
+
+/// A key with its secret, returned by create and regenerate only.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyWithSecret {
+    #[serde(flatten)]
+    pub key: ApiKeyView,
+    /// The secret. Shown this once; keygate keeps only its HMAC.
+    pub api_key: String,
+}
+
+impl ApiKeyWithSecret {
+    fn new(key: ApiKey, secret: SecretString) -> Self {
+        ApiKeyWithSecret {
+            key: key.into(),
+            api_key: secret.expose_secret().to_string(),
+        }
+    }
+}
+
+impl Drop for ApiKeyWithSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.api_key);
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub description: Option<String>,
+    pub role: Role,
+    /// Defaults to the caller.
+    pub owner: Option<String>,
+    /// RFC 3339; defaults to one year from now.
+    pub expires_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiKey {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub role: Option<Role>,
+}
+
+/// Creates an API key and returns its secret once.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = ApiKeyWithSecret),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 409, description = "Owner at api_keys.max_per_owner", body = Problem),
+              (status = 413, body = Problem), (status = 503, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(req): ApiJson<CreateApiKey>,
+) -> Result<(StatusCode, Json<ApiKeyWithSecret>), ApiError> {
+    let expires_at = req
+        .expires_at
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let (key, secret) = state
+        .rt
+        .api_keys
+        .create(
+            &caller,
+            NewApiKey {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+                owner: req.owner,
+                expires_at,
+            },
+            now(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyWithSecret::new(key, secret)),
+    ))
+}
+
+/// Lists API keys without secrets.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = [ApiKeyView]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+    let keys = state.rt.api_keys.list(&caller).await?;
+    Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
+}
+
+/// One API key without its secret.
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "API key id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = ApiKeyView), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    Ok(Json(state.rt.api_keys.get(&caller, &id).await?.into()))
+}
+
+/// Changes name, description or role; the secret stays the same.
+#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "api-keys", request_body = UpdateApiKey,
+    params(("id" = String, Path, description = "API key id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = ApiKeyView), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateApiKey>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    let key = state
+        .rt
+        .api_keys
+        .update(
+            &caller,
+            &id,
+            ApiKeyPatch {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+            },
+        )
+        .await?;
+    Ok(Json(key.into()))
+}
+
+/// Issues a new secret; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/regenerate", tag = "api-keys",
+    params(("id" = String, Path, description = "API key id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = ApiKeyWithSecret), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyWithSecret>, ApiError> {
+    let (key, secret) = state.rt.api_keys.regenerate(&caller, &id).await?;
+    Ok(Json(ApiKeyWithSecret::new(key, secret)))
+}
+
+/// Deletes a key; it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "API key id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted"), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.rt.api_keys.delete(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

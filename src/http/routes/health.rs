@@ -1,0 +1,78 @@
+//! Liveness, readiness and metrics.
+
+use crate::hardware::Health;
+use crate::http::error::{ApiError, Problem};
+use crate::http::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a readiness probe waits for a backend before calling it unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store and every configured hardware backend answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object),
+              (status = 503, description = "A backend or the store is unreachable", body = Problem)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut report = BTreeMap::new();
+    let mut ready = true;
+    for (name, exec) in state.rt.keys.backends() {
+        let probe = exec.run("health", |b| Ok(b.health()));
+        let health = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => Health::Unavailable {
+                reason: e.to_string(),
+            },
+            Err(_) => Health::Unavailable {
+                reason: "probe timed out".into(),
+            },
+        };
+        if health != Health::Ok {
+            ready = false;
+            tracing::warn!(backend = %name, health = ?health, "backend not ready");
+        }
+        report.insert(name.clone(), health);
+    }
+    let store_ok = state.rt.store.ping().await.is_ok();
+    if !ready || !store_ok {
+        let down: Vec<&String> = report
+            .iter()
+            .filter(|(_, h)| **h != Health::Ok)
+            .map(|(n, _)| n)
+            .collect();
+        return Err(ApiError::unavailable(format!(
+            "not ready: backends down {down:?}, store {}",
+            if store_ok { "ok" } else { "unreachable" }
+        )));
+    }
+    Ok(Json(
+        json!({"status": "ready", "backends": report, "store": "ok"}),
+    ))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> impl IntoResponse {
+    match crate::telemetry::metrics() {
+        Some(h) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::unavailable("metrics recorder is not installed").into_response(),
+    }
+}

@@ -1,0 +1,451 @@
+//! Key rings: logical keys, their versions and states, the public-key cache and the JWKS.
+//!
+//! A ring is a named purpose (`jwt-default`, `api-key-mac`, ...). Each has versions, of
+//! which exactly one is active (the store enforces this with a unique index). Public keys
+//! are cached here, so verification and JWKS never call the hardware; signing and MAC
+//! always do, through each backend's [`HardwareExecutor`].
+
+pub mod verify;
+
+use crate::hardware::executor::HardwareExecutor;
+use crate::hardware::{Algorithm, HardwareError, KeyLocator, KeySpec, Mac, PublicKey};
+use crate::store::keys::{KeyVersionRow, NewRing};
+use crate::store::{Store, StoreError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The ring whose HMAC key protects API-key secrets.
+pub const API_KEY_MAC_RING: &str = "api-key-mac";
+/// The default JWT signing ring.
+pub const JWT_DEFAULT_RING: &str = "jwt-default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error(transparent)]
+    Hardware(#[from] HardwareError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no key ring {0:?}")]
+    UnknownRing(String),
+    #[error("key ring {0:?} exists")]
+    RingExists(String),
+    #[error("no backend named {0:?}")]
+    UnknownBackend(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("stored key data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// What a ring is for; decides whether it is published in the JWKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Jwt,
+    Mac,
+    Tls,
+    Audit,
+}
+
+impl Purpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Jwt => "jwt",
+            Purpose::Mac => "mac",
+            Purpose::Tls => "tls",
+            Purpose::Audit => "audit",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Purpose> {
+        [Purpose::Jwt, Purpose::Mac, Purpose::Tls, Purpose::Audit]
+            .into_iter()
+            .find(|p| p.name() == s)
+    }
+
+    /// The purpose implied by a ring's name and algorithm.
+    pub fn for_ring(name: &str, alg: Algorithm) -> Purpose {
+        if alg.is_mac() {
+            Purpose::Mac
+        } else if name == "tls-identity" {
+            Purpose::Tls
+        } else if name == "audit" {
+            Purpose::Audit
+        } else {
+            Purpose::Jwt
+        }
+    }
+}
+
+/// One key version with its cached public key.
+#[derive(Debug, Clone)]
+pub struct KeyVersion {
+    pub ring: String,
+    pub version: i64,
+    pub state: String,
+    pub backend: String,
+    pub algorithm: Algorithm,
+    pub purpose: Purpose,
+    pub kid: String,
+    pub locator: KeyLocator,
+    pub public_key: Option<PublicKey>,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+}
+
+impl KeyVersion {
+    /// Pending, active and retiring versions are published (ARCHITECTURE.md §3).
+    pub fn published(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "active" | "retiring")
+    }
+
+    fn from_row(row: KeyVersionRow) -> Result<KeyVersion, KeysError> {
+        let corrupt =
+            |what: String| KeysError::Corrupt(format!("{} v{}: {what}", row.ring, row.version));
+        let algorithm: Algorithm = row.algorithm.parse().map_err(corrupt)?;
+        let locator: KeyLocator =
+            serde_json::from_str(&row.locator).map_err(|e| corrupt(format!("locator: {e}")))?;
+        let purpose = Purpose::parse(&row.purpose)
+            .ok_or_else(|| corrupt(format!("purpose {:?}", row.purpose)))?;
+        let public_key = match &row.public_key {
+            Some(der) => Some(
+                PublicKey::from_spki_der(algorithm, der)
+                    .map_err(|e| corrupt(format!("public key: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(KeyVersion {
+            ring: row.ring,
+            version: row.version,
+            state: row.state,
+            backend: row.backend,
+            algorithm,
+            purpose,
+            kid: row.kid,
+            locator,
+            public_key,
+            created_at: row.created_at,
+            activated_at: row.activated_at,
+        })
+    }
+}
+
+/// The in-memory view of every key version, replaced whole on change.
+#[derive(Debug, Default)]
+struct Snapshot {
+    versions: Vec<Arc<KeyVersion>>,
+    active: HashMap<String, Arc<KeyVersion>>,
+}
+
+/// Key rings over the store and the configured backends.
+pub struct KeyRegistry {
+    store: Store,
+    backends: HashMap<String, HardwareExecutor>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for KeyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRegistry")
+            .field("backends", &self.backends.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeyRegistry {
+    /// Loads every version from the store into the cache. No hardware call.
+    pub async fn load(
+        store: Store,
+        backends: HashMap<String, HardwareExecutor>,
+    ) -> Result<KeyRegistry, KeysError> {
+        let reg = KeyRegistry {
+            store,
+            backends,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+        };
+        reg.refresh().await?;
+        Ok(reg)
+    }
+
+    /// Re-reads the store into the cache.
+    pub async fn refresh(&self) -> Result<(), KeysError> {
+        let rows = self.store.list_key_versions().await?;
+        let mut snap = Snapshot::default();
+        for row in rows {
+            let v = Arc::new(KeyVersion::from_row(row)?);
+            if v.state == "active" {
+                snap.active.insert(v.ring.clone(), v.clone());
+            }
+            snap.versions.push(v);
+        }
+        if let Ok(mut s) = self.snapshot.write() {
+            *s = Arc::new(snap);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn backends(&self) -> &HashMap<String, HardwareExecutor> {
+        &self.backends
+    }
+
+    pub fn backend(&self, name: &str) -> Result<&HardwareExecutor, KeysError> {
+        self.backends
+            .get(name)
+            .ok_or_else(|| KeysError::UnknownBackend(name.to_string()))
+    }
+
+    /// Every version of every ring.
+    pub fn versions(&self) -> Vec<Arc<KeyVersion>> {
+        self.snapshot().versions.clone()
+    }
+
+    /// The active version of `ring`.
+    pub fn active(&self, ring: &str) -> Result<Arc<KeyVersion>, KeysError> {
+        self.snapshot()
+            .active
+            .get(ring)
+            .cloned()
+            .ok_or_else(|| KeysError::UnknownRing(ring.to_string()))
+    }
+
+    /// A specific version of `ring`.
+    pub fn version(&self, ring: &str, version: i64) -> Option<Arc<KeyVersion>> {
+        self.snapshot()
+            .versions
+            .iter()
+            .find(|v| v.ring == ring && v.version == version)
+            .cloned()
+    }
+
+    pub fn ring_exists(&self, ring: &str) -> bool {
+        self.snapshot().versions.iter().any(|v| v.ring == ring)
+    }
+
+    /// Creates a ring whose first version is active and generated in hardware.
+    ///
+    /// The key is generated first and recorded second. If recording fails, the new key is
+    /// destroyed again; if the process dies in between, the orphan is reported by
+    /// [`reconcile`](Self::reconcile) and never used.
+    pub async fn create_ring(
+        &self,
+        name: &str,
+        algorithm: Algorithm,
+        backend_name: &str,
+        created_by: &str,
+        now: i64,
+    ) -> Result<Arc<KeyVersion>, KeysError> {
+        validate_ring_name(name)?;
+        if self.ring_exists(name) {
+            return Err(KeysError::RingExists(name.to_string()));
+        }
+        let backend = self.backend(backend_name)?.clone();
+        let spec = KeySpec {
+            algorithm,
+            label: format!("keygate:{name}:v1"),
+        };
+        let (locator, public_key) = backend
+            .run("generate", move |b| {
+                let loc = b.generate(&spec)?;
+                let public = if algorithm.is_mac() {
+                    None
+                } else {
+                    match b.public_key(&loc) {
+                        Ok(p) => Some(PublicKey { algorithm, ..p }),
+                        Err(e) => {
+                            let _ = b.destroy(&loc);
+                            return Err(e);
+                        }
+                    }
+                };
+                Ok((loc, public))
+            })
+            .await?;
+        let kid = match &public_key {
+            Some(p) => p.thumbprint(),
+            None => format!("{name}-v1"),
+        };
+        let spki = match &public_key {
+            Some(p) => Some(p.spki_der()?),
+            None => None,
+        };
+        let locator_json = serde_json::to_string(&locator)
+            .map_err(|e| KeysError::Invalid(format!("locator: {e}")))?;
+        let record = NewRing {
+            name: name.to_string(),
+            algorithm: algorithm.name().to_string(),
+            backend: backend_name.to_string(),
+            purpose: Purpose::for_ring(name, algorithm).name().to_string(),
+            created_by: created_by.to_string(),
+            locator: locator_json,
+            kid,
+            public_key: spki,
+            now,
+        };
+        if let Err(e) = self.store.insert_ring(&record).await {
+            let loc = locator.clone();
+            if let Err(de) = backend.run("destroy", move |b| b.destroy(&loc)).await {
+                tracing::error!(ring = %name, key = %locator.uri(), error = %de,
+                    "could not destroy a key whose record failed; it is orphaned on the token");
+            }
+            return Err(match e {
+                StoreError::Conflict(_) => KeysError::RingExists(name.to_string()),
+                other => other.into(),
+            });
+        }
+        self.refresh().await?;
+        tracing::info!(ring = %name, algorithm = %algorithm, backend = %backend_name, key = %locator.uri(), "created key ring");
+        self.active(name)
+    }
+
+    /// Creates `name` unless it exists; returns whether it was created.
+    pub async fn ensure_ring(
+        &self,
+        name: &str,
+        algorithm: Algorithm,
+        backend: &str,
+        now: i64,
+    ) -> Result<bool, KeysError> {
+        if self.ring_exists(name) {
+            return Ok(false);
+        }
+        match self
+            .create_ring(
+                name,
+                algorithm,
+                backend,
+                crate::services::authz::ROOT_PRINCIPAL,
+                now,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(KeysError::RingExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// HMAC-SHA256 under the active version of `ring`; returns the tag and that version.
+    pub async fn mac(&self, ring: &str, msg: Vec<u8>) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
+        let v = self.active(ring)?;
+        if !v.algorithm.is_mac() {
+            return Err(KeysError::Invalid(format!(
+                "ring {ring:?} is not a MAC ring"
+            )));
+        }
+        let loc = v.locator.clone();
+        let tag = self
+            .backend(&v.backend)?
+            .run("mac", move |b| b.mac(&loc, &msg))
+            .await?;
+        Ok((tag, v))
+    }
+
+    /// Fills `n` bytes from the hardware RNG of the backend holding `ring`.
+    pub async fn random(
+        &self,
+        ring: &str,
+        n: usize,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, KeysError> {
+        let v = self.active(ring)?;
+        let bytes = self
+            .backend(&v.backend)?
+            .run("random", move |b| {
+                let mut out = zeroize::Zeroizing::new(vec![0u8; n]);
+                b.random(&mut out)?;
+                Ok(out)
+            })
+            .await?;
+        Ok(bytes)
+    }
+
+    /// The JWKS: public keys of published versions of JWT-signing rings only. MAC rings,
+    /// the audit ring and the TLS identity never appear.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .snapshot()
+            .versions
+            .iter()
+            .filter(|v| v.purpose == Purpose::Jwt && v.published())
+            .filter_map(|v| v.public_key.as_ref().map(|p| p.jwk(&v.kid)))
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// Checks that every live version in the store still exists in its hardware. Reports
+    /// problems and never deletes anything. Returns the list of problems found.
+    pub async fn reconcile(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for v in self.versions() {
+            if matches!(v.state.as_str(), "destroyed") {
+                continue;
+            }
+            let Ok(backend) = self.backend(&v.backend) else {
+                problems.push(format!(
+                    "{} v{}: backend {:?} is not configured",
+                    v.ring, v.version, v.backend
+                ));
+                continue;
+            };
+            let loc = v.locator.clone();
+            let is_mac = v.algorithm.is_mac();
+            let expected = v.public_key.clone();
+            let result = backend
+                .run("reconcile", move |b| {
+                    if is_mac {
+                        b.mac(&loc, b"keygate reconcile").map(|_| None)
+                    } else {
+                        b.public_key(&loc).map(Some)
+                    }
+                })
+                .await;
+            match result {
+                Ok(Some(found)) => {
+                    if expected
+                        .as_ref()
+                        .map(|e| e.material != found.material)
+                        .unwrap_or(true)
+                    {
+                        problems.push(format!(
+                            "{} v{}: the key at {} differs from the stored public key",
+                            v.ring,
+                            v.version,
+                            v.locator.uri()
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => problems.push(format!(
+                    "{} v{} at {}: {e}",
+                    v.ring,
+                    v.version,
+                    v.locator.uri()
+                )),
+            }
+        }
+        for p in &problems {
+            tracing::warn!(problem = %p, "store and hardware disagree");
+        }
+        problems
+    }
+}
+
+/// Ring names appear in URLs and labels: 1 to 64 of `[a-z0-9-]`, starting with a letter.
+pub fn validate_ring_name(name: &str) -> Result<(), KeysError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeysError::Invalid(format!(
+            "ring name {name:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter"
+        )))
+    }
+}

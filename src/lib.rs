@@ -1,0 +1,15 @@
+//! keygate: a hardware-backed key and token service.
+//!
+//! Layers, top to bottom: [`http`] → [`services`] → [`keys`] → [`hardware`], with [`store`]
+//! beside the hardware for metadata. See `docs/architecture.md`.
+
+pub mod bench;
+pub mod config;
+pub mod dev;
+pub mod hardware;
+pub mod http;
+pub mod keys;
+pub mod runtime;
+pub mod services;
+pub mod store;
+pub mod telemetry;

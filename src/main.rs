@@ -1,0 +1,144 @@
+//! The `keygate` command: `serve`, and admin commands that work on the store and the
+//! hardware directly, with no server running. Each command is a thin shell over
+//! [`keygate::runtime::Runtime`] and the services.
+
+use clap::{Parser, Subcommand};
+use keygate::config::Config;
+use keygate::dev::DevLayout;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod cli;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Hardware-backed key and token service"
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "KEYGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the dev layout (store, SoftHSM token, PIN).
+    #[arg(long, global = true, default_value = "./var")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs the HTTP service.
+    Serve {
+        /// Create the dev layout (SQLite + SoftHSM token) if missing, and use dev defaults.
+        #[arg(long)]
+        dev: bool,
+        /// Listen address; overrides server.listen. Port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Creates an API key (super-admin by default) and prints its secret once.
+    AdminKeyCreate {
+        #[arg(long, default_value = "admin")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value = "super-admin")]
+        role: String,
+        /// Owning principal.
+        #[arg(long, default_value = "root")]
+        owner: String,
+    },
+    /// Lists API keys (never their secrets).
+    AdminKeysList,
+    /// Deletes an API key by id.
+    AdminKeyDelete { id: String },
+    /// Key rings.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Measures raw SoftHSM rates against the same operations through keygate's pool.
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent callers for the pooled measurement.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Lists every version of every ring.
+    List,
+    /// Creates a ring whose first version is generated in hardware.
+    Create {
+        ring: String,
+        #[arg(long, default_value = "ES256")]
+        algorithm: String,
+        /// Configured backend name (default: the backend of jwt-default).
+        #[arg(long)]
+        backend: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dev = matches!(cli.command, Command::Serve { dev: true, .. });
+    let layout = DevLayout::new(&cli.data_dir);
+    // Everything that touches process-wide state (env vars, PKCS#11 init) happens here,
+    // before the async runtime starts any thread.
+    let mut created = Vec::new();
+    if dev {
+        match layout.create() {
+            Ok(c) => created = c,
+            Err(e) => return fail(2, &e.to_string()),
+        }
+    } else if cli.config.is_none() {
+        if !layout.dir.exists() {
+            return fail(
+                2,
+                &format!(
+                    "no keygate data directory at {} (run `keygate serve --dev` once, or pass --config)",
+                    layout.dir.display()
+                ),
+            );
+        }
+        if layout.softhsm_conf.exists() {
+            layout.use_softhsm_conf();
+        }
+    }
+    let base = (dev || cli.config.is_none()).then(|| layout.base_config());
+    let mut config = match Config::load_layered(cli.config.as_deref(), base) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if let Command::Serve {
+        listen: Some(l), ..
+    } = &cli.command
+    {
+        config.server.listen = l.clone();
+    }
+    keygate::telemetry::init_logging(&config.log.level, config.log.format == "json");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kg-async")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(cli::run(cli.command, config, layout, created));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("{e:#}")),
+    }
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("keygate: error: {msg}");
+    ExitCode::from(code)
+}

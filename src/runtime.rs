@@ -1,0 +1,196 @@
+//! Assembling a running keygate from its configuration: store, hardware backends, key
+//! rings, services. `serve` and every admin command start here, so they all see the same
+//! state and fail the same way on a wrong PIN, a missing token or an unreadable store.
+
+use crate::config::{BackendConfig, Config};
+use crate::hardware::executor::HardwareExecutor;
+use crate::hardware::pkcs11::{Pkcs11Backend, Pkcs11Settings};
+use crate::hardware::profile::HsmProfile;
+use crate::hardware::{Algorithm, Backend};
+use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
+use crate::services::api_keys::ApiKeyService;
+use crate::store::Store;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("backend {name:?}: {reason}")]
+    Backend { name: String, reason: String },
+    #[error("key rings: {0}")]
+    Keys(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Everything a request or command needs.
+pub struct Runtime {
+    pub config: Config,
+    pub store: Store,
+    pub keys: Arc<KeyRegistry>,
+    pub api_keys: Arc<ApiKeyService>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the epoch. The only place keygate reads the wall clock for requests;
+/// services take `now` as a parameter.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn read_pin(
+    name: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<SecretString, StartupError> {
+    let err = |reason: String| StartupError::Backend {
+        name: name.to_string(),
+        reason,
+    };
+    if let Some(var) = env {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return Ok(SecretString::from(v));
+            }
+        }
+        if file.is_none() {
+            return Err(err(format!("pin_env {var} is unset or empty")));
+        }
+    }
+    match file {
+        Some(f) => crate::dev::read_pin_file(f)
+            .map_err(|e| err(format!("cannot read pin_file {}: {e}", f.display()))),
+        None => Err(err("no pin_file or pin_env".into())),
+    }
+}
+
+fn connect_backend(
+    name: &str,
+    cfg: &BackendConfig,
+) -> Result<(Arc<dyn Backend>, usize), StartupError> {
+    let err = |reason: String| StartupError::Backend {
+        name: name.to_string(),
+        reason,
+    };
+    match cfg {
+        BackendConfig::Pkcs11(p) => {
+            let dir = p
+                .profiles_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("hsm-profiles"));
+            let mut profile =
+                HsmProfile::load(Some(&dir), &p.profile).map_err(|e| err(e.to_string()))?;
+            if let Some(size) = p.pool_size {
+                profile.pool_size = size.max(1);
+            }
+            let module = p
+                .module
+                .clone()
+                .or_else(|| profile.module.clone())
+                .ok_or_else(|| {
+                    err(format!(
+                        "profile {} names no module; set `module`",
+                        profile.name
+                    ))
+                })?;
+            let pin = read_pin(name, p.pin_file.as_deref(), p.pin_env.as_deref())?;
+            let backend = Pkcs11Backend::connect(Pkcs11Settings {
+                module,
+                token_label: p.token_label.clone(),
+                pin,
+                profile,
+            })
+            .map_err(|e| err(e.to_string()))?;
+            let size = backend.pool_size();
+            Ok((Arc::new(backend), size))
+        }
+        BackendConfig::Tpm(_) => Err(err(
+            "the TPM backend is not part of this release; use a pkcs11 backend".into(),
+        )),
+    }
+}
+
+impl Runtime {
+    /// Opens the store and every backend, loads the key rings, and makes sure the rings
+    /// keygate cannot work without (`api-key-mac`, `jwt-default`) exist.
+    pub async fn open(config: Config) -> Result<Runtime, StartupError> {
+        let store = Store::open(&config.store.url)
+            .await
+            .map_err(|e| StartupError::Store(e.to_string()))?;
+        if config.backends.is_empty() {
+            return Err(StartupError::Config(
+                "no [backends.*] configured (use --dev for a SoftHSM dev token)".into(),
+            ));
+        }
+        let mut executors = HashMap::new();
+        for (name, cfg) in &config.backends {
+            let (n, c) = (name.clone(), cfg.clone());
+            // Connecting blocks (module load, login): keep it off the async workers.
+            let (backend, size) = tokio::task::spawn_blocking(move || connect_backend(&n, &c))
+                .await
+                .map_err(|e| StartupError::Backend {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })??;
+            let exec =
+                HardwareExecutor::new(name, backend, size).map_err(|e| StartupError::Backend {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            executors.insert(name.clone(), exec);
+        }
+        let default_backend = config.backends.keys().next().cloned().unwrap_or_default();
+        let keys = KeyRegistry::load(store.clone(), executors)
+            .await
+            .map_err(|e| StartupError::Keys(e.to_string()))?;
+        let mut wanted: Vec<(String, Algorithm, String)> = vec![
+            (
+                API_KEY_MAC_RING.into(),
+                Algorithm::HS256,
+                default_backend.clone(),
+            ),
+            (JWT_DEFAULT_RING.into(), Algorithm::ES256, default_backend),
+        ];
+        for (name, ring) in &config.rings {
+            let alg: Algorithm = ring.algorithm.parse().map_err(StartupError::Config)?;
+            match wanted.iter_mut().find(|w| &w.0 == name) {
+                Some(w) => {
+                    w.1 = alg;
+                    w.2 = ring.backend.clone();
+                }
+                None => wanted.push((name.clone(), alg, ring.backend.clone())),
+            }
+        }
+        for (name, alg, backend) in wanted {
+            match keys.ensure_ring(&name, alg, &backend, now()).await {
+                Ok(true) => tracing::info!(ring = %name, "created missing key ring"),
+                Ok(false) => {}
+                Err(KeysError::Hardware(e)) => {
+                    return Err(StartupError::Keys(format!("creating ring {name}: {e}")))
+                }
+                Err(e) => return Err(StartupError::Keys(format!("ring {name}: {e}"))),
+            }
+        }
+        let keys = Arc::new(keys);
+        let api_keys = Arc::new(ApiKeyService::new(
+            store.clone(),
+            keys.clone(),
+            config.api_keys.max_per_owner,
+        ));
+        Ok(Runtime {
+            config,
+            store,
+            keys,
+            api_keys,
+        })
+    }
+}

@@ -1,0 +1,372 @@
+//! API keys: create, authenticate, list, update, regenerate, delete.
+//!
+//! A secret is `kg_` followed by 32 bytes from the hardware RNG in base64url (43
+//! characters). The store keeps only HMAC-SHA256(secret) computed by the `api-key-mac`
+//! ring in hardware, so a stolen database yields nothing usable offline. Lookups go by
+//! that MAC through a unique index, and the match is confirmed with a constant-time
+//! comparison.
+//!
+//! Crash safety: the secret is returned only after the record has been committed, so a
+//! client never holds a secret the store does not know.
+
+use crate::keys::verify::mac_matches;
+use crate::keys::{KeyRegistry, API_KEY_MAC_RING};
+use crate::services::authz::{Permission, Role};
+use crate::services::{AuthMethod, Principal, ServiceError};
+use crate::store::api_keys::{ApiKeyRow, SecretDigest};
+use crate::store::{Store, StoreError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Prefix of every API-key secret; lets secret scanners find leaked keys.
+pub const SECRET_PREFIX: &str = "kg_";
+const SECRET_BYTES: usize = 32;
+/// `kg_` + base64url of 32 bytes.
+const SECRET_LEN: usize = 3 + 43;
+/// Default lifetime: one year.
+pub const DEFAULT_TTL_SECS: i64 = 365 * 24 * 3600;
+/// `last_used_at` is written at most this often per key, so authentication stays a read.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+/// A new API key request (already parsed from JSON).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub description: Option<String>,
+    pub role: Role,
+    pub owner: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// A partial update.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub role: Option<Role>,
+}
+
+/// Stored metadata of a key, never the secret.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub role: Role,
+    pub hint: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = ServiceError;
+    fn try_from(r: ApiKeyRow) -> Result<Self, ServiceError> {
+        let role = r
+            .role
+            .parse()
+            .map_err(|e: String| ServiceError::Internal(format!("api key {}: {e}", r.id)))?;
+        Ok(ApiKey {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            owner: r.owner,
+            role,
+            hint: r.hint,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+        })
+    }
+}
+
+/// API-key operations.
+pub struct ApiKeyService {
+    store: Store,
+    keys: Arc<KeyRegistry>,
+    max_per_owner: i64,
+    /// Last `last_used_at` written per key id, to coalesce writes.
+    touched: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for ApiKeyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("max_per_owner", &self.max_per_owner)
+            .finish()
+    }
+}
+
+fn validate_text(field: &str, value: &str, max: usize, required: bool) -> Result<(), ServiceError> {
+    if required && value.trim().is_empty() {
+        return Err(ServiceError::Invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ServiceError::Invalid(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(ServiceError::Invalid(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl ApiKeyService {
+    pub fn new(store: Store, keys: Arc<KeyRegistry>, max_per_owner: u32) -> Self {
+        ApiKeyService {
+            store,
+            keys,
+            max_per_owner: i64::from(max_per_owner),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// May `caller` manage a key carrying `role`? Needs `api-keys:write` and a role that
+    /// covers it; super-admin keys additionally need `super-admins:manage`.
+    fn check_manage(caller: &Principal, role: Role) -> Result<(), ServiceError> {
+        if !caller.role.has(Permission::ApiKeysWrite) {
+            return Err(ServiceError::Forbidden(format!(
+                "role {} may not manage API keys",
+                caller.role
+            )));
+        }
+        if !caller.role.covers(role)
+            || (role == Role::SuperAdmin && !caller.role.has(Permission::ManageSuperAdmins))
+        {
+            return Err(ServiceError::Forbidden(format!(
+                "role {} may not manage keys with role {role}",
+                caller.role
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_read(caller: &Principal) -> Result<(), ServiceError> {
+        if caller.role.has(Permission::ApiKeysRead) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "role {} may not read API keys",
+                caller.role
+            )))
+        }
+    }
+
+    /// Draws a fresh secret from the hardware RNG and computes its MAC in hardware.
+    async fn new_secret(&self) -> Result<(SecretString, SecretDigest), ServiceError> {
+        let random = self.keys.random(API_KEY_MAC_RING, SECRET_BYTES).await?;
+        let secret = SecretString::from(format!(
+            "{SECRET_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(&*random)
+        ));
+        let (mac, version) = self
+            .keys
+            .mac(API_KEY_MAC_RING, secret.expose_secret().as_bytes().to_vec())
+            .await?;
+        let exposed = secret.expose_secret();
+        let hint = exposed[exposed.len() - 4..].to_string();
+        Ok((
+            secret,
+            SecretDigest {
+                mac: mac.0,
+                mac_ring: version.ring.clone(),
+                mac_version: version.version,
+                hint,
+            },
+        ))
+    }
+
+    /// Creates a key; returns its record and the secret, which is shown this once.
+    pub async fn create(
+        &self,
+        caller: &Principal,
+        req: NewApiKey,
+        now: i64,
+    ) -> Result<(ApiKey, SecretString), ServiceError> {
+        validate_text("name", &req.name, 128, true)?;
+        let description = req.description.unwrap_or_default();
+        validate_text("description", &description, 1024, false)?;
+        Self::check_manage(caller, req.role)?;
+        let owner = req.owner.unwrap_or_else(|| caller.name.clone());
+        validate_text("owner", &owner, 256, true)?;
+        if !self.store.principal_exists(&owner).await? {
+            return Err(ServiceError::Invalid(format!(
+                "owner {owner:?} is not a known principal"
+            )));
+        }
+        let expires_at = req.expires_at.unwrap_or(now + DEFAULT_TTL_SECS);
+        if expires_at <= now {
+            return Err(ServiceError::Invalid(
+                "expires_at must be in the future".into(),
+            ));
+        }
+        let (secret, digest) = self.new_secret().await?;
+        let row = ApiKeyRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: req.name,
+            description,
+            owner,
+            role: req.role.name().to_string(),
+            hint: digest.hint.clone(),
+            mac_ring: digest.mac_ring.clone(),
+            mac_version: digest.mac_version,
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+        };
+        self.store
+            .insert_api_key(&row, &digest, self.max_per_owner)
+            .await?;
+        tracing::info!(api_key = %row.id, owner = %row.owner, role = %row.role, by = %caller.name, "created API key");
+        Ok((row.try_into()?, secret))
+    }
+
+    /// Authenticates a presented secret. Every failure is the same `Unauthenticated`, so a
+    /// caller learns nothing about which keys exist.
+    pub async fn authenticate(&self, presented: &str, now: i64) -> Result<Principal, ServiceError> {
+        let unauthenticated = || ServiceError::Unauthenticated("invalid or expired API key".into());
+        if presented.len() != SECRET_LEN
+            || !presented.starts_with(SECRET_PREFIX)
+            || !presented[SECRET_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ServiceError::MalformedCredentials(
+                "API keys are kg_ followed by 43 base64url characters".into(),
+            ));
+        }
+        let (mac, _) = self
+            .keys
+            .mac(API_KEY_MAC_RING, presented.as_bytes().to_vec())
+            .await?;
+        let (row, stored) = self
+            .store
+            .find_api_key_by_mac(&mac.0)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        if !mac_matches(&mac.0, &stored) {
+            return Err(unauthenticated());
+        }
+        if row.expires_at <= now {
+            return Err(unauthenticated());
+        }
+        self.touch(&row.id, now).await;
+        let key: ApiKey = row.try_into()?;
+        Ok(Principal {
+            name: key.owner,
+            role: key.role,
+            method: AuthMethod::ApiKey { id: key.id },
+        })
+    }
+
+    /// Records use, at most once a minute per key; failures are logged, not fatal.
+    async fn touch(&self, id: &str, now: i64) {
+        let due = match self.touched.lock() {
+            Ok(mut t) => {
+                let stale = t
+                    .get(id)
+                    .is_none_or(|last| now.saturating_sub(*last) >= LAST_USED_RESOLUTION_SECS);
+                if stale {
+                    t.insert(id.to_string(), now);
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if due {
+            if let Err(e) = self.store.touch_api_key(id, now).await {
+                tracing::warn!(api_key = %id, error = %e, "could not record API key use");
+            }
+        }
+    }
+
+    pub async fn list(&self, caller: &Principal) -> Result<Vec<ApiKey>, ServiceError> {
+        Self::check_read(caller)?;
+        self.store
+            .list_api_keys()
+            .await?
+            .into_iter()
+            .map(ApiKey::try_from)
+            .collect()
+    }
+
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<ApiKey, ServiceError> {
+        Self::check_read(caller)?;
+        self.load(id).await
+    }
+
+    async fn load(&self, id: &str) -> Result<ApiKey, ServiceError> {
+        match self.store.get_api_key(id).await {
+            Ok(row) => row.try_into(),
+            Err(StoreError::NotFound) => Err(ServiceError::NotFound(format!("no API key {id:?}"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn update(
+        &self,
+        caller: &Principal,
+        id: &str,
+        patch: ApiKeyPatch,
+    ) -> Result<ApiKey, ServiceError> {
+        let current = self.load(id).await?;
+        Self::check_manage(caller, current.role)?;
+        if let Some(role) = patch.role {
+            Self::check_manage(caller, role)?;
+        }
+        if let Some(n) = &patch.name {
+            validate_text("name", n, 128, true)?;
+        }
+        if let Some(d) = &patch.description {
+            validate_text("description", d, 1024, false)?;
+        }
+        let row = self
+            .store
+            .update_api_key(
+                id,
+                patch.name.as_deref(),
+                patch.description.as_deref(),
+                patch.role.map(|r| r.name()),
+            )
+            .await?;
+        tracing::info!(api_key = %id, by = %caller.name, "updated API key");
+        row.try_into()
+    }
+
+    /// Issues a new secret; the old one stops matching when this commits.
+    pub async fn regenerate(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<(ApiKey, SecretString), ServiceError> {
+        let current = self.load(id).await?;
+        Self::check_manage(caller, current.role)?;
+        let (secret, digest) = self.new_secret().await?;
+        let row = self.store.replace_api_key_secret(id, &digest).await?;
+        if let Ok(mut t) = self.touched.lock() {
+            t.remove(id);
+        }
+        tracing::info!(api_key = %id, by = %caller.name, "regenerated API key");
+        Ok((row.try_into()?, secret))
+    }
+
+    pub async fn delete(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
+        let current = self.load(id).await?;
+        Self::check_manage(caller, current.role)?;
+        self.store.delete_api_key(id).await?;
+        if let Ok(mut t) = self.touched.lock() {
+            t.remove(id);
+        }
+        tracing::info!(api_key = %id, by = %caller.name, "deleted API key");
+        Ok(())
+    }
+}

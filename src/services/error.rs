@@ -1,0 +1,70 @@
+//! The service layer's meaning-based error.
+
+use crate::hardware::HardwareError;
+use crate::keys::KeysError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed or violates a rule about its content.
+    #[error("{0}")]
+    Invalid(String),
+    /// No credentials, or credentials that do not authenticate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Credentials present but malformed (RFC 6750 `invalid_request`).
+    #[error("{0}")]
+    MalformedCredentials(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// State conflict, including a limit being reached.
+    #[error("{0}")]
+    Conflict(String),
+    /// The hardware (or the store) cannot be reached right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a device failure; details are logged, not returned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::NotFound("not found".into()),
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            StoreError::Unavailable(m) => ServiceError::Unavailable(format!("store: {m}")),
+            StoreError::Corrupt(m) => ServiceError::Internal(format!("store: {m}")),
+        }
+    }
+}
+
+impl From<HardwareError> for ServiceError {
+    fn from(e: HardwareError) -> Self {
+        match e {
+            HardwareError::Unavailable(m) => ServiceError::Unavailable(m),
+            HardwareError::InvalidInput(m) => ServiceError::Invalid(m),
+            HardwareError::NotSupported(m) => ServiceError::Invalid(m),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KeysError> for ServiceError {
+    fn from(e: KeysError) -> Self {
+        match e {
+            KeysError::Hardware(h) => h.into(),
+            KeysError::Store(s) => s.into(),
+            KeysError::UnknownRing(r) => ServiceError::NotFound(format!("no key ring {r:?}")),
+            KeysError::RingExists(r) => ServiceError::Conflict(format!("key ring {r:?} exists")),
+            KeysError::UnknownBackend(b) => {
+                ServiceError::Invalid(format!("no backend named {b:?} is configured"))
+            }
+            KeysError::Invalid(m) => ServiceError::Invalid(m),
+            KeysError::Corrupt(m) => ServiceError::Internal(m),
+        }
+    }
+}

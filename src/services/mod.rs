@@ -1,0 +1,10 @@
+//! Business rules, one module per concern. Services speak in meaning ([`ServiceError`]),
+//! never in HTTP; the web layer maps errors to status codes.
+
+pub mod api_keys;
+pub mod authz;
+pub mod error;
+pub mod principal;
+
+pub use error::ServiceError;
+pub use principal::{AuthMethod, Principal};

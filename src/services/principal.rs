@@ -1,0 +1,30 @@
+//! Who is calling: the authenticated principal attached to a request.
+
+use crate::services::authz::Role;
+
+/// How the principal proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// An API key, by record id (never the secret).
+    ApiKey { id: String },
+    /// The local CLI acting directly on the store and hardware.
+    Cli,
+}
+
+impl AuthMethod {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthMethod::ApiKey { .. } => "api_key",
+            AuthMethod::Cli => "cli",
+        }
+    }
+}
+
+/// An authenticated caller. `name` is the principal per API.md: a user name, or an API
+/// key's owner.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub method: AuthMethod,
+}

@@ -1,0 +1,207 @@
+//! API-key records. Only the HMAC of each secret is stored, never the secret.
+
+use super::{Store, StoreError};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub role: String,
+    pub hint: String,
+    pub mac_ring: String,
+    pub mac_version: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// The MAC and hint of a fresh secret.
+#[derive(Debug, Clone)]
+pub struct SecretDigest {
+    pub mac: Vec<u8>,
+    pub mac_ring: String,
+    pub mac_version: i64,
+    pub hint: String,
+}
+
+const COLUMNS: &str = "id, name, description, owner, role, hint, mac_ring, mac_version, \
+                       created_at, expires_at, last_used_at";
+
+fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
+    Ok(ApiKeyRow {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        description: row.try_get(2)?,
+        owner: row.try_get(3)?,
+        role: row.try_get(4)?,
+        hint: row.try_get(5)?,
+        mac_ring: row.try_get(6)?,
+        mac_version: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        expires_at: row.try_get(9)?,
+        last_used_at: row.try_get(10)?,
+    })
+}
+
+impl Store {
+    /// Inserts the key unless its owner already holds `max_per_owner` keys. The count and
+    /// the insert are one statement, so concurrent creations cannot exceed the limit.
+    pub async fn insert_api_key(
+        &self,
+        row: &ApiKeyRow,
+        digest: &SecretDigest,
+        max_per_owner: i64,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
+                                   hint, created_at, expires_at, last_used_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL
+             WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
+        )
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(&row.description)
+        .bind(&row.owner)
+        .bind(&row.role)
+        .bind(&digest.mac)
+        .bind(&digest.mac_ring)
+        .bind(digest.mac_version)
+        .bind(&digest.hint)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(max_per_owner)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "owner {:?} already holds the maximum of {max_per_owner} API keys",
+                row.owner
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
+    }
+
+    pub async fn get_api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(from_row(&row)?)
+    }
+
+    /// Looks a key up by the MAC of its secret; returns the row and the stored MAC.
+    pub async fn find_api_key_by_mac(
+        &self,
+        mac: &[u8],
+    ) -> Result<Option<(ApiKeyRow, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS}, mac FROM api_keys WHERE mac = $1"
+        ))
+        .bind(mac)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let stored: Vec<u8> = row.try_get(11)?;
+                Ok(Some((from_row(&row)?, stored)))
+            }
+        }
+    }
+
+    /// Updates name, description and role; `None` keeps the current value.
+    pub async fn update_api_key(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+        role: Option<&str>,
+    ) -> Result<ApiKeyRow, StoreError> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET name = COALESCE($2, name),
+                                 description = COALESCE($3, description),
+                                 role = COALESCE($4, role)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(description)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_api_key(id).await
+    }
+
+    /// Replaces the secret's MAC; the old secret stops matching as soon as this commits.
+    pub async fn replace_api_key_secret(
+        &self,
+        id: &str,
+        digest: &SecretDigest,
+    ) -> Result<ApiKeyRow, StoreError> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET mac = $2, mac_ring = $3, mac_version = $4, hint = $5,
+                                 last_used_at = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&digest.mac)
+        .bind(&digest.mac_ring)
+        .bind(digest.mac_version)
+        .bind(&digest.hint)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_api_key(id).await
+    }
+
+    pub async fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
+        let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether any unexpired API key carries `role`.
+    pub async fn any_api_key_with_role(&self, role: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE role = $1")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}

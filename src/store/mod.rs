@@ -1,0 +1,90 @@
+//! Metadata persistence.
+//!
+//! The store holds everything that is not secret: key ring versions and their locators,
+//! API-key records (MACs only), users. SQLite in WAL mode is the embedded default. Queries
+//! use `$n` placeholders and integer timestamps so the same SQL runs on PostgreSQL.
+//!
+//! Durability: `synchronous = FULL`, so a write whose result a client has seen (an API key
+//! secret, say) survives power loss, not only a process crash.
+
+pub mod api_keys;
+pub mod keys;
+pub mod meta;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Meaning-based store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Handle to the metadata database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://path/to/keygate.db`).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres") {
+            return Err(StoreError::Unavailable(
+                "PostgreSQL is not built into this keygate yet; use sqlite://".into(),
+            ));
+        }
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("store url {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        sqlx::migrate!("src/store/migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
