@@ -188,6 +188,8 @@ async fn serve(
     let _ = keygate::telemetry::metrics();
     let rt = Arc::new(Runtime::open(config).await?);
     rt.keys.reconcile().await;
+    rt.api_keys
+        .spawn_refresher(rt.config.api_keys.refresh_interval.0);
     let bootstrap = bootstrap_key(&rt).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

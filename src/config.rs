@@ -38,7 +38,7 @@ impl Dur {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -56,27 +56,6 @@ pub struct Config {
     pub tls: Option<toml::Value>,
     pub oauth: Option<toml::Value>,
     pub approvals: Option<toml::Value>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            backends: BTreeMap::new(),
-            rings: BTreeMap::new(),
-            tokens: TokensConfig::default(),
-            sessions: SessionsConfig::default(),
-            api_keys: ApiKeysConfig::default(),
-            key_files: KeyFilesConfig::default(),
-            jwks: JwksConfig::default(),
-            rotation: RotationConfig::default(),
-            log: LogConfig::default(),
-            tls: None,
-            oauth: None,
-            approvals: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,11 +179,17 @@ impl Default for SessionsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeysConfig {
     pub max_per_owner: u32,
+    /// How often the server checks for API-key changes made by other processes (the CLI,
+    /// other replicas). Changes made through the server itself apply at once.
+    pub refresh_interval: Dur,
 }
 
 impl Default for ApiKeysConfig {
     fn default() -> Self {
-        ApiKeysConfig { max_per_owner: 10 }
+        ApiKeysConfig {
+            max_per_owner: 10,
+            refresh_interval: Dur(Duration::from_millis(250)),
+        }
     }
 }
 
@@ -332,6 +317,9 @@ impl Config {
                     return Err(format!("backends.{name}: set pin_file or pin_env"));
                 }
             }
+        }
+        if self.api_keys.refresh_interval.0.is_zero() {
+            return Err("api_keys.refresh_interval must be positive".into());
         }
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());

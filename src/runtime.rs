@@ -181,11 +181,11 @@ impl Runtime {
             }
         }
         let keys = Arc::new(keys);
-        let api_keys = Arc::new(ApiKeyService::new(
-            store.clone(),
-            keys.clone(),
-            config.api_keys.max_per_owner,
-        ));
+        let api_keys = Arc::new(
+            ApiKeyService::new(store.clone(), keys.clone(), config.api_keys.max_per_owner)
+                .await
+                .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
+        );
         Ok(Runtime {
             config,
             store,

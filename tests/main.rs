@@ -1,9 +1,16 @@
 //! keygate's integration tests: one binary, one module per concern.
 //!
-//! Hardware tests run in-process against a fresh SoftHSM token (`common::hsm`). HTTP tests
-//! spawn the real `keygate` binary on port 0 with its own data directory, SQLite file and
-//! SoftHSM token (`common::server`).
+//! Hardware tests run in-process against a fresh SoftHSM token (`common::hsm`). HTTP and
+//! CLI tests spawn the real `keygate` binary on port 0 with its own data directory, SQLite
+//! file and SoftHSM token (`common::server`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api_keys;
+mod bad_input;
+mod cli;
 mod common;
 mod hardware;
+mod keys;
+mod operations;
+mod roles;
 mod wycheproof;

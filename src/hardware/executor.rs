@@ -47,7 +47,11 @@ impl HardwareExecutor {
                 .spawn(move || {
                     // Ends when every sender (every executor clone) is dropped.
                     while let Ok(job) = rx.recv() {
-                        job();
+                        // A panicking call must not take a pool thread with it; its caller
+                        // sees "ended without a result" because the reply was dropped.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a hardware call panicked");
+                        }
                     }
                 })
                 .map_err(|e| {

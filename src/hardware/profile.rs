@@ -50,6 +50,11 @@ pub struct Quirks {
     /// Maximum number of sessions the device allows this application (0 = no stated limit).
     #[serde(default)]
     pub max_sessions: usize,
+    /// Serialise object creation and destruction against object searches. SoftHSM 2.6
+    /// fails `C_GenerateKey(Pair)` with `CKR_GENERAL_ERROR` when another thread searches
+    /// or destroys objects at the same time.
+    #[serde(default)]
+    pub serialize_object_changes: bool,
     /// The device's RNG returns at most this many bytes per `C_GenerateRandom` (0 = no limit).
     #[serde(default)]
     pub max_random_bytes: usize,

@@ -124,7 +124,9 @@ impl PublicKey {
         info.to_der().map_err(enc)
     }
 
-    /// Parses an SPKI DER for the given algorithm (used by tests and key import checks).
+    /// Parses an SPKI DER that must hold a key of `algorithm`'s type: the algorithm
+    /// identifier and, for EC, the curve are checked, so a secp256k1 or X25519 key is
+    /// never taken for ES256 or EdDSA.
     pub fn from_spki_der(algorithm: Algorithm, der: &[u8]) -> Result<Self, HardwareError> {
         let bad = |e: String| HardwareError::InvalidInput(format!("SPKI: {e}"));
         let info = SubjectPublicKeyInfoOwned::from_der(der).map_err(|e| bad(e.to_string()))?;
@@ -132,10 +134,43 @@ impl PublicKey {
             .subject_public_key
             .as_bytes()
             .ok_or_else(|| bad("unused bits".into()))?;
+        let oid = info.algorithm.oid;
+        let curve = info
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        let expect = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(bad(format!("not {what}")))
+            }
+        };
         match algorithm {
-            Algorithm::ES256 | Algorithm::ES384 => PublicKey::ec(algorithm, bits.to_vec()),
-            Algorithm::EdDSA => PublicKey::ed25519(bits.to_vec()),
+            Algorithm::ES256 => {
+                expect(
+                    oid == OID_EC_PUBLIC_KEY && curve == Some(OID_P256),
+                    "a P-256 key",
+                )?;
+                PublicKey::ec(algorithm, bits.to_vec())
+            }
+            Algorithm::ES384 => {
+                expect(
+                    oid == OID_EC_PUBLIC_KEY && curve == Some(OID_P384),
+                    "a P-384 key",
+                )?;
+                PublicKey::ec(algorithm, bits.to_vec())
+            }
+            Algorithm::EdDSA => {
+                expect(
+                    oid == OID_ED25519 && info.algorithm.parameters.is_none(),
+                    "an Ed25519 key",
+                )?;
+                PublicKey::ed25519(bits.to_vec())
+            }
             a if a.rsa_bits().is_some() => {
+                expect(oid == OID_RSA, "an RSA key")?;
                 let rsa = pkcs1::RsaPublicKey::from_der(bits).map_err(|e| bad(e.to_string()))?;
                 Ok(PublicKey::rsa(
                     a,
@@ -199,5 +234,28 @@ impl PublicKey {
             }
         };
         b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_spki_of_another_curve_or_type_is_refused() {
+        let k1 = PublicKey {
+            algorithm: Algorithm::ES256,
+            material: PublicKeyMaterial::Ec {
+                point: [vec![4u8], vec![7u8; 64]].concat(),
+            },
+        };
+        let mut der = k1.spki_der().unwrap();
+        let p256 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let pos = der.windows(8).position(|w| w == p256).unwrap();
+        // Change the curve to 1.2.840.10045.3.1.8: same shape, not P-256.
+        der[pos + 7] = 0x08;
+        assert!(PublicKey::from_spki_der(Algorithm::ES256, &der).is_err());
+        assert!(PublicKey::from_spki_der(Algorithm::EdDSA, &k1.spki_der().unwrap()).is_err());
+        assert!(PublicKey::from_spki_der(Algorithm::ES256, &k1.spki_der().unwrap()).is_ok());
     }
 }

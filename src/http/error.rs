@@ -167,6 +167,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED || self.bearer_error.is_some() {
             let v = match self.bearer_error {
                 Some(code) => format!("Bearer realm=\"keygate\", error=\"{code}\""),

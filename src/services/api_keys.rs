@@ -2,9 +2,13 @@
 //!
 //! A secret is `kg_` followed by 32 bytes from the hardware RNG in base64url (43
 //! characters). The store keeps only HMAC-SHA256(secret) computed by the `api-key-mac`
-//! ring in hardware, so a stolen database yields nothing usable offline. Lookups go by
-//! that MAC through a unique index, and the match is confirmed with a constant-time
-//! comparison.
+//! ring in hardware, so a stolen database yields nothing usable offline.
+//!
+//! Authentication is one hardware MAC plus a lookup in an in-memory index of the stored
+//! MACs, confirmed with a constant-time comparison. The index is rebuilt after every
+//! change made through this process, before the change is acknowledged, so delete and
+//! regenerate take effect at once. Changes made by another process (the CLI, a replica)
+//! bump `meta.api_keys_version`, which [`ApiKeyService::refresh_if_changed`] polls.
 //!
 //! Crash safety: the secret is returned only after the record has been committed, so a
 //! client never holds a secret the store does not know.
@@ -19,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Prefix of every API-key secret; lets secret scanners find leaked keys.
 pub const SECRET_PREFIX: &str = "kg_";
@@ -84,11 +88,19 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     }
 }
 
+/// Stored MACs and their keys, as of one `api_keys_version`.
+#[derive(Default)]
+struct Index {
+    version: String,
+    by_mac: HashMap<Vec<u8>, Arc<ApiKey>>,
+}
+
 /// API-key operations.
 pub struct ApiKeyService {
     store: Store,
     keys: Arc<KeyRegistry>,
     max_per_owner: i64,
+    index: RwLock<Arc<Index>>,
     /// Last `last_used_at` written per key id, to coalesce writes.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -119,13 +131,68 @@ fn validate_text(field: &str, value: &str, max: usize, required: bool) -> Result
 }
 
 impl ApiKeyService {
-    pub fn new(store: Store, keys: Arc<KeyRegistry>, max_per_owner: u32) -> Self {
-        ApiKeyService {
+    /// Creates the service and loads the index from the store.
+    pub async fn new(
+        store: Store,
+        keys: Arc<KeyRegistry>,
+        max_per_owner: u32,
+    ) -> Result<Self, ServiceError> {
+        let svc = ApiKeyService {
             store,
             keys,
             max_per_owner: i64::from(max_per_owner),
+            index: RwLock::new(Arc::new(Index::default())),
             touched: Mutex::new(HashMap::new()),
+        };
+        svc.reload().await?;
+        Ok(svc)
+    }
+
+    /// Rebuilds the index from the store. The version is read before the rows, so a change
+    /// racing the reload leaves an older version behind and triggers another reload.
+    async fn reload(&self) -> Result<(), ServiceError> {
+        let version = self.store.api_keys_version().await?;
+        let rows = self.store.list_api_keys_with_macs().await?;
+        let mut by_mac = HashMap::with_capacity(rows.len());
+        for (row, mac) in rows {
+            by_mac.insert(mac, Arc::new(ApiKey::try_from(row)?));
         }
+        if let Ok(mut idx) = self.index.write() {
+            *idx = Arc::new(Index { version, by_mac });
+        }
+        Ok(())
+    }
+
+    fn index(&self) -> Arc<Index> {
+        self.index.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Reloads the index when another process changed API keys; returns whether it did.
+    pub async fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
+        let version = self.store.api_keys_version().await?;
+        if version == self.index().version {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Polls for changes by other processes every `every`, until the process ends.
+    pub fn spawn_refresher(self: &Arc<Self>, every: std::time::Duration) {
+        let svc = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(svc) = svc.upgrade() else { break };
+                match svc.refresh_if_changed().await {
+                    Ok(true) => tracing::info!("API keys changed elsewhere; index reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot check for API key changes"),
+                }
+            }
+        });
     }
 
     /// May `caller` manage a key carrying `role`? Needs `api-keys:write` and a role that
@@ -224,6 +291,7 @@ impl ApiKeyService {
         self.store
             .insert_api_key(&row, &digest, self.max_per_owner)
             .await?;
+        self.reload().await?;
         tracing::info!(api_key = %row.id, owner = %row.owner, role = %row.role, by = %caller.name, "created API key");
         Ok((row.try_into()?, secret))
     }
@@ -246,23 +314,19 @@ impl ApiKeyService {
             .keys
             .mac(API_KEY_MAC_RING, presented.as_bytes().to_vec())
             .await?;
-        let (row, stored) = self
-            .store
-            .find_api_key_by_mac(&mac.0)
-            .await?
+        let index = self.index();
+        let (stored, key) = index
+            .by_mac
+            .get_key_value(mac.0.as_slice())
             .ok_or_else(unauthenticated)?;
-        if !mac_matches(&mac.0, &stored) {
+        if !mac_matches(&mac.0, stored) || key.expires_at <= now {
             return Err(unauthenticated());
         }
-        if row.expires_at <= now {
-            return Err(unauthenticated());
-        }
-        self.touch(&row.id, now).await;
-        let key: ApiKey = row.try_into()?;
+        self.touch(&key.id, now).await;
         Ok(Principal {
-            name: key.owner,
+            name: key.owner.clone(),
             role: key.role,
-            method: AuthMethod::ApiKey { id: key.id },
+            method: AuthMethod::ApiKey { id: key.id.clone() },
         })
     }
 
@@ -338,6 +402,7 @@ impl ApiKeyService {
                 patch.role.map(|r| r.name()),
             )
             .await?;
+        self.reload().await?;
         tracing::info!(api_key = %id, by = %caller.name, "updated API key");
         row.try_into()
     }
@@ -352,6 +417,7 @@ impl ApiKeyService {
         Self::check_manage(caller, current.role)?;
         let (secret, digest) = self.new_secret().await?;
         let row = self.store.replace_api_key_secret(id, &digest).await?;
+        self.reload().await?;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);
         }
@@ -363,6 +429,7 @@ impl ApiKeyService {
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
         self.store.delete_api_key(id).await?;
+        self.reload().await?;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);
         }

@@ -56,6 +56,11 @@ impl From<HardwareError> for ServiceError {
 impl From<KeysError> for ServiceError {
     fn from(e: KeysError) -> Self {
         match e {
+            // Every key the registry uses is listed in the store; if its hardware no longer
+            // has it, the token is gone or was swapped: an outage, not a caller error.
+            KeysError::Hardware(HardwareError::KeyNotFound(m)) => ServiceError::Unavailable(
+                format!("a key listed in the store is missing from its hardware: {m}"),
+            ),
             KeysError::Hardware(h) => h.into(),
             KeysError::Store(s) => s.into(),
             KeysError::UnknownRing(r) => ServiceError::NotFound(format!("no key ring {r:?}")),

@@ -1,4 +1,8 @@
 //! API-key records. Only the HMAC of each secret is stored, never the secret.
+//!
+//! Every change that affects authentication (create, update, new secret, delete) bumps
+//! `meta.api_keys_version` in the same transaction, so a process holding an in-memory
+//! index of keys can tell cheaply that another process changed them.
 
 use super::{Store, StoreError};
 use sqlx::sqlite::SqliteRow;
@@ -47,7 +51,37 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
     })
 }
 
+/// Bumps the API-key change counter inside `tx`.
+async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('api_keys_version', '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// The API-key change counter (`"0"` before the first change).
+    pub async fn api_keys_version(&self) -> Result<String, StoreError> {
+        Ok(self
+            .meta_get("api_keys_version")
+            .await?
+            .unwrap_or_else(|| "0".into()))
+    }
+
+    /// Every key with its MAC, for the in-memory authentication index.
+    pub async fn list_api_keys_with_macs(&self) -> Result<Vec<(ApiKeyRow, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS}, mac FROM api_keys"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(11)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// Inserts the key unless its owner already holds `max_per_owner` keys. The count and
     /// the insert are one statement, so concurrent creations cannot exceed the limit.
     pub async fn insert_api_key(
@@ -56,6 +90,7 @@ impl Store {
         digest: &SecretDigest,
         max_per_owner: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
                                    hint, created_at, expires_at, last_used_at)
@@ -74,7 +109,7 @@ impl Store {
         .bind(row.created_at)
         .bind(row.expires_at)
         .bind(max_per_owner)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
@@ -82,6 +117,8 @@ impl Store {
                 row.owner
             )));
         }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -106,26 +143,6 @@ impl Store {
         Ok(from_row(&row)?)
     }
 
-    /// Looks a key up by the MAC of its secret; returns the row and the stored MAC.
-    pub async fn find_api_key_by_mac(
-        &self,
-        mac: &[u8],
-    ) -> Result<Option<(ApiKeyRow, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS}, mac FROM api_keys WHERE mac = $1"
-        ))
-        .bind(mac)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let stored: Vec<u8> = row.try_get(11)?;
-                Ok(Some((from_row(&row)?, stored)))
-            }
-        }
-    }
-
     /// Updates name, description and role; `None` keeps the current value.
     pub async fn update_api_key(
         &self,
@@ -134,6 +151,7 @@ impl Store {
         description: Option<&str>,
         role: Option<&str>,
     ) -> Result<ApiKeyRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE api_keys SET name = COALESCE($2, name),
                                  description = COALESCE($3, description),
@@ -144,11 +162,13 @@ impl Store {
         .bind(name)
         .bind(description)
         .bind(role)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
         self.get_api_key(id).await
     }
 
@@ -158,6 +178,7 @@ impl Store {
         id: &str,
         digest: &SecretDigest,
     ) -> Result<ApiKeyRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE api_keys SET mac = $2, mac_ring = $3, mac_version = $4, hint = $5,
                                  last_used_at = NULL
@@ -168,22 +189,27 @@ impl Store {
         .bind(&digest.mac_ring)
         .bind(digest.mac_version)
         .bind(&digest.hint)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
         self.get_api_key(id).await
     }
 
     pub async fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -33,26 +33,37 @@ pub fn backend() -> Arc<Pkcs11Backend> {
     SHARED
         .get_or_init(|| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let tokens = dir.path().join("tokens");
-            std::fs::create_dir_all(&tokens).expect("token dir");
-            let conf = dir.path().join("softhsm2.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                    tokens.display()
-                ),
-            )
-            .expect("softhsm2.conf");
+            // The same script a person uses by hand, so it is exercised on every run.
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/softhsm-test/make-token.sh");
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .arg(dir.path())
+                .args([LABEL, USER_PIN, SO_PIN])
+                .env_remove("SOFTHSM2_CONF")
+                .output()
+                .expect("run softhsm-test/make-token.sh");
+            assert!(
+                out.status.success(),
+                "make-token.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let conf = stdout
+                .trim()
+                .strip_prefix("export SOFTHSM2_CONF=")
+                .expect("make-token.sh prints the SOFTHSM2_CONF to use")
+                .to_string();
             // Set before any PKCS#11 call in this process; nothing else reads it.
             std::env::set_var("SOFTHSM2_CONF", &conf);
-            token_init::ensure_token(
+            // Present already (made by the script); this checks the Rust path agrees.
+            let made = token_init::ensure_token(
                 &module(),
                 LABEL,
                 &SecretString::from(SO_PIN),
                 &SecretString::from(USER_PIN),
             )
-            .expect("create test token");
+            .expect("find test token");
+            assert!(!made, "make-token.sh should have created the token");
             let profile = HsmProfile::load(None, "softhsm2").expect("softhsm2 profile");
             let backend = Pkcs11Backend::connect(Pkcs11Settings {
                 module: module(),
@@ -78,8 +89,13 @@ pub fn raw_session() -> cryptoki::session::Session {
     let slot = keygate::hardware::pkcs11::module::find_token(&ctx, LABEL).expect("slot");
     let s = ctx.open_rw_session(slot).expect("session");
     // Login is per application and the backend already holds it.
-    match s.login(cryptoki::session::UserType::User, Some(&SecretString::from(USER_PIN))) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+    match s.login(
+        cryptoki::session::UserType::User,
+        Some(&SecretString::from(USER_PIN)),
+    ) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
         Err(e) => panic!("login: {e}"),
     }
     s

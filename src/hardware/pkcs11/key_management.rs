@@ -70,6 +70,9 @@ impl Pkcs11Backend {
         let label = label.as_bytes();
         let alg = spec.algorithm;
         self.pool.with_session("generating a key", &mut |s| {
+            // Taken with the session already in hand: a thread holding the guard must
+            // never wait for a session that a searching thread holds.
+            let _guard = self.change_guard();
             match alg {
                 Algorithm::HS256 => {
                     let mut t = protected(&id, label);
@@ -127,7 +130,10 @@ impl Pkcs11Backend {
                 }
             }
         }
-        let found = s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?;
+        let found = {
+            let _guard = self.lookup_guard();
+            s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?
+        };
         let handle = found.first().copied();
         if let (Some(h), Ok(mut cache)) = (handle, self.handles.write()) {
             cache.insert(key, (generation, h));
@@ -179,7 +185,7 @@ impl Pkcs11Backend {
     }
 
     pub(super) fn read_public_key(&self, id: &[u8]) -> Result<PublicKey, HardwareError> {
-        let attrs = self.with_object(
+        let attrs = match self.with_object(
             "reading a public key",
             ObjectClass::PUBLIC_KEY,
             id,
@@ -195,7 +201,23 @@ impl Pkcs11Backend {
                     ],
                 )
             },
-        )?;
+        ) {
+            Ok(a) => a,
+            Err(HardwareError::KeyNotFound(m)) => {
+                // A secret key has no public half: say so instead of "not found".
+                let secret = self.with_object(
+                    "checking for a secret key",
+                    ObjectClass::SECRET_KEY,
+                    id,
+                    &mut |_, _| Ok(()),
+                );
+                return Err(match secret {
+                    Ok(()) => HardwareError::NotSupported("a secret key has no public key".into()),
+                    Err(_) => HardwareError::KeyNotFound(m),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let mut key_type = None;
         let (mut params, mut point, mut n, mut e) = (None, None, None, None);
         for a in attrs {
@@ -254,6 +276,7 @@ impl Pkcs11Backend {
         ] {
             self.forget(class, id);
             let n = self.pool.with_session("destroying a key", &mut |s| {
+                let _guard = self.change_guard();
                 let found =
                     s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?;
                 for h in &found {

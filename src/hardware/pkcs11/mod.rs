@@ -49,6 +49,10 @@ pub struct Pkcs11Backend {
     pool: SessionPool,
     profile: HsmProfile,
     handles: HandleCache,
+    /// Taken exclusively by object creation and destruction, shared by object lookups,
+    /// when `quirks.serialize_object_changes` is set (SoftHSM 2.6 can fail `C_Generate*`
+    /// with `CKR_GENERAL_ERROR` while another thread searches or deletes objects).
+    object_changes: RwLock<()>,
 }
 
 impl Pkcs11Backend {
@@ -66,6 +70,7 @@ impl Pkcs11Backend {
             pool,
             profile: settings.profile,
             handles: RwLock::new(HashMap::new()),
+            object_changes: RwLock::new(()),
         })
     }
 
@@ -78,7 +83,7 @@ impl Pkcs11Backend {
         self.pool.size()
     }
 
-    fn check_locator<'a>(&self, key: &'a KeyLocator) -> Result<Vec<u8>, HardwareError> {
+    fn check_locator(&self, key: &KeyLocator) -> Result<Vec<u8>, HardwareError> {
         match key {
             KeyLocator::Pkcs11 { token, id } => {
                 if token != self.pool.token_label() {
@@ -105,12 +110,33 @@ fn class_key(class: ObjectClass) -> u64 {
     }
 }
 
+impl Pkcs11Backend {
+    /// Exclusive guard for creating or destroying objects (a no-op unless the profile asks).
+    pub(crate) fn change_guard(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+        if self.profile.quirks.serialize_object_changes {
+            self.object_changes.write().ok()
+        } else {
+            None
+        }
+    }
+
+    /// Shared guard for searching objects.
+    pub(crate) fn lookup_guard(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        if self.profile.quirks.serialize_object_changes {
+            self.object_changes.read().ok()
+        } else {
+            None
+        }
+    }
+}
+
 pub(crate) fn encode_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.is_empty() {
+    // Strict: `from_str_radix` alone would accept a leading `+`, giving one key two names.
+    if s.len() % 2 != 0 || s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -178,10 +204,7 @@ impl Backend for Pkcs11Backend {
     }
 
     fn health(&self) -> Health {
-        match self
-            .pool
-            .with_session_unguarded("health probe", &mut |s| s.get_session_info().map(|_| ()))
-        {
+        match self.pool.probe() {
             Ok(()) => Health::Ok,
             Err(e) => Health::Unavailable {
                 reason: e.to_string(),

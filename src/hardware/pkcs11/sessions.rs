@@ -193,6 +193,28 @@ impl SessionPool {
         }
     }
 
+    /// Health probe: the token is still listed under its label and a session answers.
+    pub fn probe(&self) -> Result<(), HardwareError> {
+        self.with_session_unguarded("health probe", &mut |s| s.get_session_info().map(|_| ()))?;
+        let ctx = self
+            .conn
+            .lock()
+            .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?
+            .ctx
+            .clone();
+        let slot = find_token(&ctx, &self.token_label)?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| translate("health probe", e))?;
+        if !info.user_pin_initialized() {
+            return Err(HardwareError::Unavailable(format!(
+                "token {:?} has no user PIN",
+                self.token_label
+            )));
+        }
+        Ok(())
+    }
+
     fn open_breaker(&self) {
         if let Ok(mut b) = self.breaker_until.lock() {
             *b = Some(Instant::now() + BREAKER_OPEN_FOR);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# keygate's benchmarks, in one run on one machine:
+#   1. `keygate bench`: raw SoftHSM sign/HMAC rates (1 and 2 threads, own sessions) against
+#      the same operations through keygate's hardware pool.
+#   2. HTTP: wrk against GET /healthz and against authenticated GET /api/v1/keys (API key in
+#      x-api-key) on the same release server.
+# Results go to stdout and to $OUT (default /tmp/keygate-bench/<UTC time>/).
+# Knobs: SECONDS_PER_RUN (10) CONC (32) THREADS (2) ROUNDS (3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./ci/setup.sh wrk
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CONC=${CONC:-32}
+THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+OUT=${OUT:-/tmp/keygate-bench/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+cargo build --release --quiet
+BIN=target/release/keygate
+DATA=$(mktemp -d)
+SERVER=
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" | tee "$OUT/summary.txt"
+echo "== keygate bench (hardware pool vs raw cryptoki)" | tee -a "$OUT/summary.txt"
+# Create the dev layout, then stop: two processes must not share one SoftHSM token dir.
+"$BIN" --data-dir "$DATA" serve --dev --listen 127.0.0.1:0 >"$OUT/server-init.out" 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do grep -q "listening on" "$OUT/server-init.out" && break; sleep 0.1; done
+KEY=$(grep -o 'kg_[A-Za-z0-9_-]*' "$OUT/server-init.out" | head -1)
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+"$BIN" --data-dir "$DATA" bench --seconds "$SECONDS_PER_RUN" --concurrency "$CONC" | tee -a "$OUT/summary.txt"
+
+echo "== HTTP (wrk -t$THREADS -c$CONC -d${SECONDS_PER_RUN}s, keep-alive, loopback)" | tee -a "$OUT/summary.txt"
+RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server.out" 2>"$OUT/server.err" &
+SERVER=$!
+for _ in $(seq 100); do grep -q "listening on" "$OUT/server.out" && break; sleep 0.1; done
+ADDR=$(sed -n 's/^keygate listening on //p' "$OUT/server.out")
+[ -n "$ADDR" ] || { echo "server did not start" >&2; cat "$OUT/server.err" >&2; exit 1; }
+curl -fsS -o /dev/null -H "x-api-key: $KEY" "$ADDR/api/v1/keys" || { echo "authenticated request failed" >&2; exit 1; }
+
+rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
+non2xx() { awk '/Non-2xx/ {print $5}' "$1"; }
+for r in $(seq "$ROUNDS"); do
+  wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency "$ADDR/healthz" >"$OUT/healthz-$r.txt"
+  wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -H "x-api-key: $KEY" "$ADDR/api/v1/keys" >"$OUT/keys-$r.txt"
+  h=$(rate "$OUT/healthz-$r.txt"); k=$(rate "$OUT/keys-$r.txt")
+  bad=$(non2xx "$OUT/keys-$r.txt")
+  printf 'round %s: /healthz %8.0f req/s   authenticated /api/v1/keys %8.0f req/s   ratio %.2f   non-2xx %s\n' \
+    "$r" "$h" "$k" "$(awk -v a="$k" -v b="$h" 'BEGIN{print a/b}')" "${bad:-0}" | tee -a "$OUT/summary.txt"
+  [ -z "$bad" ] || { echo "errors during load" >&2; exit 3; }
+done
+echo "results in $OUT"

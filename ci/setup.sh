@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what keygate's build, tests and dev server need on Debian. Idempotent: installs
+# only missing packages, and runs `apt-get update` only when something is missing.
+set -euo pipefail
+
+packages=(softhsm2 opensc sqlite3 curl ca-certificates "$@")
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ci/setup.sh: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -f /usr/lib/softhsm/libsofthsm2.so ] || { echo "ci/setup.sh: SoftHSM module missing after install" >&2; exit 1; }

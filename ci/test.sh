@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, and the whole test suite against real
+# SoftHSM tokens. Safe to run again; installs missing system packages first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./ci/setup.sh
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets

@@ -1,0 +1,298 @@
+//! API keys over real HTTP, against a real server and a real SoftHSM token.
+
+use crate::common::expect_problem;
+use crate::common::server::{Options, Server};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn an_api_key_can_be_created_used_listed_updated_regenerated_and_deleted() {
+    let s = Server::start_with(Options {
+        log_level: "debug".into(),
+        ..Options::default()
+    });
+
+    // Create: 201, the secret once, with its hint.
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "ci", "description": "pipeline", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let secret = created["api_key"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("kg_") && secret.len() == 46, "{secret}");
+    for field in [
+        "id",
+        "name",
+        "description",
+        "role",
+        "owner",
+        "created_at",
+        "expires_at",
+        "api_key",
+    ] {
+        assert!(created.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(created["owner"], "root", "owner defaults to the caller");
+    assert_eq!(created["role"], "admin");
+
+    // Use it through both headers.
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+    let r = s
+        .http
+        .get(s.url("/api/v1/keys"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // List and get hide the secret but show hint and last use.
+    let list_text = s
+        .get("/api/v1/api-keys", &s.admin_key)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!list_text.contains(&secret), "list leaks the secret");
+    let list: Value = serde_json::from_str(&list_text).unwrap();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("api_key").is_none()));
+    let got: Value = s
+        .get(&format!("/api/v1/api-keys/{id}"), &s.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["hint"], secret[secret.len() - 4..]);
+    assert!(
+        got["last_used_at"].is_string(),
+        "last_used_at set after use: {got}"
+    );
+    assert!(got.get("api_key").is_none());
+
+    // Patch role and description: the secret keeps working.
+    let r = s
+        .patch_json(
+            &format!("/api/v1/api-keys/{id}"),
+            &s.admin_key,
+            json!({"role": "read-only", "description": "now read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!(patched["role"], "read-only");
+    assert_eq!(patched["description"], "now read-only");
+    assert_eq!(patched["name"], "ci", "unpatched fields stay");
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+
+    // Regenerate: the old secret stops at once, the new one works.
+    let r = s
+        .http
+        .post(s.url(&format!("/api/v1/api-keys/{id}/regenerate")))
+        .header("x-api-key", &s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let regenerated: Value = r.json().await.unwrap();
+    let new_secret = regenerated["api_key"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    assert_eq!(regenerated["id"], id.as_str());
+    expect_problem(s.get("/api/v1/keys", &secret).await, 401, "unauthenticated").await;
+    assert_eq!(s.get("/api/v1/keys", &new_secret).await.status(), 200);
+
+    // Delete: 204, then the key is gone and its secret refused.
+    let r = s
+        .delete(&format!("/api/v1/api-keys/{id}"), &s.admin_key)
+        .await;
+    assert_eq!(r.status(), 204);
+    expect_problem(
+        s.get("/api/v1/keys", &new_secret).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    expect_problem(
+        s.get(&format!("/api/v1/api-keys/{id}"), &s.admin_key).await,
+        404,
+        "not-found",
+    )
+    .await;
+
+    // Nothing secret reached the log, even at debug level.
+    let log = s.log_text();
+    for secret in [&secret, &new_secret, &s.admin_key] {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    }
+    let pin = std::fs::read_to_string(s.data_dir().join("pin")).unwrap();
+    assert!(!log.contains(pin.trim()), "the PIN reached the log");
+}
+
+#[tokio::test]
+async fn a_new_key_expires_after_one_year_by_default_or_when_asked() {
+    let s = Server::start();
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "a", "role": "read-only"}),
+        )
+        .await;
+    let v: Value = r.json().await.unwrap();
+    let created = time::OffsetDateTime::parse(
+        v["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        v["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!((expires - created).whole_days(), 365);
+
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "b", "role": "read-only", "expires_at": "2099-01-02T03:04:05Z"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_at"], "2099-01-02T03:04:05Z");
+
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "c", "role": "read-only", "expires_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    expect_problem(r, 400, "invalid-request").await;
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused_like_an_unknown_one() {
+    let s = Server::start();
+    let (id, secret) = s.create_key("read-only").await;
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+    // Move its expiry into the past directly in the store: no sleeping in tests.
+    let db = s.data_dir().join("keygate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET expires_at = 1000 WHERE id = $1")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let body = expect_problem(s.get("/api/v1/keys", &secret).await, 401, "unauthenticated").await;
+    let unknown = "kg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let body2 = expect_problem(s.get("/api/v1/keys", unknown).await, 401, "unauthenticated").await;
+    assert_eq!(
+        body["detail"], body2["detail"],
+        "expired and unknown keys look the same"
+    );
+}
+
+#[tokio::test]
+async fn an_owner_may_hold_at_most_max_per_owner_keys() {
+    let s = Server::start_with(Options {
+        env: vec![("KEYGATE__API_KEYS__MAX_PER_OWNER".into(), "3".into())],
+        ..Options::default()
+    });
+    // root already holds the bootstrap key.
+    s.create_key("read-only").await;
+    s.create_key("read-only").await;
+    let before = s.key_count().await;
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "4th", "role": "read-only"}),
+        )
+        .await;
+    expect_problem(r, 409, "conflict").await;
+    assert_eq!(s.key_count().await, before);
+}
+
+#[tokio::test]
+async fn concurrent_creations_never_exceed_the_per_owner_limit() {
+    let s = Server::start_with(Options {
+        env: vec![("KEYGATE__API_KEYS__MAX_PER_OWNER".into(), "5".into())],
+        ..Options::default()
+    });
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (http, url, key) = (
+            s.http.clone(),
+            s.url("/api/v1/api-keys"),
+            s.admin_key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .header("x-api-key", key)
+                .json(&json!({"name": format!("k{i}"), "role": "read-only"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            201 => created += 1,
+            409 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(created, 4, "5 minus the bootstrap key");
+    assert_eq!(s.key_count().await, 5);
+}
+
+#[tokio::test]
+async fn the_owner_must_be_a_known_principal() {
+    let s = Server::start();
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "x", "role": "read-only", "owner": "nobody"}),
+        )
+        .await;
+    expect_problem(r, 400, "invalid-request").await;
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "x", "role": "read-only", "owner": "root"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn the_store_holds_only_a_mac_of_each_secret() {
+    let s = Server::start();
+    let (_, secret) = s.create_key("read-only").await;
+    let db = std::fs::read(s.data_dir().join("keygate.db")).unwrap();
+    let wal = std::fs::read(s.data_dir().join("keygate.db-wal")).unwrap_or_default();
+    let needle = &secret.as_bytes()[3..];
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "secret found in the store files"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The CLI works on the store and the hardware directly, with no server running, and
+//! start-up failures are clear errors with a non-zero exit, never panics.
+
+use crate::common::server::{keygate_bin, Options, Server};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn keygate(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(keygate_bin());
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run keygate")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn admin_key_commands_work_without_a_server_and_the_server_honours_them() {
+    let dir = Server::start().stop();
+    let out = keygate(
+        dir.path(),
+        &["admin-key-create", "--name", "ops", "--role", "admin"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secret = text(&out.stdout).trim().to_string();
+    assert!(
+        secret.starts_with("kg_"),
+        "stdout carries only the secret: {secret:?}"
+    );
+    assert!(
+        !text(&out.stderr).contains(&secret),
+        "the secret is printed once, on stdout"
+    );
+
+    let out = keygate(dir.path(), &["admin-keys-list"], &[]);
+    assert!(out.status.success());
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("ops") && listing.contains(&secret[secret.len() - 4..]),
+        "{listing}"
+    );
+    assert!(!listing.contains(&secret), "list never shows secrets");
+    let id = listing
+        .lines()
+        .find(|l| l.ends_with("ops"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    // The server accepts the CLI-made key and does not print a second bootstrap key.
+    let s = Server::start_in(dir, Options::default());
+    assert!(
+        s.admin_key.is_empty(),
+        "bootstrap key shown only on first start"
+    );
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+    let dir = s.stop();
+
+    let out = keygate(dir.path(), &["admin-key-delete", &id], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = Server::start_in(dir, Options::default());
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 401);
+}
+
+#[tokio::test]
+async fn keys_commands_list_and_create_rings_in_hardware() {
+    let dir = Server::start().stop();
+    let out = keygate(
+        dir.path(),
+        &["keys", "create", "edge", "--algorithm", "EdDSA"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = keygate(dir.path(), &["keys", "list"], &[]);
+    let listing = text(&out.stdout);
+    for ring in ["api-key-mac", "jwt-default", "edge"] {
+        assert!(listing.contains(ring), "{listing}");
+    }
+    assert!(
+        listing.contains("pkcs11:token=keygate;id="),
+        "locators are shown as RFC 7512 URIs: {listing}"
+    );
+    assert!(
+        listing.contains("(pkcs11:"),
+        "backend kind shown: {listing}"
+    );
+}
+
+#[tokio::test]
+async fn start_up_failures_are_clear_errors_with_a_non_zero_exit() {
+    let dir = Server::start().stop();
+    let wrong_pin = dir.path().join("wrong-pin");
+    std::fs::write(&wrong_pin, "not-the-pin\n").unwrap();
+    let wrong_pin = wrong_pin.display().to_string();
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "KEYGATE__BACKENDS__HSM__PIN_FILE",
+            &wrong_pin,
+            "CKR_PIN_INCORRECT",
+        ),
+        (
+            "KEYGATE__BACKENDS__HSM__TOKEN_LABEL",
+            "absent",
+            "no token labelled \"absent\"",
+        ),
+        (
+            "KEYGATE__BACKENDS__HSM__MODULE",
+            "/nonexistent/libpkcs11.so",
+            "does not exist",
+        ),
+        (
+            "KEYGATE__STORE__URL",
+            "sqlite:///nonexistent/dir/keygate.db",
+            "store",
+        ),
+    ];
+    for (var, value, expected) in cases {
+        let out = keygate(
+            dir.path(),
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[(var, value)],
+        );
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{var} must fail");
+        assert!(
+            err.contains(expected),
+            "{var}: expected {expected:?} in {err}"
+        );
+        assert!(!err.contains("panicked"), "{var}: {err}");
+    }
+    let out = keygate(&dir.path().join("missing"), &["admin-keys-list"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no keygate data directory"));
+}
+
+#[tokio::test]
+async fn a_key_whose_secret_the_client_saw_survives_a_hard_kill() {
+    let s = Server::start();
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "durable", "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<serde_json::Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // SIGKILL: no shutdown, no flush beyond what commit already made durable.
+    let pid = s.pid();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let dir = s.stop();
+    let s = Server::start_in(dir, Options::default());
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+}

@@ -1,0 +1,244 @@
+//! Spawns the real `keygate` binary: `serve --dev` on 127.0.0.1:0 with a fresh data
+//! directory, so each server has its own SQLite file and its own SoftHSM token.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn keygate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keygate")
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    /// The bootstrap super-admin secret printed at first start.
+    pub admin_key: String,
+    pub dir: tempfile::TempDir,
+    /// Everything the server wrote to stderr (its log), for secret-leak checks.
+    pub log: Arc<Mutex<String>>,
+    pub http: reqwest::Client,
+}
+
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    pub log_level: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            env: Vec::new(),
+            log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, opts)
+    }
+
+    /// Starts (or restarts) a server on an existing data directory.
+    pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Server {
+        let (child, base, admin_key, log) = spawn(dir.path(), &opts);
+        Server {
+            child,
+            base,
+            admin_key: admin_key.unwrap_or_default(),
+            dir,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and hands back its data directory (for CLI tests and restarts).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        terminate(&mut self.child);
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an API key as the bootstrap admin and returns (id, secret).
+    pub async fn create_key(&self, role: &str) -> (String, String) {
+        let r = self
+            .post_json(
+                "/api/v1/api-keys",
+                &self.admin_key,
+                serde_json::json!({"name": format!("{role} key"), "role": role}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create {role} key");
+        let v: serde_json::Value = r.json().await.expect("json");
+        (
+            v["id"].as_str().expect("id").to_string(),
+            v["api_key"].as_str().expect("api_key").to_string(),
+        )
+    }
+
+    /// Number of API keys, as the admin sees them.
+    pub async fn key_count(&self) -> usize {
+        let r = self.get("/api/v1/api-keys", &self.admin_key).await;
+        assert_eq!(r.status(), 200);
+        r.json::<Vec<serde_json::Value>>()
+            .await
+            .expect("json")
+            .len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SIGTERM first so the server shuts down cleanly; then make sure it is gone.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stderr(Stdio::null())
+        .status();
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(keygate_bin());
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .env("RUST_LOG", &opts.log_level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn keygate");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut l) = log2.lock() {
+                l.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut admin = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("bootstrap super-admin API key") {
+                admin = line.split_whitespace().last().map(str::to_string);
+            }
+            if let Some(addr) = line.strip_prefix("keygate listening on ") {
+                let _ = tx.send(Some((addr.to_string(), admin.clone())));
+            }
+        }
+        let _ = tx.send(None);
+    });
+    // A guard against a hung start, not a performance assertion.
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Some((addr, admin))) => (child, addr, admin, log),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "keygate did not start; its log:\n{}",
+                log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+    }
+}

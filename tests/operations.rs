@@ -1,0 +1,110 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use crate::common::server::Server;
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_and_readiness_report_the_token() {
+    let s = Server::start();
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s.http.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["backends"]["hsm"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_time_hardware_calls() {
+    let s = Server::start();
+    assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"keygate_http_requests_total{route="/api/v1/keys",method="GET",status="200"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("keygate_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"keygate_hardware_call_duration_seconds_bucket{op="mac""#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let s = Server::start();
+    let doc: Value = s
+        .http
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/.well-known/jwks.json", "get"),
+        ("/api/v1/keys", "get"),
+        ("/api/v1/keys", "post"),
+        ("/api/v1/api-keys", "get"),
+        ("/api/v1/api-keys", "post"),
+        ("/api/v1/api-keys/{id}", "get"),
+        ("/api/v1/api-keys/{id}", "patch"),
+        ("/api/v1/api-keys/{id}", "delete"),
+        ("/api/v1/api-keys/{id}/regenerate", "post"),
+    ];
+    for (p, m) in expected {
+        assert!(
+            paths.get(p).and_then(|o| o.get(m)).is_some(),
+            "{m} {p} missing from OpenAPI"
+        );
+    }
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/http/routes/mod.rs"
+    ))
+    .unwrap();
+    let routed = src.matches(".route(").count();
+    let documented: std::collections::BTreeSet<&str> = expected.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        routed,
+        documented.len(),
+        "a route was added without updating this test and the OpenAPI document"
+    );
+}
+
+#[tokio::test]
+async fn readiness_and_requests_answer_503_when_the_token_disappears() {
+    let s = Server::start();
+    let tokens = s.data_dir().join("softhsm/tokens");
+    let gone = s.data_dir().join("softhsm/tokens.gone");
+    std::fs::rename(&tokens, &gone).unwrap();
+    let r = s.http.get(s.url("/readyz")).send().await.unwrap();
+    crate::common::expect_problem(r, 503, "hardware-unavailable").await;
+    let r = s.get("/api/v1/keys", &s.admin_key).await;
+    crate::common::expect_problem(r, 503, "hardware-unavailable").await;
+    assert_eq!(
+        s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+        200,
+        "liveness stays up"
+    );
+    std::fs::rename(&gone, &tokens).unwrap();
+}
