@@ -4,7 +4,6 @@ use crate::{Command, KeysCommand};
 use anyhow::{bail, Context};
 use keygate::config::Config;
 use keygate::dev::DevLayout;
-use keygate::hardware::Algorithm;
 use keygate::http::{app, AppState};
 use keygate::runtime::{now, Runtime};
 use keygate::services::api_keys::NewApiKey;
@@ -14,6 +13,14 @@ use secrecy::ExposeSecret;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// `println!` panics when stdout is closed (`keygate keys list | head`); this returns the
+/// error instead.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 
 /// The CLI acts as the built-in `root` super-admin: whoever can read the PIN and the store
 /// already holds every key.
@@ -59,18 +66,22 @@ pub async fn run(
                 "created API key {} (role {}, owner {}); the secret is shown once:",
                 key.id, key.role, key.owner
             );
-            println!("{}", secret.expose_secret());
+            out!("{}", secret.expose_secret());
             Ok(())
         }
         Command::AdminKeysList => {
             let rt = Runtime::open(config).await?;
             let keys = rt.api_keys.list(&cli_principal()).await?;
-            println!(
+            out!(
                 "{:<36}  {:<12}  {:<10}  {:<6}  {:<20}  NAME",
-                "ID", "ROLE", "OWNER", "HINT", "EXPIRES"
+                "ID",
+                "ROLE",
+                "OWNER",
+                "HINT",
+                "EXPIRES"
             );
             for k in keys {
-                println!(
+                out!(
                     "{:<36}  {:<12}  {:<10}  {:<6}  {:<20}  {}",
                     k.id,
                     k.role,
@@ -92,9 +103,13 @@ pub async fn run(
             let rt = Runtime::open(config).await?;
             match command {
                 KeysCommand::List => {
-                    println!(
+                    out!(
                         "{:<16} {:>3}  {:<10} {:<10} {:<8} KID",
-                        "RING", "VER", "STATE", "ALGORITHM", "BACKEND"
+                        "RING",
+                        "VER",
+                        "STATE",
+                        "ALGORITHM",
+                        "BACKEND"
                     );
                     for v in rt.keys.versions() {
                         let kind = rt
@@ -102,7 +117,7 @@ pub async fn run(
                             .backend(&v.backend)
                             .map(|b| b.backend().kind())
                             .unwrap_or("?");
-                        println!(
+                        out!(
                             "{:<16} {:>3}  {:<10} {:<10} {:<8} {}  ({kind}: {})",
                             v.ring,
                             v.version,
@@ -119,22 +134,21 @@ pub async fn run(
                     algorithm,
                     backend,
                 } => {
-                    let alg: Algorithm = algorithm.parse().map_err(anyhow::Error::msg)?;
-                    let backend = match backend {
-                        Some(b) => b,
-                        None => rt
-                            .keys
-                            .active(keygate::keys::JWT_DEFAULT_RING)?
-                            .backend
-                            .clone(),
-                    };
-                    let v = rt
-                        .keys
-                        .create_ring(&ring, alg, &backend, ROOT_PRINCIPAL, now())
-                        .await?;
-                    println!(
+                    let v = keygate::services::key_rings::create(
+                        &rt.keys,
+                        &cli_principal(),
+                        &ring,
+                        &algorithm,
+                        backend,
+                        now(),
+                    )
+                    .await?;
+                    out!(
                         "created ring {} v{} ({}) kid {}",
-                        v.ring, v.version, v.algorithm, v.kid
+                        v.ring,
+                        v.version,
+                        v.algorithm,
+                        v.kid
                     );
                 }
             }

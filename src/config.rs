@@ -318,6 +318,18 @@ impl Config {
                 }
             }
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(format!(
+                "log.level {:?} is not a valid filter",
+                self.log.level
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log.format {:?}: expected \"text\" or \"json\"",
+                self.log.format
+            ));
+        }
         if self.api_keys.refresh_interval.0.is_zero() {
             return Err("api_keys.refresh_interval must be positive".into());
         }

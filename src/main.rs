@@ -134,6 +134,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(cli::run(cli.command, config, layout, created));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`keygate keys list | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(1, &format!("{e:#}")),
     }
 }

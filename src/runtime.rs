@@ -90,7 +90,15 @@ fn connect_backend(
             let mut profile =
                 HsmProfile::load(Some(&dir), &p.profile).map_err(|e| err(e.to_string()))?;
             if let Some(size) = p.pool_size {
-                profile.pool_size = size.max(1);
+                if size == 0
+                    || (profile.quirks.max_sessions != 0 && size > profile.quirks.max_sessions)
+                {
+                    return Err(err(format!(
+                        "pool_size {size} must be between 1 and the profile's max_sessions ({})",
+                        profile.quirks.max_sessions
+                    )));
+                }
+                profile.pool_size = size;
             }
             let module = p
                 .module
@@ -148,7 +156,13 @@ impl Runtime {
                 })?;
             executors.insert(name.clone(), exec);
         }
-        let default_backend = config.backends.keys().next().cloned().unwrap_or_default();
+        // Built-in rings go to the backend named `hsm` (the dev layout's), else the first
+        // configured one by name; `[rings.<name>]` overrides either.
+        let default_backend = if config.backends.contains_key("hsm") {
+            "hsm".to_string()
+        } else {
+            config.backends.keys().next().cloned().unwrap_or_default()
+        };
         let keys = KeyRegistry::load(store.clone(), executors)
             .await
             .map_err(|e| StartupError::Keys(e.to_string()))?;
@@ -171,6 +185,13 @@ impl Runtime {
             }
         }
         for (name, alg, backend) in wanted {
+            if let Ok(v) = keys.active(&name) {
+                if v.algorithm != alg || v.backend != backend {
+                    tracing::warn!(ring = %name, configured_algorithm = %alg, configured_backend = %backend,
+                        actual_algorithm = %v.algorithm, actual_backend = %v.backend,
+                        "ring exists with another algorithm or backend; configuration does not change existing rings");
+                }
+            }
             match keys.ensure_ring(&name, alg, &backend, now()).await {
                 Ok(true) => tracing::info!(ring = %name, "created missing key ring"),
                 Ok(false) => {}

@@ -179,29 +179,64 @@ async fn a_new_key_expires_after_one_year_by_default_or_when_asked() {
     expect_problem(r, 400, "invalid-request").await;
 }
 
+/// Edits the store as another keygate process would (bumping `api_keys_version` in the
+/// same transaction), then waits until the server has picked the change up.
+async fn edit_store_like_another_process(s: &Server, sql: &str, id: &str) {
+    let db = s.data_dir().join("keygate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sql).bind(id).execute(&mut *tx).await.unwrap();
+    sqlx::query("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'api_keys_version'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// Polls until `path` answers `status` for `key`; a bounded wait, not a timing assertion.
+async fn eventually_status(s: &Server, path: &str, key: &str, status: u16) -> reqwest::Response {
+    for _ in 0..200 {
+        let r = s.get(path, key).await;
+        if r.status().as_u16() == status {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered {status}");
+}
+
 #[tokio::test]
 async fn an_expired_key_is_refused_like_an_unknown_one() {
     let s = Server::start();
     let (id, secret) = s.create_key("read-only").await;
     assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
-    // Move its expiry into the past directly in the store: no sleeping in tests.
-    let db = s.data_dir().join("keygate.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE api_keys SET expires_at = 1000 WHERE id = $1")
-        .bind(&id)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let body = expect_problem(s.get("/api/v1/keys", &secret).await, 401, "unauthenticated").await;
+    // Move its expiry into the past in the store: no sleeping until it expires.
+    edit_store_like_another_process(
+        &s,
+        "UPDATE api_keys SET expires_at = 1000 WHERE id = $1",
+        &id,
+    )
+    .await;
+    let r = eventually_status(&s, "/api/v1/keys", &secret, 401).await;
+    let body = expect_problem(r, 401, "unauthenticated").await;
     let unknown = "kg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let body2 = expect_problem(s.get("/api/v1/keys", unknown).await, 401, "unauthenticated").await;
     assert_eq!(
         body["detail"], body2["detail"],
         "expired and unknown keys look the same"
     );
+}
+
+#[tokio::test]
+async fn a_key_deleted_by_another_process_stops_working() {
+    let s = Server::start();
+    let (id, secret) = s.create_key("read-only").await;
+    assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
+    edit_store_like_another_process(&s, "DELETE FROM api_keys WHERE id = $1", &id).await;
+    eventually_status(&s, "/api/v1/keys", &secret, 401).await;
 }
 
 #[tokio::test]

@@ -135,8 +135,17 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", m)
             }
             ServiceError::Unavailable(m) => {
-                tracing::warn!(error = %m, "dependency unavailable");
-                ApiError::unavailable("the key hardware or store is unavailable; retry later")
+                tracing::warn!(error = %m, "hardware unavailable");
+                ApiError::unavailable("the key hardware is unavailable; retry later")
+            }
+            ServiceError::StoreUnavailable(m) => {
+                tracing::warn!(error = %m, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Store unavailable",
+                    "the metadata store is unavailable; retry later",
+                )
             }
             ServiceError::Internal(m) => {
                 let id = uuid::Uuid::new_v4();

@@ -28,6 +28,8 @@ pub fn ops_app(state: AppState) -> Router {
         .route("/readyz", axum::routing::get(routes::health::readyz))
         .route("/metrics", axum::routing::get(routes::health::metrics))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 
@@ -42,7 +44,11 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false)),
+                .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false))
+                // 5xx answers are already logged where they arise, with their cause.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
         )
         .with_state(state)
 }

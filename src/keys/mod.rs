@@ -228,8 +228,8 @@ impl KeyRegistry {
     /// Creates a ring whose first version is active and generated in hardware.
     ///
     /// The key is generated first and recorded second. If recording fails, the new key is
-    /// destroyed again; if the process dies in between, the orphan is reported by
-    /// [`reconcile`](Self::reconcile) and never used.
+    /// destroyed again. If the process dies in between, the orphan stays on the token,
+    /// unused; its label `keygate:<ring>:v<n>` identifies it (docs/operations.md).
     pub async fn create_ring(
         &self,
         name: &str,

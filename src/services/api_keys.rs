@@ -163,6 +163,23 @@ impl ApiKeyService {
         Ok(())
     }
 
+    /// Applies a change made through this process to the index at once, then reloads.
+    /// The local edit means a committed delete or regenerate takes effect even if the
+    /// reload fails; the emptied version makes the refresher reload later in that case.
+    async fn after_change(&self, edit: impl FnOnce(&mut HashMap<Vec<u8>, Arc<ApiKey>>)) {
+        if let Ok(mut idx) = self.index.write() {
+            let mut by_mac = idx.by_mac.clone();
+            edit(&mut by_mac);
+            *idx = Arc::new(Index {
+                version: String::new(),
+                by_mac,
+            });
+        }
+        if let Err(e) = self.reload().await {
+            tracing::warn!(error = %e, "API key index reload failed; retrying on the next poll");
+        }
+    }
+
     fn index(&self) -> Arc<Index> {
         self.index.read().map(|i| i.clone()).unwrap_or_default()
     }
@@ -195,15 +212,23 @@ impl ApiKeyService {
         });
     }
 
+    /// May `caller` change API keys at all? Checked before looking a key up, so callers
+    /// without the permission cannot probe which ids exist.
+    fn check_write(caller: &Principal) -> Result<(), ServiceError> {
+        if caller.role.has(Permission::ApiKeysWrite) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "role {} may not manage API keys",
+                caller.role
+            )))
+        }
+    }
+
     /// May `caller` manage a key carrying `role`? Needs `api-keys:write` and a role that
     /// covers it; super-admin keys additionally need `super-admins:manage`.
     fn check_manage(caller: &Principal, role: Role) -> Result<(), ServiceError> {
-        if !caller.role.has(Permission::ApiKeysWrite) {
-            return Err(ServiceError::Forbidden(format!(
-                "role {} may not manage API keys",
-                caller.role
-            )));
-        }
+        Self::check_write(caller)?;
         if !caller.role.covers(role)
             || (role == Role::SuperAdmin && !caller.role.has(Permission::ManageSuperAdmins))
         {
@@ -291,9 +316,14 @@ impl ApiKeyService {
         self.store
             .insert_api_key(&row, &digest, self.max_per_owner)
             .await?;
-        self.reload().await?;
         tracing::info!(api_key = %row.id, owner = %row.owner, role = %row.role, by = %caller.name, "created API key");
-        Ok((row.try_into()?, secret))
+        let key: ApiKey = row.try_into()?;
+        let entry = Arc::new(key.clone());
+        self.after_change(|m| {
+            m.insert(digest.mac, entry);
+        })
+        .await;
+        Ok((key, secret))
     }
 
     /// Authenticates a presented secret. Every failure is the same `Unauthenticated`, so a
@@ -382,6 +412,7 @@ impl ApiKeyService {
         id: &str,
         patch: ApiKeyPatch,
     ) -> Result<ApiKey, ServiceError> {
+        Self::check_write(caller)?;
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
         if let Some(role) = patch.role {
@@ -402,9 +433,18 @@ impl ApiKeyService {
                 patch.role.map(|r| r.name()),
             )
             .await?;
-        self.reload().await?;
         tracing::info!(api_key = %id, by = %caller.name, "updated API key");
-        row.try_into()
+        let key: ApiKey = row.try_into()?;
+        let entry = Arc::new(key.clone());
+        self.after_change(|m| {
+            for v in m.values_mut() {
+                if v.id == entry.id {
+                    *v = entry.clone();
+                }
+            }
+        })
+        .await;
+        Ok(key)
     }
 
     /// Issues a new secret; the old one stops matching when this commits.
@@ -413,23 +453,31 @@ impl ApiKeyService {
         caller: &Principal,
         id: &str,
     ) -> Result<(ApiKey, SecretString), ServiceError> {
+        Self::check_write(caller)?;
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
         let (secret, digest) = self.new_secret().await?;
         let row = self.store.replace_api_key_secret(id, &digest).await?;
-        self.reload().await?;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);
         }
         tracing::info!(api_key = %id, by = %caller.name, "regenerated API key");
-        Ok((row.try_into()?, secret))
+        let key: ApiKey = row.try_into()?;
+        let entry = Arc::new(key.clone());
+        self.after_change(|m| {
+            m.retain(|_, v| v.id != entry.id);
+            m.insert(digest.mac, entry);
+        })
+        .await;
+        Ok((key, secret))
     }
 
     pub async fn delete(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
+        Self::check_write(caller)?;
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
         self.store.delete_api_key(id).await?;
-        self.reload().await?;
+        self.after_change(|m| m.retain(|_, v| v.id != id)).await;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);
         }

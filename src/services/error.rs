@@ -23,9 +23,12 @@ pub enum ServiceError {
     /// State conflict, including a limit being reached.
     #[error("{0}")]
     Conflict(String),
-    /// The hardware (or the store) cannot be reached right now.
+    /// The hardware cannot be reached right now.
     #[error("{0}")]
     Unavailable(String),
+    /// The metadata store cannot be reached right now.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// A bug or a device failure; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -36,7 +39,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound => ServiceError::NotFound("not found".into()),
             StoreError::Conflict(m) => ServiceError::Conflict(m),
-            StoreError::Unavailable(m) => ServiceError::Unavailable(format!("store: {m}")),
+            StoreError::Unavailable(m) => ServiceError::StoreUnavailable(m),
             StoreError::Corrupt(m) => ServiceError::Internal(format!("store: {m}")),
         }
     }

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod authz;
 pub mod error;
+pub mod key_rings;
 pub mod principal;
 
 pub use error::ServiceError;

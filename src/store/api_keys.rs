@@ -222,7 +222,7 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any unexpired API key carries `role`.
+    /// Whether any API key (expired or not) carries `role`.
     pub async fn any_api_key_with_role(&self, role: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE role = $1")
             .bind(role)

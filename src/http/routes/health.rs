@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics.
 
-use crate::hardware::Health;
+use crate::hardware::{HardwareError, Health};
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
 use axum::extract::State;
@@ -29,9 +29,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let mut report = BTreeMap::new();
     let mut ready = true;
     for (name, exec) in state.rt.keys.backends() {
-        let probe = exec.run("health", |b| Ok(b.health()));
+        // An unhealthy probe is an error to the executor, so its metric says so.
+        let probe = exec.run("health", |b| match b.health() {
+            Health::Ok => Ok(()),
+            Health::Unavailable { reason } => Err(HardwareError::Unavailable(reason)),
+        });
         let health = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(h)) => h,
+            Ok(Ok(())) => Health::Ok,
             Ok(Err(e)) => Health::Unavailable {
                 reason: e.to_string(),
             },
@@ -46,6 +50,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         report.insert(name.clone(), health);
     }
     let store_ok = state.rt.store.ping().await.is_ok();
+    if ready && !store_ok {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            "not ready: the metadata store is unreachable",
+        ));
+    }
     if !ready || !store_ok {
         let down: Vec<&String> = report
             .iter()

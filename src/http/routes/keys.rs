@@ -1,14 +1,12 @@
 //! Key rings (`/api/v1/keys`) and the JWKS.
 
-use crate::hardware::Algorithm;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::AppState;
 use crate::keys::KeyVersion;
 use crate::runtime::now;
-use crate::services::authz::Permission;
-use crate::services::ServiceError;
+use crate::services::key_rings;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -57,18 +55,6 @@ pub struct CreateRing {
     pub backend: Option<String>,
 }
 
-fn require(caller: &Caller, p: Permission) -> Result<(), ApiError> {
-    if caller.0.role.has(p) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "role {} lacks {}",
-            caller.0.role,
-            p.name()
-        )))
-    }
-}
-
 /// Every version of every ring.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
     security(("api_key" = []), ("bearer" = [])),
@@ -76,10 +62,9 @@ fn require(caller: &Caller, p: Permission) -> Result<(), ApiError> {
               (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Caller(caller): Caller,
 ) -> Result<Json<Vec<KeyVersionView>>, ApiError> {
-    require(&caller, Permission::KeysRead)?;
-    let versions = state.rt.keys.versions();
+    let versions = key_rings::list(&state.rt.keys, &caller)?;
     Ok(Json(
         versions
             .iter()
@@ -97,26 +82,18 @@ pub async fn list(
               (status = 503, body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Caller(caller): Caller,
     ApiJson(req): ApiJson<CreateRing>,
 ) -> Result<(StatusCode, Json<KeyVersionView>), ApiError> {
-    require(&caller, Permission::KeysCreate)?;
-    let alg: Algorithm = req.algorithm.parse().map_err(ApiError::bad_request)?;
-    let backend = match req.backend {
-        Some(b) => b,
-        None => state
-            .rt
-            .keys
-            .active(crate::keys::JWT_DEFAULT_RING)
-            .map(|v| v.backend.clone())
-            .map_err(ServiceError::from)?,
-    };
-    let v = state
-        .rt
-        .keys
-        .create_ring(&req.ring, alg, &backend, &caller.0.name, now())
-        .await
-        .map_err(ServiceError::from)?;
+    let v = key_rings::create(
+        &state.rt.keys,
+        &caller,
+        &req.ring,
+        &req.algorithm,
+        req.backend,
+        now(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(KeyVersionView::from(&*v))))
 }
 
