@@ -5,7 +5,8 @@
 #   2. HTTP: wrk against GET /healthz and against authenticated GET /api/v1/keys (API key in
 #      x-api-key) on the same release server.
 # Results go to stdout and to $OUT (default /tmp/keygate-bench/<UTC time>/).
-# Knobs: SECONDS_PER_RUN (10) CONC (32) THREADS (2) ROUNDS (3)
+# Knobs: SECONDS_PER_RUN (10, per wrk run) CONC (32) THREADS (2, wrk) ROUNDS (3, HTTP)
+#        BENCH_SECONDS (3) BENCH_ROUNDS (5) for `keygate bench`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh wrk
@@ -13,6 +14,8 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CONC=${CONC:-32}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
+BENCH_SECONDS=${BENCH_SECONDS:-3}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 OUT=${OUT:-/tmp/keygate-bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 cargo build --release --quiet
@@ -30,25 +33,39 @@ SERVER=$!
 for _ in $(seq 100); do grep -q "listening on" "$OUT/server-init.out" && break; sleep 0.1; done
 KEY=$(grep -o 'kg_[A-Za-z0-9_-]*' "$OUT/server-init.out" | head -1)
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
-"$BIN" --data-dir "$DATA" bench --seconds "$SECONDS_PER_RUN" --concurrency "$CONC" | tee -a "$OUT/summary.txt"
+"$BIN" --data-dir "$DATA" bench --seconds "$BENCH_SECONDS" --rounds "$BENCH_ROUNDS" --concurrency "$CONC" | tee -a "$OUT/summary.txt"
 
 echo "== HTTP (wrk -t$THREADS -c$CONC -d${SECONDS_PER_RUN}s, keep-alive, loopback)" | tee -a "$OUT/summary.txt"
-RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server.out" 2>"$OUT/server.err" &
-SERVER=$!
-for _ in $(seq 100); do grep -q "listening on" "$OUT/server.out" && break; sleep 0.1; done
-ADDR=$(sed -n 's/^keygate listening on //p' "$OUT/server.out")
-[ -n "$ADDR" ] || { echo "server did not start" >&2; cat "$OUT/server.err" >&2; exit 1; }
-curl -fsS -o /dev/null -H "x-api-key: $KEY" "$ADDR/api/v1/keys" || { echo "authenticated request failed" >&2; exit 1; }
-
 rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
 non2xx() { awk '/Non-2xx/ {print $5}' "$1"; }
-for r in $(seq "$ROUNDS"); do
-  wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency "$ADDR/healthz" >"$OUT/healthz-$r.txt"
-  wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -H "x-api-key: $KEY" "$ADDR/api/v1/keys" >"$OUT/keys-$r.txt"
-  h=$(rate "$OUT/healthz-$r.txt"); k=$(rate "$OUT/keys-$r.txt")
-  bad=$(non2xx "$OUT/keys-$r.txt")
-  printf 'round %s: /healthz %8.0f req/s   authenticated /api/v1/keys %8.0f req/s   ratio %.2f   non-2xx %s\n' \
-    "$r" "$h" "$k" "$(awk -v a="$k" -v b="$h" 'BEGIN{print a/b}')" "${bad:-0}" | tee -a "$OUT/summary.txt"
-  [ -z "$bad" ] || { echo "errors during load" >&2; exit 3; }
-done
+p99() { awk '/ 99%/ {print $2}' "$1"; }
+
+# http_runs LABEL [ENV=VALUE...]: starts the server with the given environment, then
+# alternates /healthz and authenticated /api/v1/keys for $ROUNDS rounds.
+http_runs() {
+  local label=$1; shift
+  env "$@" RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server-$label.out" 2>"$OUT/server-$label.err" &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q "listening on" "$OUT/server-$label.out" && break; sleep 0.1; done
+  local addr
+  addr=$(sed -n 's/^keygate listening on //p' "$OUT/server-$label.out")
+  [ -n "$addr" ] || { echo "server did not start" >&2; cat "$OUT/server-$label.err" >&2; exit 1; }
+  curl -fsS -o /dev/null -H "x-api-key: $KEY" "$addr/api/v1/keys" || { echo "authenticated request failed" >&2; exit 1; }
+  for r in $(seq "$ROUNDS"); do
+    wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency "$addr/healthz" >"$OUT/$label-healthz-$r.txt"
+    wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -H "x-api-key: $KEY" "$addr/api/v1/keys" >"$OUT/$label-keys-$r.txt"
+    local h k bad
+    h=$(rate "$OUT/$label-healthz-$r.txt"); k=$(rate "$OUT/$label-keys-$r.txt")
+    bad=$(non2xx "$OUT/$label-keys-$r.txt")
+    printf '%-22s round %s: /healthz %8.0f req/s   /api/v1/keys %8.0f req/s (p99 %s)   ratio %.2f   non-2xx %s\n' \
+      "$label" "$r" "$h" "$k" "$(p99 "$OUT/$label-keys-$r.txt")" "$(awk -v a="$k" -v b="$h" 'BEGIN{print a/b}')" "${bad:-0}" | tee -a "$OUT/summary.txt"
+    [ -z "$bad" ] || { echo "errors during load" >&2; exit 3; }
+  done
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+}
+
+# Default: the hardware MAC of a secret that authenticated is remembered for 60 s.
+http_runs verify-cache-60s
+# Every request computes HMAC(secret) in the token: the hardware-bound figure.
+http_runs hardware-mac-per-req KEYGATE__API_KEYS__VERIFY_CACHE_TTL=0s
 echo "results in $OUT"

@@ -157,9 +157,10 @@ pub async fn run(
         Command::Bench {
             seconds,
             concurrency,
+            rounds,
         } => {
             let rt = Runtime::open(config).await?;
-            keygate::bench::run(&rt, seconds, concurrency).await
+            keygate::bench::run(&rt, seconds, concurrency, rounds).await
         }
     }
 }

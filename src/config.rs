@@ -182,6 +182,12 @@ pub struct ApiKeysConfig {
     /// How often the server checks for API-key changes made by other processes (the CLI,
     /// other replicas). Changes made through the server itself apply at once.
     pub refresh_interval: Dur,
+    /// How long the hardware MAC of a secret that authenticated is remembered, so repeat
+    /// requests skip the hardware. `"0s"` computes the MAC in hardware on every request.
+    /// Deletion and regeneration still apply at once (the stored MAC is checked each time).
+    pub verify_cache_ttl: Dur,
+    /// Most remembered secrets; the cache is emptied when it fills.
+    pub verify_cache_max: usize,
 }
 
 impl Default for ApiKeysConfig {
@@ -189,6 +195,8 @@ impl Default for ApiKeysConfig {
         ApiKeysConfig {
             max_per_owner: 10,
             refresh_interval: Dur(Duration::from_millis(250)),
+            verify_cache_ttl: Dur(Duration::from_secs(60)),
+            verify_cache_max: 100_000,
         }
     }
 }

@@ -67,6 +67,9 @@ pub enum Command {
         /// Concurrent callers for the pooled measurement.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Interleaved rounds; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 

@@ -203,9 +203,15 @@ impl Runtime {
         }
         let keys = Arc::new(keys);
         let api_keys = Arc::new(
-            ApiKeyService::new(store.clone(), keys.clone(), config.api_keys.max_per_owner)
-                .await
-                .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
+            ApiKeyService::new(
+                store.clone(),
+                keys.clone(),
+                config.api_keys.max_per_owner,
+                config.api_keys.verify_cache_ttl.secs(),
+                config.api_keys.verify_cache_max,
+            )
+            .await
+            .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
         );
         Ok(Runtime {
             config,

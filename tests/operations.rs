@@ -94,12 +94,14 @@ async fn the_openapi_document_lists_every_route() {
 #[tokio::test]
 async fn readiness_and_requests_answer_503_when_the_token_disappears() {
     let s = Server::start();
+    // A key never used before: its MAC must come from the token, not the verify cache.
+    let (_, fresh) = s.create_key("read-only").await;
     let tokens = s.data_dir().join("softhsm/tokens");
     let gone = s.data_dir().join("softhsm/tokens.gone");
     std::fs::rename(&tokens, &gone).unwrap();
     let r = s.http.get(s.url("/readyz")).send().await.unwrap();
     crate::common::expect_problem(r, 503, "hardware-unavailable").await;
-    let r = s.get("/api/v1/keys", &s.admin_key).await;
+    let r = s.get("/api/v1/keys", &fresh).await;
     crate::common::expect_problem(r, 503, "hardware-unavailable").await;
     assert_eq!(
         s.http.get(s.url("/healthz")).send().await.unwrap().status(),

@@ -8,10 +8,71 @@
 //! queue slot (back-pressure), never on a worker thread.
 
 use crate::hardware::{Backend, HardwareError};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job makes the hardware call and returns the step that hands its result back.
+type Job = Box<dyn FnOnce() -> Completion + Send + 'static>;
+type Completion = Box<dyn FnOnce() + Send + 'static>;
+
+/// Completions are handed back in small batches. Waking an idle async worker is a futex
+/// syscall that costs as much as a SoftHSM HMAC; handing back several results at once
+/// wakes it once. A batch only gathers jobs that are already queued and closes after
+/// `BATCH_WINDOW`, so a lone call is answered at once and a slow device (one call longer
+/// than the window) is never batched at all.
+const BATCH_MAX: usize = 16;
+const BATCH_WINDOW: Duration = Duration::from_micros(200);
+
+fn worker(rx: flume::Receiver<Job>) {
+    let mut done: Vec<Completion> = Vec::with_capacity(BATCH_MAX);
+    // Ends when every sender (every executor clone) is dropped.
+    while let Ok(job) = rx.recv() {
+        let started = Instant::now();
+        run_one(job, &mut done);
+        while done.len() < BATCH_MAX && started.elapsed() < BATCH_WINDOW {
+            match rx.try_recv() {
+                Ok(job) => run_one(job, &mut done),
+                Err(_) => break,
+            }
+        }
+        for complete in done.drain(..) {
+            complete();
+        }
+    }
+}
+
+fn run_one(job: Job, done: &mut Vec<Completion>) {
+    // A panicking call must not take a pool thread with it; its caller sees "ended
+    // without a result" because the reply was dropped.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+        Ok(complete) => done.push(complete),
+        Err(_) => tracing::error!("a hardware call panicked"),
+    }
+}
+
+thread_local! {
+    /// Histogram handles by (op, outcome) for this worker thread. Building a labelled
+    /// metric key and looking it up in the registry costs more than some SoftHSM calls;
+    /// a worker serves one backend, so (op, outcome) identifies the series.
+    static HISTOGRAMS: RefCell<HashMap<(&'static str, &'static str), metrics::Histogram>> =
+        RefCell::new(HashMap::new());
+}
+
+fn record(backend: &Arc<str>, op: &'static str, outcome: &'static str, secs: f64) {
+    HISTOGRAMS.with(|h| {
+        h.borrow_mut()
+            .entry((op, outcome))
+            .or_insert_with(|| {
+                metrics::histogram!(
+                    "keygate_hardware_call_duration_seconds",
+                    "op" => op, "backend" => backend.clone(), "outcome" => outcome
+                )
+            })
+            .record(secs)
+    });
+}
 
 /// Runs closures against one backend on a fixed set of dedicated threads.
 #[derive(Clone)]
@@ -44,16 +105,7 @@ impl HardwareExecutor {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("kg-hw-{name}-{i}"))
-                .spawn(move || {
-                    // Ends when every sender (every executor clone) is dropped.
-                    while let Ok(job) = rx.recv() {
-                        // A panicking call must not take a pool thread with it; its caller
-                        // sees "ended without a result" because the reply was dropped.
-                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                            tracing::error!("a hardware call panicked");
-                        }
-                    }
-                })
+                .spawn(move || worker(rx))
                 .map_err(|e| {
                     HardwareError::Failure(format!("cannot start hardware thread: {e}"))
                 })?;
@@ -98,13 +150,11 @@ impl HardwareExecutor {
                 Ok(_) => "ok",
                 Err(e) => e.kind(),
             };
-            metrics::histogram!(
-                "keygate_hardware_call_duration_seconds",
-                "op" => op, "backend" => name.to_string(), "outcome" => outcome
-            )
-            .record(start.elapsed().as_secs_f64());
-            // The caller may have gone away (request cancelled); nothing to do then.
-            let _ = otx.send(result);
+            record(&name, op, outcome, start.elapsed().as_secs_f64());
+            Box::new(move || {
+                // The caller may have gone away (request cancelled); nothing to do then.
+                let _ = otx.send(result);
+            }) as Completion
         });
         self.tx
             .send_async(job)

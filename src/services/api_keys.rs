@@ -16,6 +16,7 @@
 use crate::keys::verify::mac_matches;
 use crate::keys::{KeyRegistry, API_KEY_MAC_RING};
 use crate::services::authz::{Permission, Role};
+use crate::services::verify_cache::VerifyCache;
 use crate::services::{AuthMethod, Principal, ServiceError};
 use crate::store::api_keys::{ApiKeyRow, SecretDigest};
 use crate::store::{Store, StoreError};
@@ -101,6 +102,7 @@ pub struct ApiKeyService {
     keys: Arc<KeyRegistry>,
     max_per_owner: i64,
     index: RwLock<Arc<Index>>,
+    verified: VerifyCache,
     /// Last `last_used_at` written per key id, to coalesce writes.
     touched: Mutex<HashMap<String, i64>>,
 }
@@ -136,12 +138,17 @@ impl ApiKeyService {
         store: Store,
         keys: Arc<KeyRegistry>,
         max_per_owner: u32,
+        cache_ttl_secs: i64,
+        cache_max: usize,
     ) -> Result<Self, ServiceError> {
+        let verified = VerifyCache::new(cache_ttl_secs, cache_max)
+            .map_err(|_| ServiceError::Internal("cannot key the verification cache".into()))?;
         let svc = ApiKeyService {
             store,
             keys,
             max_per_owner: i64::from(max_per_owner),
             index: RwLock::new(Arc::new(Index::default())),
+            verified,
             touched: Mutex::new(HashMap::new()),
         };
         svc.reload().await?;
@@ -340,17 +347,27 @@ impl ApiKeyService {
                 "API keys are kg_ followed by 43 base64url characters".into(),
             ));
         }
-        let (mac, _) = self
-            .keys
-            .mac(API_KEY_MAC_RING, presented.as_bytes().to_vec())
-            .await?;
+        let digest = self.verified.digest(presented);
+        let (mac, from_cache) = match self.verified.get(&digest, now) {
+            Some(mac) => (mac, true),
+            None => {
+                let (mac, _) = self
+                    .keys
+                    .mac(API_KEY_MAC_RING, presented.as_bytes().to_vec())
+                    .await?;
+                (mac.0, false)
+            }
+        };
         let index = self.index();
         let (stored, key) = index
             .by_mac
-            .get_key_value(mac.0.as_slice())
+            .get_key_value(mac.as_slice())
             .ok_or_else(unauthenticated)?;
-        if !mac_matches(&mac.0, stored) || key.expires_at <= now {
+        if !mac_matches(&mac, stored) || key.expires_at <= now {
             return Err(unauthenticated());
+        }
+        if !from_cache {
+            self.verified.put(digest, mac, now);
         }
         self.touch(&key.id, now).await;
         Ok(Principal {

@@ -5,7 +5,7 @@
 //! out, wrapped or not. Public halves are plain token objects sharing the same `CKA_ID`.
 
 use super::error::is_stale_handle;
-use super::{class_key, Pkcs11Backend};
+use super::{class_slot, Pkcs11Backend};
 use crate::hardware::{Algorithm, HardwareError, KeySpec, PublicKey};
 use cryptoki::error::Error;
 use cryptoki::mechanism::Mechanism;
@@ -122,9 +122,9 @@ impl Pkcs11Backend {
         id: &[u8],
     ) -> Result<Option<ObjectHandle>, Error> {
         let generation = self.pool.generation();
-        let key = (class_key(class), id.to_vec());
-        if let Ok(cache) = self.handles.read() {
-            if let Some((g, h)) = cache.get(&key) {
+        let slot = &self.handles[class_slot(class)];
+        if let Ok(cache) = slot.read() {
+            if let Some((g, h)) = cache.get(id) {
                 if *g == generation {
                     return Ok(Some(*h));
                 }
@@ -135,16 +135,16 @@ impl Pkcs11Backend {
             s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?
         };
         let handle = found.first().copied();
-        if let (Some(h), Ok(mut cache)) = (handle, self.handles.write()) {
-            cache.insert(key, (generation, h));
+        if let (Some(h), Ok(mut cache)) = (handle, slot.write()) {
+            cache.insert(id.to_vec(), (generation, h));
         }
         Ok(handle)
     }
 
     /// Drops a cached handle after the device said it is stale.
     pub(super) fn forget(&self, class: ObjectClass, id: &[u8]) {
-        if let Ok(mut cache) = self.handles.write() {
-            cache.remove(&(class_key(class), id.to_vec()));
+        if let Ok(mut cache) = self.handles[class_slot(class)].write() {
+            cache.remove(id);
         }
     }
 

@@ -41,8 +41,10 @@ impl std::fmt::Debug for Pkcs11Settings {
     }
 }
 
-/// Object handles by (class, CKA_ID), valid for one connection generation.
-type HandleCache = RwLock<HashMap<(u64, Vec<u8>), (u64, ObjectHandle)>>;
+/// Object handles by `CKA_ID`, one map per object class (public, private, secret), each
+/// tagged with the connection generation it is valid for. Looked up by `&[u8]`, so a hit
+/// allocates nothing.
+type HandleCache = [RwLock<HashMap<Vec<u8>, (u64, ObjectHandle)>>; 3];
 
 /// A logged-in PKCS#11 token.
 pub struct Pkcs11Backend {
@@ -69,7 +71,7 @@ impl Pkcs11Backend {
         Ok(Pkcs11Backend {
             pool,
             profile: settings.profile,
-            handles: RwLock::new(HashMap::new()),
+            handles: Default::default(),
             object_changes: RwLock::new(()),
         })
     }
@@ -100,13 +102,12 @@ impl Pkcs11Backend {
     }
 }
 
-fn class_key(class: ObjectClass) -> u64 {
-    // ObjectClass has no public accessor for its value; its Debug/Display name is stable.
+/// Index into [`HandleCache`]; keygate only looks up these three classes.
+fn class_slot(class: ObjectClass) -> usize {
     match class {
-        ObjectClass::PUBLIC_KEY => 2,
-        ObjectClass::PRIVATE_KEY => 3,
-        ObjectClass::SECRET_KEY => 4,
-        _ => 0,
+        ObjectClass::PUBLIC_KEY => 0,
+        ObjectClass::PRIVATE_KEY => 1,
+        _ => 2,
     }
 }
 

@@ -18,6 +18,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,12 @@ pub struct SessionPool {
     free_tx: flume::Sender<Option<Pooled>>,
     free_rx: flume::Receiver<Option<Pooled>>,
     size: usize,
-    breaker_until: Mutex<Option<Instant>>,
+    /// While the device is down: when calls may try again, as nanoseconds after `epoch`
+    /// (0 = closed). Atomic, because every call reads it.
+    breaker_until: AtomicU64,
+    epoch: Instant,
+    /// Mirror of `conn.generation`, written only under the `conn` lock.
+    generation: AtomicU64,
 }
 
 /// Returns a checked-out slot to the pool when dropped, even on early return.
@@ -96,7 +102,9 @@ impl SessionPool {
             free_tx,
             free_rx,
             size,
-            breaker_until: Mutex::new(None),
+            breaker_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            generation: AtomicU64::new(0),
         };
         pool.with_session_unguarded("connecting", &mut |_s| Ok(()))?;
         Ok(pool)
@@ -112,7 +120,8 @@ impl SessionPool {
 
     /// The connection generation; object handles cached under an older one are stale.
     pub fn generation(&self) -> u64 {
-        self.conn.lock().map(|c| c.generation).unwrap_or(u64::MAX)
+        // Read on every call; an atomic copy keeps the connection lock off the hot path.
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Runs `f` on a pooled session, reconnecting and retrying once on session loss.
@@ -121,15 +130,12 @@ impl SessionPool {
         what: &str,
         f: &mut dyn FnMut(&Session) -> Result<T, Error>,
     ) -> Result<T, HardwareError> {
-        if let Ok(b) = self.breaker_until.lock() {
-            if let Some(until) = *b {
-                if Instant::now() < until {
-                    return Err(HardwareError::Unavailable(format!(
-                        "{what}: token {:?} is unreachable (retrying shortly)",
-                        self.token_label
-                    )));
-                }
-            }
+        let until = self.breaker_until.load(Ordering::Relaxed);
+        if until != 0 && self.nanos_now() < until {
+            return Err(HardwareError::Unavailable(format!(
+                "{what}: token {:?} is unreachable (retrying shortly)",
+                self.token_label
+            )));
         }
         self.with_session_unguarded(what, f)
     }
@@ -215,15 +221,22 @@ impl SessionPool {
         Ok(())
     }
 
+    fn nanos_now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn open_breaker(&self) {
-        if let Ok(mut b) = self.breaker_until.lock() {
-            *b = Some(Instant::now() + BREAKER_OPEN_FOR);
-        }
+        let until = self
+            .nanos_now()
+            .saturating_add(u64::try_from(BREAKER_OPEN_FOR.as_nanos()).unwrap_or(u64::MAX))
+            .max(1);
+        self.breaker_until.store(until, Ordering::Relaxed);
     }
 
     fn close_breaker(&self) {
-        if let Ok(mut b) = self.breaker_until.lock() {
-            *b = None;
+        // Read first: a store on every successful call would bounce the cache line.
+        if self.breaker_until.load(Ordering::Relaxed) != 0 {
+            self.breaker_until.store(0, Ordering::Relaxed);
         }
     }
 
@@ -265,6 +278,7 @@ impl SessionPool {
                     || matches!(e, Error::Pkcs11(RvError::SlotIdInvalid, _)) =>
             {
                 Self::reconnect_locked(&mut conn, &self.module, &self.token_label)?;
+                self.generation.store(conn.generation, Ordering::Release);
                 conn.ctx
                     .open_rw_session(conn.slot)
                     .map_err(|e| translate("opening session", e))?
@@ -295,7 +309,9 @@ impl SessionPool {
         if conn.generation != seen_generation {
             return Ok(());
         }
-        Self::reconnect_locked(&mut conn, &self.module, &self.token_label)
+        Self::reconnect_locked(&mut conn, &self.module, &self.token_label)?;
+        self.generation.store(conn.generation, Ordering::Release);
+        Ok(())
     }
 
     fn reconnect_locked(
