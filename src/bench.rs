@@ -51,7 +51,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let active = rt.keys.active(crate::keys::JWT_DEFAULT_RING)?;
     let exec = rt.keys.backend(&active.backend)?.clone();
-    let settings = raw_settings(rt, &active.backend)?;
+    let settings = Arc::new(raw_settings(rt, &active.backend)?);
     let dur = Duration::from_secs(seconds.max(1));
     let rounds = rounds.max(1);
     let ec = generate(&exec, Algorithm::ES256).await?;
@@ -71,8 +71,8 @@ pub async fn run(
     for (op, key) in [(Op::SignEs256, &ec), (Op::Hmac, &mac)] {
         let (mut r1, mut r2, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            r1.push(raw(&settings, op, key, 1, dur)?);
-            r2.push(raw(&settings, op, key, 2, dur)?);
+            r1.push(raw_off_runtime(&settings, op, key, 1, dur).await?);
+            r2.push(raw_off_runtime(&settings, op, key, 2, dur).await?);
             pooled.push(pool(&exec, op, key, concurrency, dur).await?);
         }
         let (r1, r2, pooled) = (median(r1), median(r2), median(pooled));
@@ -149,6 +149,18 @@ fn raw_settings(rt: &Runtime, backend: &str) -> anyhow::Result<RawSettings> {
         pin,
         hash_in_software: profile.quirks.ecdsa_hash_in_software,
     })
+}
+
+/// [`raw`] on a blocking thread: its PKCS#11 calls and sleep must not hold an async worker.
+async fn raw_off_runtime(
+    s: &Arc<RawSettings>,
+    op: Op,
+    key: &KeyLocator,
+    threads: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    let (s, key) = (s.clone(), key.clone());
+    tokio::task::spawn_blocking(move || raw(&s, op, &key, threads, dur)).await?
 }
 
 /// Raw cryptoki: `threads` threads, each with its own session, for `dur`.

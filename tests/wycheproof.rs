@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::hsm::{backend, raw_session, LABEL};
+use crate::common::{hex, unhex};
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keygate::hardware::{Algorithm, Backend, KeyLocator, PublicKey};
@@ -73,20 +74,6 @@ fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
     v[field]
         .as_str()
         .unwrap_or_else(|| panic!("field {field:?} missing or not a string in {v}"))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd-length hex {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
-        })
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn hex_field(v: &Value, field: &str) -> Vec<u8> {

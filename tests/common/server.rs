@@ -97,13 +97,7 @@ impl Server {
         key: &str,
         body: serde_json::Value,
     ) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .header("x-api-key", key)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.send_json(reqwest::Method::POST, path, key, body).await
     }
 
     pub async fn patch_json(
@@ -112,8 +106,19 @@ impl Server {
         key: &str,
         body: serde_json::Value,
     ) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, key, body)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
         self.http
-            .patch(self.url(path))
+            .request(method, self.url(path))
             .header("x-api-key", key)
             .json(&body)
             .send()
