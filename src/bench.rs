@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,52 +56,79 @@ pub async fn run(
     let dur = Duration::from_secs(seconds.max(1));
     let rounds = rounds.max(1);
     let ec = generate(&exec, Algorithm::ES256).await?;
-    let mac = generate(&exec, Algorithm::HS256).await?;
-    println!(
+    let mac = match generate(&exec, Algorithm::HS256).await {
+        Ok(m) => m,
+        Err(e) => {
+            destroy(&exec, &ec).await;
+            return Err(e);
+        }
+    };
+    let result = measure(&exec, &settings, &ec, &mac, dur, rounds, concurrency).await;
+    // The temporary keys go whatever happened above (an error, a closed stdout).
+    destroy(&exec, &ec).await;
+    destroy(&exec, &mac).await;
+    result
+}
+
+async fn destroy(exec: &HardwareExecutor, key: &KeyLocator) {
+    let k = key.clone();
+    if let Err(e) = exec.run("destroy", move |b| b.destroy(&k)).await {
+        tracing::warn!(key = %key.uri(), error = %e, "could not destroy a bench key");
+    }
+}
+
+async fn measure(
+    exec: &HardwareExecutor,
+    settings: &Arc<RawSettings>,
+    ec: &KeyLocator,
+    mac: &KeyLocator,
+    dur: Duration,
+    rounds: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    // `println!` would panic on a closed stdout (`keygate bench | head`).
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
         "keygate bench: backend {:?}, pool {} sessions, {}s per run, {rounds} interleaved rounds (medians), pooled concurrency {}",
         exec.name(),
         exec.threads(),
         dur.as_secs(),
         concurrency
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<12} {:>12} {:>12} {:>14} {:>10}",
         "operation", "raw 1 thr/s", "raw 2 thr/s", "keygate pool/s", "pool/best"
-    );
-    let mut result = Ok(());
-    for (op, key) in [(Op::SignEs256, &ec), (Op::Hmac, &mac)] {
+    )?;
+    for (op, key) in [(Op::SignEs256, ec), (Op::Hmac, mac)] {
         let (mut r1, mut r2, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            r1.push(raw_off_runtime(&settings, op, key, 1, dur).await?);
-            r2.push(raw_off_runtime(&settings, op, key, 2, dur).await?);
-            pooled.push(pool(&exec, op, key, concurrency, dur).await?);
+            r1.push(raw_off_runtime(settings, op, key, 1, dur).await?);
+            r2.push(raw_off_runtime(settings, op, key, 2, dur).await?);
+            pooled.push(pool(exec, op, key, concurrency, dur).await?);
         }
         let (r1, r2, pooled) = (median(r1), median(r2), median(pooled));
         let best = r1.max(r2);
-        println!(
+        writeln!(
+            out,
             "{:<12} {:>12.0} {:>12.0} {:>14.0} {:>9.0}%",
             op.name(),
             r1,
             r2,
             pooled,
             100.0 * pooled / best.max(1.0)
-        );
+        )?;
         if pooled <= 0.0 {
-            result = Err(anyhow::anyhow!(
-                "{} made no progress through the pool",
-                op.name()
-            ));
+            bail!("{} made no progress through the pool", op.name());
         }
     }
-    let noop = pool(&exec, Op::Noop, &mac, concurrency, dur).await?;
-    println!("pool round trip without a hardware call: {noop:.0}/s (the executor's own ceiling)");
-    for key in [ec, mac] {
-        let k = key.clone();
-        if let Err(e) = exec.run("destroy", move |b| b.destroy(&k)).await {
-            tracing::warn!(key = %key.uri(), error = %e, "could not destroy a bench key");
-        }
-    }
-    result
+    let noop = pool(exec, Op::Noop, mac, concurrency, dur).await?;
+    writeln!(
+        out,
+        "pool round trip without a hardware call: {noop:.0}/s (the executor's own ceiling)"
+    )?;
+    Ok(())
 }
 
 async fn generate(exec: &HardwareExecutor, algorithm: Algorithm) -> anyhow::Result<KeyLocator> {

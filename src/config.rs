@@ -66,8 +66,6 @@ pub struct ServerConfig {
     pub insecure_http: bool,
     /// Largest accepted request body in bytes (413 above it).
     pub max_body_bytes: usize,
-    /// Public base URL, used in links and as the default issuer.
-    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -77,7 +75,6 @@ impl Default for ServerConfig {
             ops_listen: None,
             insecure_http: false,
             max_body_bytes: 64 * 1024,
-            public_url: None,
         }
     }
 }
@@ -146,7 +143,6 @@ pub struct TokensConfig {
     pub refresh_ttl: Dur,
     pub max_custom_ttl: Dur,
     pub leeway: Dur,
-    pub signing_ring: String,
 }
 
 impl Default for TokensConfig {
@@ -158,7 +154,6 @@ impl Default for TokensConfig {
             refresh_ttl: Dur(Duration::from_secs(24 * 3600)),
             max_custom_ttl: Dur(Duration::from_secs(24 * 3600)),
             leeway: Dur(Duration::from_secs(60)),
-            signing_ring: "jwt-default".into(),
         }
     }
 }

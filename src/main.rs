@@ -91,6 +91,7 @@ pub enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let dev = matches!(cli.command, Command::Serve { dev: true, .. });
+    let serve = matches!(cli.command, Command::Serve { .. });
     let layout = DevLayout::new(&cli.data_dir);
     // Everything that touches process-wide state (env vars, PKCS#11 init) happens here,
     // before the async runtime starts any thread.
@@ -137,12 +138,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(cli::run(cli.command, config, layout, created));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // A reader that went away (`keygate keys list | head`) is not an error.
+        // A reader that went away (`keygate keys list | head`) is not an error, except
+        // for `serve`, which must not exit 0 when it could not announce itself.
         Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
+            if !serve
+                && e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                }) =>
         {
             ExitCode::SUCCESS
         }

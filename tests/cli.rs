@@ -170,3 +170,28 @@ async fn a_key_whose_secret_the_client_saw_survives_a_hard_kill() {
     let s = Server::start_in(dir, Options::default());
     assert_eq!(s.get("/api/v1/keys", &secret).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_dev_layout_holds_the_store_the_softhsm_config_and_a_private_pin() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start();
+    let dir = s.data_dir();
+    for f in ["keygate.db", "softhsm/softhsm2.conf", "pin"] {
+        assert!(dir.join(f).is_file(), "{f} missing from the dev layout");
+    }
+    let mode = std::fs::metadata(dir.join("pin"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the PIN file is private");
+    let conf = std::fs::read_to_string(dir.join("softhsm/softhsm2.conf")).unwrap();
+    assert!(
+        conf.contains(&dir.join("softhsm/tokens").display().to_string()),
+        "{conf}"
+    );
+    // The token is labelled `keygate`, as `keys list` shows in every locator.
+    let dir = s.stop();
+    let out = keygate(dir.path(), &["keys", "list"], &[]);
+    assert!(text(&out.stdout).contains("pkcs11:token=keygate;"));
+}

@@ -19,9 +19,10 @@ type Completion = Box<dyn FnOnce() + Send + 'static>;
 
 /// Completions are handed back in small batches. Waking an idle async worker is a futex
 /// syscall that costs as much as a SoftHSM HMAC; handing back several results at once
-/// wakes it once. A batch only gathers jobs that are already queued and closes after
-/// `BATCH_WINDOW`, so a lone call is answered at once and a slow device (one call longer
-/// than the window) is never batched at all.
+/// wakes it once. A batch only gathers jobs that are already queued, and no job starts in
+/// a batch after `BATCH_WINDOW`: a lone call is answered at once, and a result waits at
+/// most for the window plus one further call (on a device whose calls take longer than
+/// the window, that is one call).
 const BATCH_MAX: usize = 16;
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 

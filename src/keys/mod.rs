@@ -297,7 +297,8 @@ impl KeyRegistry {
             });
         }
         self.refresh().await?;
-        tracing::info!(ring = %name, algorithm = %algorithm, backend = %backend_name, key = %locator.uri(), "created key ring");
+        tracing::info!(ring = %name, algorithm = %algorithm, backend = %backend_name,
+            key = %locator.uri(), by = %created_by, "created key ring");
         self.active(name)
     }
 

@@ -4,8 +4,9 @@
 //! characters). The store keeps only HMAC-SHA256(secret) computed by the `api-key-mac`
 //! ring in hardware, so a stolen database yields nothing usable offline.
 //!
-//! Authentication is one hardware MAC plus a lookup in an in-memory index of the stored
-//! MACs, confirmed with a constant-time comparison. The index is rebuilt after every
+//! Authentication is the secret's MAC (computed in hardware, or remembered for
+//! `api_keys.verify_cache_ttl` after it last came from the hardware) plus a lookup in an
+//! in-memory index of the stored MACs, confirmed with a constant-time comparison. The index is rebuilt after every
 //! change made through this process, before the change is acknowledged, so delete and
 //! regenerate take effect at once. Changes made by another process (the CLI, a replica)
 //! bump `meta.api_keys_version`, which [`ApiKeyService::refresh_if_changed`] polls.
@@ -102,6 +103,9 @@ pub struct ApiKeyService {
     keys: Arc<KeyRegistry>,
     max_per_owner: i64,
     index: RwLock<Arc<Index>>,
+    /// Held across every rebuild and local edit, so a poll that read the store before a
+    /// change can never overwrite the index after that change was applied.
+    reloading: tokio::sync::Mutex<()>,
     verified: VerifyCache,
     /// Last `last_used_at` written per key id, to coalesce writes.
     touched: Mutex<HashMap<String, i64>>,
@@ -148,6 +152,7 @@ impl ApiKeyService {
             keys,
             max_per_owner: i64::from(max_per_owner),
             index: RwLock::new(Arc::new(Index::default())),
+            reloading: tokio::sync::Mutex::new(()),
             verified,
             touched: Mutex::new(HashMap::new()),
         };
@@ -158,6 +163,11 @@ impl ApiKeyService {
     /// Rebuilds the index from the store. The version is read before the rows, so a change
     /// racing the reload leaves an older version behind and triggers another reload.
     async fn reload(&self) -> Result<(), ServiceError> {
+        let _serial = self.reloading.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> Result<(), ServiceError> {
         let version = self.store.api_keys_version().await?;
         let rows = self.store.list_api_keys_with_macs().await?;
         let mut by_mac = HashMap::with_capacity(rows.len());
@@ -174,6 +184,7 @@ impl ApiKeyService {
     /// The local edit means a committed delete or regenerate takes effect even if the
     /// reload fails; the emptied version makes the refresher reload later in that case.
     async fn after_change(&self, edit: impl FnOnce(&mut HashMap<Vec<u8>, Arc<ApiKey>>)) {
+        let _serial = self.reloading.lock().await;
         if let Ok(mut idx) = self.index.write() {
             let mut by_mac = idx.by_mac.clone();
             edit(&mut by_mac);
@@ -182,7 +193,7 @@ impl ApiKeyService {
                 by_mac,
             });
         }
-        if let Err(e) = self.reload().await {
+        if let Err(e) = self.reload_locked().await {
             tracing::warn!(error = %e, "API key index reload failed; retrying on the next poll");
         }
     }

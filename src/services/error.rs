@@ -40,7 +40,9 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound => ServiceError::NotFound("not found".into()),
             StoreError::Conflict(m) => ServiceError::Conflict(m),
             StoreError::Unavailable(m) => ServiceError::StoreUnavailable(m),
-            StoreError::Corrupt(m) => ServiceError::Internal(format!("store: {m}")),
+            StoreError::Corrupt(m) | StoreError::Failed(m) => {
+                ServiceError::Internal(format!("store: {m}"))
+            }
         }
     }
 }

@@ -43,6 +43,5 @@ pub async fn create(
     let v = keys
         .create_ring(ring, alg, &backend, &caller.name, now)
         .await?;
-    tracing::info!(ring = %ring, by = %caller.name, "created key ring");
     Ok(v)
 }

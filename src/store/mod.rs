@@ -27,6 +27,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database refused a statement for a reason a retry will not fix (a bug).
+    #[error("store failure: {0}")]
+    Failed(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -36,6 +39,16 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
             }
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including extended codes: transient.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+            {
+                StoreError::Unavailable(db.message().to_string())
+            }
+            sqlx::Error::Database(db) => StoreError::Failed(db.message().to_string()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(e.to_string())
             }
