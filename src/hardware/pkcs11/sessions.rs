@@ -161,9 +161,7 @@ impl SessionPool {
             let result = self
                 .ensure_session(&mut checkout)
                 .and_then(|(session, generation)| {
-                    f(session)
-                        .map_err(|e| (e, generation))
-                        .map_err(|(e, generation)| Failed::Call(e, generation))
+                    f(session).map_err(|e| Failed::Call(e, generation))
                 });
             match result {
                 Ok(v) => {
