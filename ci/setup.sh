@@ -3,7 +3,8 @@
 # only missing packages, and runs `apt-get update` only when something is missing.
 set -euo pipefail
 
-packages=(softhsm2 opensc sqlite3 curl ca-certificates "$@")
+# procps: the tests stop servers with `kill`.
+packages=(softhsm2 opensc sqlite3 curl ca-certificates procps "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

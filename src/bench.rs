@@ -151,14 +151,8 @@ fn raw_settings(rt: &Runtime, backend: &str) -> anyhow::Result<RawSettings> {
     let Some(BackendConfig::Pkcs11(p)) = rt.config.backends.get(backend) else {
         bail!("bench needs a pkcs11 backend; {backend:?} is not one");
     };
-    let profile = crate::hardware::profile::HsmProfile::load(
-        Some(
-            p.profiles_dir
-                .as_deref()
-                .unwrap_or(std::path::Path::new("hsm-profiles")),
-        ),
-        &p.profile,
-    )?;
+    let profile =
+        crate::hardware::profile::HsmProfile::load(p.profiles_dir.as_deref(), &p.profile)?;
     let module = p
         .module
         .clone()

@@ -205,13 +205,23 @@ async fn serve(
     rt.keys.reconcile().await;
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);
-    let bootstrap = bootstrap_key(&rt).await?;
+    spawn_health_watch(&rt);
+    // Bind before anything is printed or created: a port in use must not cost the
+    // one-time bootstrap key.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
+    let ops = match ops_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?,
+        ),
+        None => None,
+    };
     let state = AppState { rt: rt.clone() };
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     if dev {
         writeln!(out, "keygate dev server")?;
         for c in &created {
@@ -230,26 +240,12 @@ async fn serve(
             layout.pin_file.display()
         )?;
     }
-    if let Some(secret) = &bootstrap {
-        writeln!(
-            out,
-            "bootstrap super-admin API key (shown once, store it now): {}",
-            secret.expose_secret()
-        )?;
+    bootstrap_key(&rt, &mut out).await?;
+    if let Some(l) = &ops {
+        writeln!(out, "keygate ops listening on http://{}", l.local_addr()?)?;
     }
-    let ops = match ops_addr {
-        Some(a) => {
-            let l = tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a}"))?;
-            writeln!(out, "keygate ops listening on http://{}", l.local_addr()?)?;
-            Some(l)
-        }
-        None => None,
-    };
     writeln!(out, "keygate listening on http://{bound}")?;
     out.flush()?;
-    drop(out);
     tracing::info!(addr = %bound, "serving");
     if let Some(l) = ops {
         let router = keygate::http::ops_app(state.clone());
@@ -270,16 +266,17 @@ async fn serve(
     Ok(())
 }
 
-/// On the first start of an installation with no super-admin key, creates one and returns
-/// its secret to print once. Recorded in the store, so it never happens twice.
-async fn bootstrap_key(rt: &Runtime) -> anyhow::Result<Option<secrecy::SecretString>> {
+/// On the first start of an installation with no super-admin key, creates one and prints
+/// its secret once. The key is recorded as issued only after the secret was written out;
+/// if writing fails, the key is deleted again so the next start can issue a new one.
+async fn bootstrap_key(rt: &Runtime, out: &mut impl Write) -> anyhow::Result<()> {
     if rt.store.meta_get("bootstrap_key_issued").await?.is_some()
         || rt
             .store
             .any_api_key_with_role(Role::SuperAdmin.name())
             .await?
     {
-        return Ok(None);
+        return Ok(());
     }
     let (key, secret) = rt
         .api_keys
@@ -295,11 +292,50 @@ async fn bootstrap_key(rt: &Runtime) -> anyhow::Result<Option<secrecy::SecretStr
             now(),
         )
         .await?;
+    let shown = writeln!(
+        out,
+        "bootstrap super-admin API key (shown once, store it now): {}",
+        secret.expose_secret()
+    )
+    .and_then(|()| out.flush());
+    if let Err(e) = shown {
+        let _ = rt.api_keys.delete(&cli_principal(), &key.id).await;
+        return Err(anyhow::Error::new(e).context("could not print the bootstrap key"));
+    }
     rt.store
         .meta_set_once("bootstrap_key_issued", &key.id)
         .await?;
     tracing::info!(api_key = %key.id, "issued the bootstrap super-admin API key");
-    Ok(Some(secret))
+    Ok(())
+}
+
+/// Probes every backend every few seconds. A probe that finds the token gone
+/// re-initialises the module, so keygate recovers when the token comes back even if
+/// nobody polls `/readyz`.
+fn spawn_health_watch(rt: &Arc<Runtime>) {
+    for exec in rt.keys.backends().values() {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut was_ok = true;
+            loop {
+                tick.tick().await;
+                let ok = matches!(
+                    exec.run("health", |b| Ok(b.health())).await,
+                    Ok(keygate::hardware::Health::Ok)
+                );
+                if ok != was_ok {
+                    if ok {
+                        tracing::info!(backend = %exec.name(), "backend reachable again");
+                    } else {
+                        tracing::warn!(backend = %exec.name(), "backend unreachable");
+                    }
+                    was_ok = ok;
+                }
+            }
+        });
+    }
 }
 
 async fn shutdown() {

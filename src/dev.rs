@@ -63,29 +63,47 @@ impl DevLayout {
     /// The configuration this layout implies; a config file given with `--dev` is merged
     /// over it.
     pub fn base_config(&self) -> toml::Table {
-        let text = format!(
-            r#"
-[server]
-insecure_http = true
-[store]
-url = "sqlite://{db}"
-[backends.hsm]
-type = "pkcs11"
-profile = "softhsm2"
-token_label = "{label}"
-pin_file = "{pin}"
-[rings.api-key-mac]
-backend = "hsm"
-algorithm = "HS256"
-[rings.jwt-default]
-backend = "hsm"
-algorithm = "ES256"
-"#,
-            db = self.db.display(),
-            label = DEV_TOKEN_LABEL,
-            pin = self.pin_file.display(),
+        // Built as values, not as TOML text: a data directory may contain quotes or
+        // backslashes.
+        fn table(entries: &[(&str, toml::Value)]) -> toml::Value {
+            toml::Value::Table(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            )
+        }
+        let s = |v: &str| toml::Value::String(v.to_string());
+        let ring = |alg: &str| table(&[("backend", s("hsm")), ("algorithm", s(alg))]);
+        let mut t = toml::Table::new();
+        t.insert(
+            "server".into(),
+            table(&[("insecure_http", toml::Value::Boolean(true))]),
         );
-        text.parse::<toml::Table>().unwrap_or_default()
+        t.insert(
+            "store".into(),
+            table(&[("url", s(&format!("sqlite://{}", self.db.display())))]),
+        );
+        t.insert(
+            "backends".into(),
+            table(&[(
+                "hsm",
+                table(&[
+                    ("type", s("pkcs11")),
+                    ("profile", s("softhsm2")),
+                    ("token_label", s(DEV_TOKEN_LABEL)),
+                    ("pin_file", s(&self.pin_file.display().to_string())),
+                ]),
+            )]),
+        );
+        t.insert(
+            "rings".into(),
+            table(&[
+                ("api-key-mac", ring("HS256")),
+                ("jwt-default", ring("ES256")),
+            ]),
+        );
+        t
     }
 
     /// Points SoftHSM at this layout's configuration. Must run before the first PKCS#11

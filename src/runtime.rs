@@ -12,7 +12,7 @@ use crate::services::api_keys::ApiKeyService;
 use crate::store::Store;
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,19 +83,20 @@ fn connect_backend(
     };
     match cfg {
         BackendConfig::Pkcs11(p) => {
-            let dir = p
-                .profiles_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("hsm-profiles"));
-            let mut profile =
-                HsmProfile::load(Some(&dir), &p.profile).map_err(|e| err(e.to_string()))?;
+            // Only an explicitly configured directory may override the built-in profiles:
+            // a profile names the module keygate loads, so it must not come from whatever
+            // directory keygate happens to be started in.
+            let mut profile = HsmProfile::load(p.profiles_dir.as_deref(), &p.profile)
+                .map_err(|e| err(e.to_string()))?;
             if let Some(size) = p.pool_size {
                 if size == 0
+                    || size > crate::hardware::profile::MAX_POOL_SIZE
                     || (profile.quirks.max_sessions != 0 && size > profile.quirks.max_sessions)
                 {
                     return Err(err(format!(
-                        "pool_size {size} must be between 1 and the profile's max_sessions ({})",
-                        profile.quirks.max_sessions
+                        "pool_size {size} must be between 1 and {} (the profile's max_sessions, or {} when it states none)",
+                        if profile.quirks.max_sessions == 0 { crate::hardware::profile::MAX_POOL_SIZE } else { profile.quirks.max_sessions },
+                        crate::hardware::profile::MAX_POOL_SIZE
                     )));
                 }
                 profile.pool_size = size;

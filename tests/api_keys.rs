@@ -20,6 +20,11 @@ async fn an_api_key_can_be_created_used_listed_updated_regenerated_and_deleted()
         )
         .await;
     assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-store",
+        "a secret must not be cached"
+    );
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let secret = created["api_key"].as_str().unwrap().to_string();
@@ -101,6 +106,7 @@ async fn an_api_key_can_be_created_used_listed_updated_regenerated_and_deleted()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let regenerated: Value = r.json().await.unwrap();
     let new_secret = regenerated["api_key"].as_str().unwrap().to_string();
     assert_ne!(new_secret, secret);

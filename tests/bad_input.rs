@@ -19,38 +19,29 @@ async fn requests_without_credentials_get_401_with_a_bearer_challenge() {
     expect_problem(r, 401, "unauthenticated").await;
 }
 
+/// Credentials that do not authenticate, malformed or not, are 401 ("no valid
+/// credentials"); a request that carries two credentials is malformed (400).
 #[tokio::test]
-async fn malformed_credentials_get_400_and_unknown_ones_401() {
+async fn ambiguous_credentials_get_400_and_invalid_ones_401() {
     let s = Server::start();
     type Case<'a> = (Vec<(&'a str, String)>, u16, &'a str);
+    let key = s.admin_key.clone();
     let cases: Vec<Case> = vec![
+        (vec![("x-api-key", "nope".into())], 401, "unauthenticated"),
         (
-            vec![("x-api-key", "nope".into())],
-            400,
-            "malformed-credentials",
-        ),
-        (
-            vec![("x-api-key", format!("{}!", &s.admin_key[..45]))],
-            400,
-            "malformed-credentials",
+            vec![("x-api-key", format!("{}!", &key[..45]))],
+            401,
+            "unauthenticated",
         ),
         (
             vec![("authorization", "Bearer".into())],
-            400,
-            "malformed-credentials",
+            401,
+            "unauthenticated",
         ),
         (
             vec![("authorization", "Bearer a b".into())],
-            400,
-            "malformed-credentials",
-        ),
-        (
-            vec![
-                ("authorization", format!("Bearer {}", s.admin_key)),
-                ("x-api-key", s.admin_key.clone()),
-            ],
-            400,
-            "malformed-credentials",
+            401,
+            "unauthenticated",
         ),
         (
             vec![("authorization", "Basic dXNlcjpwYXNz".into())],
@@ -69,6 +60,19 @@ async fn malformed_credentials_get_400_and_unknown_ones_401() {
             )],
             401,
             "unauthenticated",
+        ),
+        (
+            vec![
+                ("authorization", format!("Bearer {key}")),
+                ("x-api-key", key.clone()),
+            ],
+            400,
+            "malformed-credentials",
+        ),
+        (
+            vec![("x-api-key", key.clone()), ("x-api-key", key.clone())],
+            400,
+            "malformed-credentials",
         ),
     ];
     for (headers, status, slug) in cases {

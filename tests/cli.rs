@@ -195,3 +195,27 @@ async fn the_dev_layout_holds_the_store_the_softhsm_config_and_a_private_pin() {
     let out = keygate(dir.path(), &["keys", "list"], &[]);
     assert!(text(&out.stdout).contains("pkcs11:token=keygate;"));
 }
+
+#[tokio::test]
+async fn a_start_that_cannot_bind_its_port_does_not_use_up_the_bootstrap_key() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = keygate(
+        dir.path(),
+        &["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    assert!(!out.status.success(), "the port is taken");
+    assert!(
+        !text(&out.stdout).contains("kg_"),
+        "no key shown by a failed start"
+    );
+    drop(busy);
+    let s = Server::start_in(dir, Options::default());
+    assert!(
+        s.admin_key.starts_with("kg_"),
+        "the next start still issues the bootstrap key"
+    );
+    assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
+}

@@ -24,6 +24,17 @@ pub enum HardwareError {
 }
 
 impl HardwareError {
+    /// The message without the kind prefix.
+    pub fn into_message(self) -> String {
+        match self {
+            HardwareError::Unavailable(m)
+            | HardwareError::KeyNotFound(m)
+            | HardwareError::NotSupported(m)
+            | HardwareError::InvalidInput(m)
+            | HardwareError::Failure(m) => m,
+        }
+    }
+
     /// Short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -13,8 +13,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A job makes the hardware call and returns the step that hands its result back.
-type Job = Box<dyn FnOnce() -> Completion + Send + 'static>;
+/// A hardware call, named for metrics and batching; running it returns the step that
+/// hands its result back.
+struct Job {
+    op: &'static str,
+    run: Box<dyn FnOnce() -> Completion + Send + 'static>,
+}
 type Completion = Box<dyn FnOnce() + Send + 'static>;
 
 /// Completions are handed back in small batches. Waking an idle async worker is a futex
@@ -22,8 +26,12 @@ type Completion = Box<dyn FnOnce() + Send + 'static>;
 /// wakes it once. A batch only gathers jobs that are already queued, and no job starts in
 /// a batch after `BATCH_WINDOW`: a lone call is answered at once, and a result waits at
 /// most for the window plus one further call (on a device whose calls take longer than
-/// the window, that is one call).
+/// the window, that is one call). Calls known to be slow (key generation, destruction,
+/// health probes that may re-initialise the module) first hand back what is pending.
 const BATCH_MAX: usize = 16;
+/// The longest a caller waits for a queue slot plus the call (RSA-3072 generation on a
+/// slow device takes seconds; a hung one takes forever).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 
 fn worker(rx: flume::Receiver<Job>) {
@@ -34,7 +42,14 @@ fn worker(rx: flume::Receiver<Job>) {
         run_one(job, &mut done);
         while done.len() < BATCH_MAX && started.elapsed() < BATCH_WINDOW {
             match rx.try_recv() {
-                Ok(job) => run_one(job, &mut done),
+                Ok(job) => {
+                    if is_slow(job.op) {
+                        for complete in done.drain(..) {
+                            complete();
+                        }
+                    }
+                    run_one(job, &mut done);
+                }
                 Err(_) => break,
             }
         }
@@ -44,10 +59,14 @@ fn worker(rx: flume::Receiver<Job>) {
     }
 }
 
+fn is_slow(op: &str) -> bool {
+    matches!(op, "generate" | "destroy" | "health" | "reconcile")
+}
+
 fn run_one(job: Job, done: &mut Vec<Completion>) {
     // A panicking call must not take a pool thread with it; its caller sees "ended
     // without a result" because the reply was dropped.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job.run)) {
         Ok(complete) => done.push(complete),
         Err(_) => tracing::error!("a hardware call panicked"),
     }
@@ -144,7 +163,7 @@ impl HardwareExecutor {
         let (otx, orx) = tokio::sync::oneshot::channel();
         let backend = self.backend.clone();
         let name = self.name.clone();
-        let job: Job = Box::new(move || {
+        let run = Box::new(move || {
             let start = Instant::now();
             let result = f(&*backend);
             let outcome = match &result {
@@ -157,11 +176,24 @@ impl HardwareExecutor {
                 let _ = otx.send(result);
             }) as Completion
         });
-        self.tx
-            .send_async(job)
-            .await
-            .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
-        orx.await
-            .map_err(|_| HardwareError::Failure("hardware call ended without a result".into()))?
+        let call = async {
+            self.tx
+                .send_async(Job { op, run })
+                .await
+                .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
+            orx.await.map_err(|_| {
+                HardwareError::Failure("hardware call ended without a result".into())
+            })?
+        };
+        // A hung device must not hold requests forever; the call itself may still finish
+        // on its thread, and its result is then dropped.
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => Err(HardwareError::Unavailable(format!(
+                "{op}: backend {} did not answer within {}s",
+                self.name,
+                CALL_TIMEOUT.as_secs()
+            ))),
+        }
     }
 }

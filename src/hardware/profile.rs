@@ -99,8 +99,10 @@ impl HsmProfile {
             reason,
         };
         let p: HsmProfile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if p.pool_size == 0 {
-            return Err(invalid("pool_size must be at least 1".into()));
+        if p.pool_size == 0 || p.pool_size > MAX_POOL_SIZE {
+            return Err(invalid(format!(
+                "pool_size must be between 1 and {MAX_POOL_SIZE}"
+            )));
         }
         if p.quirks.max_sessions != 0 && p.pool_size > p.quirks.max_sessions {
             return Err(invalid(format!(
@@ -115,6 +117,9 @@ impl HsmProfile {
         self.algorithms.contains(&alg)
     }
 }
+
+/// More sessions than this is a configuration mistake (each is a thread, too).
+pub const MAX_POOL_SIZE: usize = 256;
 
 /// Profiles shipped inside the binary, so `keygate serve --dev` works from any directory.
 pub const BUILTIN: &[(&str, &str)] = &[

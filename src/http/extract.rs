@@ -55,7 +55,9 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
             }
             let token = rest.trim();
             if token.is_empty() || token.contains(' ') {
-                return Err(malformed("Authorization: Bearer takes exactly one token"));
+                return Err(ApiError::unauthenticated(
+                    "Authorization: Bearer takes exactly one token",
+                ));
             }
             Ok(Credential::Bearer(token))
         }
@@ -98,6 +100,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+/// `Path<T>` whose rejection (a segment that is not valid UTF-8, say) is problem+json.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
         }
     }
 }

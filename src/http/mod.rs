@@ -53,6 +53,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Runs a state-changing operation on its own task and awaits it, so a client that
+/// disconnects mid-request cannot cancel it between the store commit and the in-memory
+/// update that must follow.
+pub async fn detached<T, F>(op: F) -> Result<T, error::ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, crate::services::ServiceError>> + Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(result) => result.map_err(error::ApiError::from),
+        Err(e) => Err(crate::services::ServiceError::Internal(format!(
+            "operation task failed: {e}"
+        ))
+        .into()),
+    }
+}
+
 /// A panic in a handler is a bug: answer 500 problem+json and keep serving.
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -330,7 +330,12 @@ impl KeyRegistry {
     }
 
     /// HMAC-SHA256 under the active version of `ring`; returns the tag and that version.
-    pub async fn mac(&self, ring: &str, msg: Vec<u8>) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
+    /// The message is often a secret (an API key), so it is zeroized after the call.
+    pub async fn mac(
+        &self,
+        ring: &str,
+        msg: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
         let v = self.active(ring)?;
         if !v.algorithm.is_mac() {
             return Err(KeysError::Invalid(format!(

@@ -26,6 +26,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use zeroize::Zeroizing;
 
 /// Prefix of every API-key secret; lets secret scanners find leaked keys.
 pub const SECRET_PREFIX: &str = "kg_";
@@ -272,13 +273,18 @@ impl ApiKeyService {
     /// Draws a fresh secret from the hardware RNG and computes its MAC in hardware.
     async fn new_secret(&self) -> Result<(SecretString, SecretDigest), ServiceError> {
         let random = self.keys.random(API_KEY_MAC_RING, SECRET_BYTES).await?;
-        let secret = SecretString::from(format!(
-            "{SECRET_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(&*random)
-        ));
+        // Encoded straight into the string the SecretString takes over, so no other copy
+        // of the secret is left behind (capacity is exact, so it never reallocates).
+        let mut encoded = String::with_capacity(SECRET_LEN);
+        encoded.push_str(SECRET_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(&*random, &mut encoded);
+        let secret = SecretString::from(encoded);
         let (mac, version) = self
             .keys
-            .mac(API_KEY_MAC_RING, secret.expose_secret().as_bytes().to_vec())
+            .mac(
+                API_KEY_MAC_RING,
+                Zeroizing::new(secret.expose_secret().as_bytes().to_vec()),
+            )
             .await?;
         let exposed = secret.expose_secret();
         let hint = exposed[exposed.len() - 4..].to_string();
@@ -306,6 +312,19 @@ impl ApiKeyService {
         Self::check_manage(caller, req.role)?;
         let owner = req.owner.unwrap_or_else(|| caller.name.clone());
         validate_text("owner", &owner, 256, true)?;
+        // A key acts as its owner (API.md), so minting one for somebody else is acting on
+        // their behalf: it needs user management, and `root` needs super-admin powers.
+        if owner != caller.name {
+            let allowed = caller.role.has(Permission::UsersWrite)
+                && (owner != crate::services::authz::ROOT_PRINCIPAL
+                    || caller.role.has(Permission::ManageSuperAdmins));
+            if !allowed {
+                return Err(ServiceError::Forbidden(format!(
+                    "role {} may not create keys owned by {owner:?}",
+                    caller.role
+                )));
+            }
+        }
         if !self.store.principal_exists(&owner).await? {
             return Err(ServiceError::Invalid(format!(
                 "owner {owner:?} is not a known principal"
@@ -354,8 +373,10 @@ impl ApiKeyService {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(ServiceError::MalformedCredentials(
-                "API keys are kg_ followed by 43 base64url characters".into(),
+            // Still "no valid credentials" (401), like an unknown key: a gateway treats it
+            // as failed authentication, not as its own malformed request.
+            return Err(ServiceError::Unauthenticated(
+                "malformed API key: keys are kg_ followed by 43 base64url characters".into(),
             ));
         }
         let digest = self.verified.digest(presented);
@@ -364,7 +385,10 @@ impl ApiKeyService {
             None => {
                 let (mac, _) = self
                     .keys
-                    .mac(API_KEY_MAC_RING, presented.as_bytes().to_vec())
+                    .mac(
+                        API_KEY_MAC_RING,
+                        Zeroizing::new(presented.as_bytes().to_vec()),
+                    )
                     .await?;
                 (mac.0, false)
             }

@@ -40,7 +40,10 @@ pub fn shared_context(module: &Path) -> Result<Pkcs11, HardwareError> {
 pub fn initialize(ctx: &Pkcs11) -> Result<(), HardwareError> {
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
-        Err(e) => Err(translate("initialising module", e)),
+        // Whatever the code, a module that will not initialise is an outage, not a bug.
+        Err(e) => Err(HardwareError::Unavailable(
+            translate("initialising module", e).into_message(),
+        )),
     }
 }
 

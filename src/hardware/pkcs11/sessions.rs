@@ -18,7 +18,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ pub struct SessionPool {
     epoch: Instant,
     /// Mirror of `conn.generation`, written only under the `conn` lock.
     generation: AtomicU64,
+    /// Set when the token refused the PIN: further logins would only count towards the
+    /// device's lockout, so keygate stops trying until it is restarted.
+    pin_refused: AtomicBool,
 }
 
 /// Returns a checked-out slot to the pool when dropped, even on early return.
@@ -105,6 +108,7 @@ impl SessionPool {
             breaker_until: AtomicU64::new(0),
             epoch: Instant::now(),
             generation: AtomicU64::new(0),
+            pin_refused: AtomicBool::new(false),
         };
         pool.with_session_unguarded("connecting", &mut |_s| Ok(()))?;
         Ok(pool)
@@ -197,8 +201,58 @@ impl SessionPool {
         }
     }
 
-    /// Health probe: the token is still listed under its label and a session answers.
+    /// Health probe, with recovery: if the token cannot be reached, re-initialise the
+    /// module once and probe again.
     pub fn probe(&self) -> Result<(), HardwareError> {
+        match self.probe_once() {
+            Ok(()) => Ok(()),
+            Err(HardwareError::Unavailable(_) | HardwareError::Failure(_))
+                if !self.pin_refused.load(Ordering::Relaxed) =>
+            {
+                self.reinitialize()?;
+                self.probe_once()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-initialises the module: `C_Finalize` and `C_Initialize`, then finds the token by
+    /// label again. Needed when the token itself went away and came back (SoftHSM only
+    /// re-reads its token store at initialisation). It first takes every session slot,
+    /// so no call of this pool is inside the module meanwhile, and it is never called by
+    /// a thread that holds a slot.
+    pub fn reinitialize(&self) -> Result<(), HardwareError> {
+        let mut held = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            held.push(
+                self.free_rx
+                    .recv()
+                    .map_err(|_| HardwareError::Failure("session pool channel closed".into()))?,
+            );
+        }
+        let result = (|| {
+            let mut conn = self
+                .conn
+                .lock()
+                .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?;
+            // Close our sessions while the module still knows them.
+            held.clear();
+            tracing::warn!(token = %self.token_label, "re-initialising the PKCS#11 module");
+            let _ = conn.ctx.clone().finalize();
+            initialize(&conn.ctx)?;
+            conn.slot = find_token(&conn.ctx, &self.token_label)?;
+            conn.generation += 1;
+            conn.logged_in = false;
+            self.generation.store(conn.generation, Ordering::Release);
+            Ok(())
+        })();
+        for _ in 0..self.size {
+            let _ = self.free_tx.send(None);
+        }
+        result
+    }
+
+    fn probe_once(&self) -> Result<(), HardwareError> {
         self.with_session_unguarded("health probe", &mut |s| s.get_session_info().map(|_| ()))?;
         let ctx = self
             .conn
@@ -284,9 +338,26 @@ impl SessionPool {
             Err(e) => return Err(translate("opening session", e)),
         };
         if self.login_per_session || !conn.logged_in {
+            if self.pin_refused.load(Ordering::Relaxed) {
+                return Err(HardwareError::Unavailable(format!(
+                    "token {:?} refused the PIN earlier; fix the PIN and restart keygate",
+                    self.token_label
+                )));
+            }
             match session.login(UserType::User, Some(&self.pin)) {
                 Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                     conn.logged_in = true;
+                }
+                Err(
+                    e @ Error::Pkcs11(
+                        RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired,
+                        _,
+                    ),
+                ) => {
+                    self.pin_refused.store(true, Ordering::Relaxed);
+                    let e = translate("logging in", e);
+                    tracing::error!(token = %self.token_label, error = %e, "the token refused the PIN; no further login attempts until restart");
+                    return Err(e);
                 }
                 Err(e) => return Err(translate("logging in", e)),
             }

@@ -1,14 +1,18 @@
 //! API keys (`/api/v1/api-keys`).
 
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::{ApiJson, Caller};
+use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::{parse_rfc3339, rfc3339};
-use crate::http::AppState;
+use crate::http::{detached, AppState};
 use crate::runtime::now;
 use crate::services::api_keys::{ApiKey, ApiKeyPatch, NewApiKey};
 use crate::services::authz::Role;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::http::header::{HeaderName, CACHE_CONTROL};
 use axum::http::StatusCode;
+
+/// Responses that carry a secret must not be kept by any cache.
+const NO_STORE: [(HeaderName, &str); 1] = [(CACHE_CONTROL, "no-store")];
 use axum::Json;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -101,30 +105,40 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CreateApiKey>,
-) -> Result<(StatusCode, Json<ApiKeyWithSecret>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        [(HeaderName, &'static str); 1],
+        Json<ApiKeyWithSecret>,
+    ),
+    ApiError,
+> {
     let expires_at = req
         .expires_at
         .as_deref()
         .map(parse_rfc3339)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let (key, secret) = state
-        .rt
-        .api_keys
-        .create(
-            &caller,
-            NewApiKey {
-                name: req.name,
-                description: req.description,
-                role: req.role,
-                owner: req.owner,
-                expires_at,
-            },
-            now(),
-        )
-        .await?;
+    let rt = state.rt.clone();
+    let (key, secret) = detached(async move {
+        rt.api_keys
+            .create(
+                &caller,
+                NewApiKey {
+                    name: req.name,
+                    description: req.description,
+                    role: req.role,
+                    owner: req.owner,
+                    expires_at,
+                },
+                now(),
+            )
+            .await
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
+        NO_STORE,
         Json(ApiKeyWithSecret::new(key, secret)),
     ))
 }
@@ -150,7 +164,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     Ok(Json(state.rt.api_keys.get(&caller, &id).await?.into()))
 }
@@ -164,22 +178,24 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateApiKey>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    let key = state
-        .rt
-        .api_keys
-        .update(
-            &caller,
-            &id,
-            ApiKeyPatch {
-                name: req.name,
-                description: req.description,
-                role: req.role,
-            },
-        )
-        .await?;
+    let rt = state.rt.clone();
+    let key = detached(async move {
+        rt.api_keys
+            .update(
+                &caller,
+                &id,
+                ApiKeyPatch {
+                    name: req.name,
+                    description: req.description,
+                    role: req.role,
+                },
+            )
+            .await
+    })
+    .await?;
     Ok(Json(key.into()))
 }
 
@@ -192,10 +208,11 @@ pub async fn update(
 pub async fn regenerate(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
-) -> Result<Json<ApiKeyWithSecret>, ApiError> {
-    let (key, secret) = state.rt.api_keys.regenerate(&caller, &id).await?;
-    Ok(Json(ApiKeyWithSecret::new(key, secret)))
+    ApiPath(id): ApiPath<String>,
+) -> Result<([(HeaderName, &'static str); 1], Json<ApiKeyWithSecret>), ApiError> {
+    let rt = state.rt.clone();
+    let (key, secret) = detached(async move { rt.api_keys.regenerate(&caller, &id).await }).await?;
+    Ok((NO_STORE, Json(ApiKeyWithSecret::new(key, secret))))
 }
 
 /// Deletes a key; it stops working at once.
@@ -207,8 +224,9 @@ pub async fn regenerate(
 pub async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.rt.api_keys.delete(&caller, &id).await?;
+    let rt = state.rt.clone();
+    detached(async move { rt.api_keys.delete(&caller, &id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

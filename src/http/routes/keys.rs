@@ -3,7 +3,7 @@
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, Caller};
 use crate::http::time_fmt::rfc3339;
-use crate::http::AppState;
+use crate::http::{detached, AppState};
 use crate::keys::KeyVersion;
 use crate::runtime::now;
 use crate::services::key_rings;
@@ -85,14 +85,18 @@ pub async fn create(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CreateRing>,
 ) -> Result<(StatusCode, Json<KeyVersionView>), ApiError> {
-    let v = key_rings::create(
-        &state.rt.keys,
-        &caller,
-        &req.ring,
-        &req.algorithm,
-        req.backend,
-        now(),
-    )
+    let rt = state.rt.clone();
+    let v = detached(async move {
+        key_rings::create(
+            &rt.keys,
+            &caller,
+            &req.ring,
+            &req.algorithm,
+            req.backend,
+            now(),
+        )
+        .await
+    })
     .await?;
     Ok((StatusCode::CREATED, Json(KeyVersionView::from(&*v))))
 }
