@@ -62,8 +62,8 @@ pub struct Quirks {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("HSM profile {name:?} not found in {dir} (expected {dir}/{name}.toml)")]
-    NotFound { name: String, dir: String },
+    #[error("HSM profile {name:?} not found {where_}")]
+    NotFound { name: String, where_: String },
     #[error("HSM profile {path}: {reason}")]
     Invalid { path: String, reason: String },
 }
@@ -85,9 +85,16 @@ impl HsmProfile {
             Some((n, text)) => Self::parse(&format!("(built-in) {n}.toml"), text),
             None => Err(ProfileError::NotFound {
                 name: name.to_string(),
-                dir: dir
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_else(|| "hsm-profiles".into()),
+                where_: format!(
+                    "{}among the built-in profiles ({})",
+                    dir.map(|d| format!("in {} or ", d.display()))
+                        .unwrap_or_default(),
+                    BUILTIN
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }),
         }
     }

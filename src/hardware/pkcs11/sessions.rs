@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How long calls fail fast after the device was found down.
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// How long re-initialisation waits for in-flight calls to return their sessions.
+const REINIT_WAIT: Duration = Duration::from_secs(10);
 
 struct Connection {
     ctx: Pkcs11,
@@ -224,11 +226,20 @@ impl SessionPool {
     pub fn reinitialize(&self) -> Result<(), HardwareError> {
         let mut held = Vec::with_capacity(self.size);
         for _ in 0..self.size {
-            held.push(
-                self.free_rx
-                    .recv()
-                    .map_err(|_| HardwareError::Failure("session pool channel closed".into()))?,
-            );
+            // A call hung inside the device keeps its slot; give up rather than wait with it.
+            match self.free_rx.recv_timeout(REINIT_WAIT) {
+                Ok(slot) => held.push(slot),
+                Err(_) => {
+                    for slot in held {
+                        let _ = self.free_tx.send(slot);
+                    }
+                    return Err(HardwareError::Unavailable(format!(
+                        "token {:?}: a call did not return within {}s; not re-initialising",
+                        self.token_label,
+                        REINIT_WAIT.as_secs()
+                    )));
+                }
+            }
         }
         let result = (|| {
             let mut conn = self
@@ -355,9 +366,9 @@ impl SessionPool {
                     ),
                 ) => {
                     self.pin_refused.store(true, Ordering::Relaxed);
-                    let e = translate("logging in", e);
-                    tracing::error!(token = %self.token_label, error = %e, "the token refused the PIN; no further login attempts until restart");
-                    return Err(e);
+                    let msg = translate("logging in", e).into_message();
+                    tracing::error!(token = %self.token_label, error = %msg, "the token refused the PIN; no further login attempts until restart");
+                    return Err(HardwareError::Unavailable(msg));
                 }
                 Err(e) => return Err(translate("logging in", e)),
             }
