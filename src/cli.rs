@@ -321,16 +321,7 @@ fn spawn_health_watch(rt: &Arc<Runtime>) {
             let mut was_ok = true;
             loop {
                 tick.tick().await;
-                // An unhealthy probe is an error to the executor, so its metric says so.
-                let ok = exec
-                    .run("health", |b| match b.health() {
-                        keygate::hardware::Health::Ok => Ok(()),
-                        keygate::hardware::Health::Unavailable { reason } => {
-                            Err(keygate::hardware::HardwareError::Unavailable(reason))
-                        }
-                    })
-                    .await
-                    .is_ok();
+                let ok = exec.probe().await.is_ok();
                 if ok != was_ok {
                     if ok {
                         tracing::info!(backend = %exec.name(), "backend reachable again");

@@ -7,12 +7,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn first_start_creates_the_api_key_mac_and_jwt_default_rings_in_hardware() {
     let s = Server::start();
-    let keys: Vec<Value> = s
-        .get("/api/v1/keys", &s.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let keys: Vec<Value> = s.get_json("/api/v1/keys", &s.admin_key).await;
     let find = |ring: &str| keys.iter().find(|k| k["ring"] == ring).cloned().unwrap();
     let mac = find("api-key-mac");
     let jwt = find("jwt-default");
@@ -70,12 +65,7 @@ async fn rings_of_every_algorithm_can_be_created_and_only_signing_rings_are_publ
         .unwrap();
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
     let jwks: Value = r.json().await.unwrap();
-    let keys: Vec<Value> = s
-        .get("/api/v1/keys", &s.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let keys: Vec<Value> = s.get_json("/api/v1/keys", &s.admin_key).await;
     let published: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -106,13 +96,7 @@ async fn rings_of_every_algorithm_can_be_created_and_only_signing_rings_are_publ
 async fn bad_ring_requests_are_refused_and_create_nothing() {
     let s = Server::start();
     let count = |v: Vec<Value>| v.len();
-    let before = count(
-        s.get("/api/v1/keys", &s.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap(),
-    );
+    let before = count(s.get_json("/api/v1/keys", &s.admin_key).await);
     let cases = [
         (
             json!({"ring": "jwt-default", "algorithm": "ES256"}),
@@ -142,12 +126,6 @@ async fn bad_ring_requests_are_refused_and_create_nothing() {
             .await;
         expect_problem(r, status, slug).await;
     }
-    let after = count(
-        s.get("/api/v1/keys", &s.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap(),
-    );
+    let after = count(s.get_json("/api/v1/keys", &s.admin_key).await);
     assert_eq!(before, after);
 }

@@ -154,6 +154,18 @@ impl HardwareExecutor {
         &self.backend
     }
 
+    /// Probes the device on the pool. An unhealthy device is an error here, so the
+    /// hardware-call metric records the failure.
+    pub async fn probe(&self) -> Result<(), HardwareError> {
+        self.run("health", |b| match b.health() {
+            crate::hardware::Health::Ok => Ok(()),
+            crate::hardware::Health::Unavailable { reason } => {
+                Err(HardwareError::Unavailable(reason))
+            }
+        })
+        .await
+    }
+
     /// Runs `f` on the pool and awaits its result. `op` names the operation in metrics.
     pub async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
     where

@@ -135,6 +135,11 @@ impl Server {
             .expect("request")
     }
 
+    /// GETs `path` with `key` and parses the JSON body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
+        self.get(path, key).await.json().await.expect("json body")
+    }
+
     /// Creates an API key as the bootstrap admin and returns (id, secret).
     pub async fn create_key(&self, role: &str) -> (String, String) {
         let r = self

@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics.
 
-use crate::hardware::{HardwareError, Health};
+use crate::hardware::Health;
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
 use axum::extract::State;
@@ -30,10 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let mut ready = true;
     for (name, exec) in state.rt.keys.backends() {
         // An unhealthy probe is an error to the executor, so its metric says so.
-        let probe = exec.run("health", |b| match b.health() {
-            Health::Ok => Ok(()),
-            Health::Unavailable { reason } => Err(HardwareError::Unavailable(reason)),
-        });
+        let probe = exec.probe();
         let health = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(())) => Health::Ok,
             Ok(Err(e)) => Health::Unavailable {
