@@ -29,10 +29,11 @@ type Completion = Box<dyn FnOnce() + Send + 'static>;
 /// the window, that is one call). Calls known to be slow (key generation, destruction,
 /// health probes that may re-initialise the module) first hand back what is pending.
 const BATCH_MAX: usize = 16;
+const BATCH_WINDOW: Duration = Duration::from_micros(200);
+
 /// The longest a caller waits for a queue slot plus the call (RSA-3072 generation on a
 /// slow device takes seconds; a hung one takes forever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const BATCH_WINDOW: Duration = Duration::from_micros(200);
 
 fn worker(rx: flume::Receiver<Job>) {
     let mut done: Vec<Completion> = Vec::with_capacity(BATCH_MAX);

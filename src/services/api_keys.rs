@@ -173,7 +173,16 @@ impl ApiKeyService {
         let rows = self.store.list_api_keys_with_macs().await?;
         let mut by_mac = HashMap::with_capacity(rows.len());
         for (row, mac) in rows {
-            by_mac.insert(mac, Arc::new(ApiKey::try_from(row)?));
+            let id = row.id.clone();
+            match ApiKey::try_from(row) {
+                Ok(key) => {
+                    by_mac.insert(mac, Arc::new(key));
+                }
+                // One unreadable record must not lock everybody out; it cannot authenticate.
+                Err(e) => {
+                    tracing::error!(api_key = %id, error = %e, "skipping an unreadable API key record")
+                }
+            }
         }
         if let Ok(mut idx) = self.index.write() {
             *idx = Arc::new(Index { version, by_mac });
