@@ -212,15 +212,6 @@ impl KeyRegistry {
             .ok_or_else(|| KeysError::UnknownRing(ring.to_string()))
     }
 
-    /// A specific version of `ring`.
-    pub fn version(&self, ring: &str, version: i64) -> Option<Arc<KeyVersion>> {
-        self.snapshot()
-            .versions
-            .iter()
-            .find(|v| v.ring == ring && v.version == version)
-            .cloned()
-    }
-
     pub fn ring_exists(&self, ring: &str) -> bool {
         self.snapshot().versions.iter().any(|v| v.ring == ring)
     }

@@ -11,15 +11,6 @@ pub enum AuthMethod {
     Cli,
 }
 
-impl AuthMethod {
-    pub fn label(&self) -> &'static str {
-        match self {
-            AuthMethod::ApiKey { .. } => "api_key",
-            AuthMethod::Cli => "cli",
-        }
-    }
-}
-
 /// An authenticated caller. `name` is the principal per API.md: a user name, or an API
 /// key's owner.
 #[derive(Debug, Clone)]

@@ -76,10 +76,6 @@ impl Pkcs11Backend {
         })
     }
 
-    pub fn profile(&self) -> &HsmProfile {
-        &self.profile
-    }
-
     /// Number of sessions, which is also the right size for the blocking pool.
     pub fn pool_size(&self) -> usize {
         self.pool.size()
