@@ -20,7 +20,7 @@ pub enum ConfigError {
 }
 
 /// A duration written as `"90s"`, `"15m"`, `"24h"` or `"90d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
@@ -47,6 +47,8 @@ pub struct Config {
     pub rings: BTreeMap<String, RingConfig>,
     pub tokens: TokensConfig,
     pub sessions: SessionsConfig,
+    pub users: UsersConfig,
+    pub signing: SigningConfig,
     pub api_keys: ApiKeysConfig,
     pub key_files: KeyFilesConfig,
     pub jwks: JwksConfig,
@@ -132,6 +134,11 @@ pub struct TpmBackendConfig {
 pub struct RingConfig {
     pub backend: String,
     pub algorithm: String,
+    /// Who holds the `sign` grant on this ring for the signing service: principal names,
+    /// or `role:<role>` for every principal with that role. super-admin and admin may
+    /// always sign.
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +150,8 @@ pub struct TokensConfig {
     pub refresh_ttl: Dur,
     pub max_custom_ttl: Dur,
     pub leeway: Dur,
+    /// The ring whose active version signs access tokens.
+    pub ring: String,
 }
 
 impl Default for TokensConfig {
@@ -154,6 +163,7 @@ impl Default for TokensConfig {
             refresh_ttl: Dur(Duration::from_secs(24 * 3600)),
             max_custom_ttl: Dur(Duration::from_secs(24 * 3600)),
             leeway: Dur(Duration::from_secs(60)),
+            ring: crate::keys::JWT_DEFAULT_RING.into(),
         }
     }
 }
@@ -162,11 +172,76 @@ impl Default for TokensConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     pub max_per_user: u32,
+    /// How often expired sessions, refresh tokens, denylist entries and login-failure
+    /// records are purged.
+    pub purge_interval: Dur,
+    /// Most rows one purge statement deletes, so a purge never holds the store for long.
+    pub purge_batch: u32,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        SessionsConfig { max_per_user: 5 }
+        SessionsConfig {
+            max_per_user: 5,
+            purge_interval: Dur(Duration::from_secs(300)),
+            purge_batch: 1000,
+        }
+    }
+}
+
+/// Local accounts: password hashing and login throttling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    /// Shortest accepted password, in characters.
+    pub password_min_length: usize,
+    /// argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Most password checks hashing at once; further logins queue. 0 = number of CPUs.
+    pub argon2_max_concurrent: usize,
+    /// Failed logins within `failed_login_window` that lock the account name.
+    pub max_failed_logins: u32,
+    pub failed_login_window: Dur,
+    /// How long a locked account name refuses every password.
+    pub lockout: Dur,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        UsersConfig {
+            password_min_length: 12,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            argon2_max_concurrent: 0,
+            max_failed_logins: 5,
+            failed_login_window: Dur(Duration::from_secs(15 * 60)),
+            lockout: Dur(Duration::from_secs(15 * 60)),
+        }
+    }
+}
+
+/// The signing service (`POST /api/v1/keys/{ring}/sign`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Lifetime of a signed token when the request gives no `expires_in`.
+    pub default_ttl: Dur,
+    /// Longest `expires_in` accepted.
+    pub max_ttl: Dur,
+    /// Lets callers put `iat`, `nbf`, `exp` and `jti` in `claims`.
+    pub allow_caller_times: bool,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            default_ttl: Dur(Duration::from_secs(300)),
+            max_ttl: Dur(Duration::from_secs(3600)),
+            allow_caller_times: false,
+        }
     }
 }
 
@@ -338,6 +413,78 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());
+        }
+        self.validate_tokens()
+    }
+
+    fn validate_tokens(&self) -> Result<(), String> {
+        let t = &self.tokens;
+        for (name, d) in [
+            ("tokens.access_ttl", t.access_ttl),
+            ("tokens.refresh_ttl", t.refresh_ttl),
+            ("tokens.max_custom_ttl", t.max_custom_ttl),
+            ("signing.default_ttl", self.signing.default_ttl),
+            ("signing.max_ttl", self.signing.max_ttl),
+            ("users.failed_login_window", self.users.failed_login_window),
+            ("sessions.purge_interval", self.sessions.purge_interval),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if t.leeway.secs() > 300 {
+            return Err(
+                "tokens.leeway is at most 5m; a larger skew needs fixing at the clock".into(),
+            );
+        }
+        for (name, v) in [
+            ("tokens.issuer", &t.issuer),
+            ("tokens.audience", &t.audience),
+        ] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        if self.signing.default_ttl > self.signing.max_ttl {
+            return Err("signing.default_ttl exceeds signing.max_ttl".into());
+        }
+        // A cache may hold the JWKS for max_age; a new key must reach every cache before it
+        // signs, so it stays pending at least that long.
+        if self.jwks.max_age > self.rotation.publish_delay {
+            return Err(format!(
+                "jwks.max_age ({}) exceeds rotation.publish_delay ({}): verifiers could meet a token signed by a key their cached JWKS does not hold yet",
+                humantime::format_duration(self.jwks.max_age.0),
+                humantime::format_duration(self.rotation.publish_delay.0)
+            ));
+        }
+        if self.sessions.max_per_user == 0 {
+            return Err("sessions.max_per_user must be at least 1".into());
+        }
+        if self.sessions.purge_batch == 0 {
+            return Err("sessions.purge_batch must be at least 1".into());
+        }
+        let u = &self.users;
+        if u.password_min_length == 0 || u.password_min_length > 1024 {
+            return Err("users.password_min_length must be between 1 and 1024".into());
+        }
+        if u.max_failed_logins == 0 {
+            return Err("users.max_failed_logins must be at least 1".into());
+        }
+        if u.argon2_iterations == 0
+            || u.argon2_parallelism == 0
+            || u.argon2_memory_kib < 8 * u.argon2_parallelism
+        {
+            return Err("users.argon2_*: iterations and parallelism must be at least 1, and memory at least 8 KiB per lane".into());
+        }
+        for (name, ring) in &self.rings {
+            for s in &ring.signers {
+                if let Some(role) = s.strip_prefix("role:") {
+                    role.parse::<crate::services::authz::Role>()
+                        .map_err(|e| format!("rings.{name}.signers: {e}"))?;
+                } else if s.trim().is_empty() {
+                    return Err(format!("rings.{name}.signers holds an empty name"));
+                }
+            }
         }
         Ok(())
     }

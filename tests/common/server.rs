@@ -202,6 +202,10 @@ fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mute
         .env_remove("SOFTHSM2_CONF")
         .env_remove("KEYGATE_CONFIG")
         .env("RUST_LOG", &opts.log_level)
+        // Cheap argon2 parameters keep password tests fast; the hasher's own tests use
+        // the production defaults.
+        .env("KEYGATE__USERS__ARGON2_MEMORY_KIB", "64")
+        .env("KEYGATE__USERS__ARGON2_ITERATIONS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
