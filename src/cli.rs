@@ -201,13 +201,8 @@ async fn serve(
         check_listen(&config, a)?;
     }
     let _ = keygate::telemetry::metrics();
-    let rt = Arc::new(Runtime::open(config).await?);
-    rt.keys.reconcile().await;
-    rt.api_keys
-        .spawn_refresher(rt.config.api_keys.refresh_interval.0);
-    spawn_health_watch(&rt);
     // Bind before anything is printed or created: a port in use must not cost the
-    // one-time bootstrap key.
+    // one-time bootstrap key. Binding first also tells us the issuer URL on port 0.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -220,6 +215,20 @@ async fn serve(
         ),
         None => None,
     };
+    let mut config = config;
+    if config.tokens.issuer.is_none() {
+        let issuer = format!("http://{bound}");
+        tracing::warn!(issuer = %issuer,
+            "tokens.issuer is not set; using the listener's URL. Set it to the URL clients use.");
+        config.tokens.issuer = Some(issuer);
+    }
+    let rt = Arc::new(Runtime::open(config).await?);
+    rt.keys.reconcile().await;
+    rt.api_keys
+        .spawn_refresher(rt.config.api_keys.refresh_interval.0);
+    spawn_health_watch(&rt);
+    keygate::background::spawn_rotation(&rt);
+    keygate::background::spawn_purge(&rt);
     let state = AppState { rt: rt.clone() };
     let mut out = std::io::stdout();
     if dev {

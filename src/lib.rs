@@ -3,6 +3,7 @@
 //! Layers, top to bottom: [`http`] → [`services`] → [`keys`] → [`hardware`], with [`store`]
 //! beside the hardware for metadata. See `docs/architecture.md`.
 
+pub mod background;
 pub mod bench;
 pub mod config;
 pub mod dev;

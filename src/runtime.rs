@@ -9,6 +9,7 @@ use crate::hardware::profile::HsmProfile;
 use crate::hardware::{Algorithm, Backend};
 use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
 use crate::services::api_keys::ApiKeyService;
+use crate::services::tokens::{TokenService, TokenSettings};
 use crate::store::Store;
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -33,11 +34,23 @@ pub struct Runtime {
     pub store: Store,
     pub keys: Arc<KeyRegistry>,
     pub api_keys: Arc<ApiKeyService>,
+    pub tokens: Arc<TokenService>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Rotation phases from configuration: a replaced key stays published for the
+    /// longest token lifetime any JWT ring can have signed, plus leeway.
+    pub fn rotation_times(&self) -> crate::keys::rotation::RotationTimes {
+        crate::keys::rotation::RotationTimes {
+            publish_delay: self.config.rotation.publish_delay.secs(),
+            retire_after: self.tokens.settings().longest_token(),
+        }
     }
 }
 
@@ -214,11 +227,40 @@ impl Runtime {
             .await
             .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
         );
+        let settings = TokenSettings::from_config(&config);
+        match keys.active(&settings.ring) {
+            Ok(v) if v.purpose == crate::keys::Purpose::Jwt => {}
+            Ok(v) => {
+                return Err(StartupError::Config(format!(
+                    "tokens.ring {:?} is a {} ring; access tokens need a JWT-signing ring",
+                    settings.ring,
+                    v.purpose.name()
+                )))
+            }
+            Err(_) => {
+                return Err(StartupError::Config(format!(
+                    "tokens.ring {:?} does not exist; add [rings.{}] or create it first",
+                    settings.ring, settings.ring
+                )))
+            }
+        }
+        let tokens = Arc::new(
+            TokenService::new(
+                store.clone(),
+                keys.clone(),
+                api_keys.clone(),
+                settings,
+                now(),
+            )
+            .await
+            .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?,
+        );
         Ok(Runtime {
             config,
             store,
             keys,
             api_keys,
+            tokens,
         })
     }
 }

@@ -67,24 +67,64 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
     }
 }
 
+/// Authenticates whatever credential the request carries: an API key (`x-api-key`, or
+/// a `kg_` bearer) or a keygate access token (any other bearer).
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let principal = match credential(parts)? {
+        Credential::ApiKey(s) => state.rt.api_keys.authenticate(s, now()).await?,
+        Credential::Bearer(s) if s.starts_with(crate::services::api_keys::SECRET_PREFIX) => {
+            state.rt.api_keys.authenticate(s, now()).await?
+        }
+        Credential::Bearer(s) => state.rt.tokens.authenticate(s, now())?,
+    };
+    Ok(principal)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = match credential(parts)? {
-            Credential::ApiKey(s) => s,
-            Credential::Bearer(s) if s.starts_with(crate::services::api_keys::SECRET_PREFIX) => s,
-            Credential::Bearer(_) => {
-                return Err(ApiError::unauthenticated(
-                    "the bearer token is not a valid keygate API key",
-                ))
-            }
-        };
-        let principal = state.rt.api_keys.authenticate(secret, now()).await?;
+        let principal = authenticate(parts, state).await?;
         if principal.role.read_only() && !matches!(parts.method, Method::GET | Method::HEAD) {
             return Err(ApiError::forbidden("role read-only may use GET only"));
         }
         Ok(Caller(principal))
+    }
+}
+
+/// The authenticated caller, without the `read-only` method rule: for the endpoints
+/// API.md lets every principal use on its own session (`DELETE /api/v1/auth/sessions/{id}`).
+/// The handler must check that the target is the caller's own.
+#[derive(Debug, Clone)]
+pub struct SessionCaller(pub Principal);
+
+impl FromRequestParts<AppState> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(SessionCaller(authenticate(parts, state).await?))
+    }
+}
+
+/// The caller if the request carries credentials, `None` if it carries none. Presented
+/// credentials that fail are still an error. Used by the token endpoint, where only
+/// `custom_token` needs a caller.
+#[derive(Debug)]
+pub struct MaybeCaller(pub Option<Result<Principal, ApiError>>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        if !parts.headers.contains_key("x-api-key")
+            && !parts.headers.contains_key(header::AUTHORIZATION)
+        {
+            return Ok(MaybeCaller(None));
+        }
+        Ok(MaybeCaller(Some(authenticate(parts, state).await)))
     }
 }
 

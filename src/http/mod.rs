@@ -6,6 +6,7 @@
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod oauth;
 pub mod openapi;
 pub mod routes;
 pub mod time_fmt;

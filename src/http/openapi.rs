@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, health, keys};
+use super::routes::{api_keys, auth, discovery, health, keys};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -28,14 +28,19 @@ impl Modify for Security {
     info(title = "keygate", description = "Hardware-backed key and token service"),
     paths(
         health::healthz, health::readyz, health::metrics,
-        keys::list, keys::create, keys::jwks,
+        keys::list, keys::create, keys::jwks, keys::rotate, keys::sign,
+        auth::token, auth::revoke, auth::introspect, auth::sessions, auth::end_session,
+        discovery::openid_configuration,
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
         api_keys::ApiKeyView, api_keys::ApiKeyWithSecret, api_keys::CreateApiKey,
-        api_keys::UpdateApiKey, crate::services::authz::Role)),
+        api_keys::UpdateApiKey, crate::services::authz::Role,
+        keys::RotateRequest, keys::SignBody, keys::Signed,
+        auth::TokenResponse, auth::OAuthErrorBody, auth::TokenRequest, auth::TokenParam,
+        auth::SessionView, crate::services::tokens::Introspection)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

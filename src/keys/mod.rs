@@ -5,6 +5,7 @@
 //! are cached here, so verification and JWKS never call the hardware; signing and MAC
 //! always do, through each backend's [`HardwareExecutor`].
 
+pub mod rotation;
 pub mod verify;
 
 use crate::hardware::executor::HardwareExecutor;
@@ -34,6 +35,8 @@ pub enum KeysError {
     UnknownBackend(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("stored key data is invalid: {0}")]
     Corrupt(String),
 }
@@ -91,6 +94,8 @@ pub struct KeyVersion {
     pub public_key: Option<PublicKey>,
     pub created_at: i64,
     pub activated_at: Option<i64>,
+    /// When it stopped signing (became retiring).
+    pub deactivated_at: Option<i64>,
 }
 
 impl KeyVersion {
@@ -126,6 +131,7 @@ impl KeyVersion {
             public_key,
             created_at: row.created_at,
             activated_at: row.activated_at,
+            deactivated_at: row.deactivated_at,
         })
     }
 }
@@ -135,6 +141,8 @@ impl KeyVersion {
 struct Snapshot {
     versions: Vec<Arc<KeyVersion>>,
     active: HashMap<String, Arc<KeyVersion>>,
+    /// Published versions of JWT-signing rings by kid: what a keygate JWT may name.
+    verifying: HashMap<String, Arc<KeyVersion>>,
 }
 
 /// Key rings over the store and the configured backends.
@@ -176,6 +184,9 @@ impl KeyRegistry {
             if v.state == "active" {
                 snap.active.insert(v.ring.clone(), v.clone());
             }
+            if v.purpose == Purpose::Jwt && v.published() && v.public_key.is_some() {
+                snap.verifying.insert(v.kid.clone(), v.clone());
+            }
             snap.versions.push(v);
         }
         if let Ok(mut s) = self.snapshot.write() {
@@ -212,6 +223,31 @@ impl KeyRegistry {
             .ok_or_else(|| KeysError::UnknownRing(ring.to_string()))
     }
 
+    /// The published JWT-signing version whose kid is `kid`, if any. This is the only
+    /// key a keygate JWT naming `kid` may be verified with.
+    pub fn verifying_key(&self, kid: &str) -> Option<Arc<KeyVersion>> {
+        self.snapshot().verifying.get(kid).cloned()
+    }
+
+    /// Signs `msg` in hardware with version `v` (which must have a public key).
+    pub async fn sign(
+        &self,
+        v: &KeyVersion,
+        msg: Vec<u8>,
+    ) -> Result<crate::hardware::Signature, KeysError> {
+        if v.algorithm.is_mac() {
+            return Err(KeysError::Invalid(format!(
+                "ring {:?} holds a MAC key, which cannot sign",
+                v.ring
+            )));
+        }
+        let (loc, alg) = (v.locator.clone(), v.algorithm);
+        Ok(self
+            .backend(&v.backend)?
+            .run("sign", move |b| b.sign(&loc, alg, &msg))
+            .await?)
+    }
+
     pub fn ring_exists(&self, ring: &str) -> bool {
         self.snapshot().versions.iter().any(|v| v.ring == ring)
     }
@@ -234,35 +270,8 @@ impl KeyRegistry {
             return Err(KeysError::RingExists(name.to_string()));
         }
         let backend = self.backend(backend_name)?.clone();
-        let spec = KeySpec {
-            algorithm,
-            label: format!("keygate:{name}:v1"),
-        };
-        let (locator, public_key) = backend
-            .run("generate", move |b| {
-                let loc = b.generate(&spec)?;
-                let public = if algorithm.is_mac() {
-                    None
-                } else {
-                    match b.public_key(&loc) {
-                        Ok(p) => Some(PublicKey { algorithm, ..p }),
-                        Err(e) => {
-                            let _ = b.destroy(&loc);
-                            return Err(e);
-                        }
-                    }
-                };
-                Ok((loc, public))
-            })
-            .await?;
-        let kid = match &public_key {
-            Some(p) => p.thumbprint(),
-            None => format!("{name}-v1"),
-        };
-        let spki = match &public_key {
-            Some(p) => Some(p.spki_der()?),
-            None => None,
-        };
+        let generated = generate_version(&backend, name, 1, algorithm).await?;
+        let (locator, kid, spki) = (generated.locator, generated.kid, generated.spki);
         let locator_json = serde_json::to_string(&locator)
             .map_err(|e| KeysError::Invalid(format!("locator: {e}")))?;
         let record = NewRing {
@@ -428,6 +437,53 @@ impl KeyRegistry {
         }
         problems
     }
+}
+
+/// A key version just generated in hardware, not yet recorded.
+pub(crate) struct Generated {
+    pub locator: KeyLocator,
+    pub kid: String,
+    pub spki: Option<Vec<u8>>,
+}
+
+/// Generates version `version` of ring `name` in hardware and reads its public key.
+/// The label `keygate:<ring>:v<n>` identifies it on the token.
+pub(crate) async fn generate_version(
+    backend: &HardwareExecutor,
+    name: &str,
+    version: i64,
+    algorithm: Algorithm,
+) -> Result<Generated, KeysError> {
+    let spec = KeySpec {
+        algorithm,
+        label: format!("keygate:{name}:v{version}"),
+    };
+    let (locator, public_key) = backend
+        .run("generate", move |b| {
+            let loc = b.generate(&spec)?;
+            let public = if algorithm.is_mac() {
+                None
+            } else {
+                match b.public_key(&loc) {
+                    Ok(p) => Some(PublicKey { algorithm, ..p }),
+                    Err(e) => {
+                        let _ = b.destroy(&loc);
+                        return Err(e);
+                    }
+                }
+            };
+            Ok((loc, public))
+        })
+        .await?;
+    let kid = match &public_key {
+        Some(p) => p.thumbprint(),
+        None => format!("{name}-v{version}"),
+    };
+    let spki = match &public_key {
+        Some(p) => Some(p.spki_der()?),
+        None => None,
+    };
+    Ok(Generated { locator, kid, spki })
 }
 
 /// Ring names appear in URLs and labels: 1 to 64 of `[a-z0-9-]`, starting with a letter.

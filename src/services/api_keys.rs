@@ -459,6 +459,12 @@ impl ApiKeyService {
         self.load(id).await
     }
 
+    /// A key's record without a permission check, for introspection of a key that has
+    /// just authenticated.
+    pub(crate) async fn record(&self, id: &str) -> Result<ApiKey, ServiceError> {
+        self.load(id).await
+    }
+
     async fn load(&self, id: &str) -> Result<ApiKey, ServiceError> {
         match self.store.get_api_key(id).await {
             Ok(row) => row.try_into(),

@@ -74,6 +74,7 @@ impl From<KeysError> for ServiceError {
                 ServiceError::Invalid(format!("no backend named {b:?} is configured"))
             }
             KeysError::Invalid(m) => ServiceError::Invalid(m),
+            KeysError::Conflict(m) => ServiceError::Conflict(m),
             KeysError::Corrupt(m) => ServiceError::Internal(m),
         }
     }

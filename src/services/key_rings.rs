@@ -45,3 +45,24 @@ pub async fn create(
         .await?;
     Ok(v)
 }
+
+/// Rotates `ring` and applies any transition that is already due (with a zero publish
+/// delay the new version activates at once).
+pub async fn rotate(
+    rt: &crate::runtime::Runtime,
+    caller: &Principal,
+    ring: &str,
+    immediate: bool,
+    now: i64,
+) -> Result<Arc<KeyVersion>, ServiceError> {
+    require(caller, Permission::KeysRotate)?;
+    let v = rt.keys.rotate(ring, immediate, &caller.name, now).await?;
+    rt.keys.advance(rt.rotation_times(), now).await?;
+    let current = rt
+        .keys
+        .versions()
+        .into_iter()
+        .find(|x| x.ring == v.ring && x.version == v.version)
+        .unwrap_or(v);
+    Ok(current)
+}

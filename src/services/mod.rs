@@ -6,6 +6,7 @@ pub mod authz;
 pub mod error;
 pub mod key_rings;
 pub mod principal;
+pub mod tokens;
 pub mod verify_cache;
 
 pub use error::ServiceError;

@@ -7,12 +7,14 @@ use crate::services::authz::Role;
 pub enum AuthMethod {
     /// An API key, by record id (never the secret).
     ApiKey { id: String },
+    /// A keygate access token, by `jti`, and its login session when it has one.
+    AccessToken { jti: String, sid: Option<String> },
     /// The local CLI acting directly on the store and hardware.
     Cli,
 }
 
-/// An authenticated caller. `name` is the principal per API.md: a user name, or an API
-/// key's owner.
+/// An authenticated caller. `name` is the principal per API.md: a user name (or a custom
+/// token's subject), or an API key's owner.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub name: String,

@@ -17,6 +17,20 @@ pub struct KeyVersionRow {
     pub purpose: String,
     pub created_at: i64,
     pub activated_at: Option<i64>,
+    pub deactivated_at: Option<i64>,
+}
+
+/// A new version of an existing ring, generated in hardware and not yet signing.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub ring: String,
+    pub version: i64,
+    pub backend: String,
+    pub algorithm: String,
+    pub locator: String,
+    pub kid: String,
+    pub public_key: Option<Vec<u8>>,
+    pub now: i64,
 }
 
 /// A new ring with its first, active version.
@@ -76,7 +90,7 @@ impl Store {
     pub async fn list_key_versions(&self) -> Result<Vec<KeyVersionRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT v.ring, v.version, v.state, v.backend, v.algorithm, v.locator, v.kid,
-                    v.public_key, r.purpose, v.created_at, v.activated_at
+                    v.public_key, r.purpose, v.created_at, v.activated_at, v.deactivated_at
              FROM key_versions v JOIN rings r ON r.name = v.ring
              ORDER BY v.ring, v.version",
         )
@@ -96,9 +110,106 @@ impl Store {
                     purpose: row.try_get(8)?,
                     created_at: row.try_get(9)?,
                     activated_at: row.try_get(10)?,
+                    deactivated_at: row.try_get(11)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    /// Records a pending version. When `activate` is set, the same transaction makes it
+    /// the active version and moves the previous one to retiring (rotate-now).
+    pub async fn insert_version(&self, v: &NewVersion, activate: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO key_versions (ring, version, state, backend, algorithm, locator, kid,
+                                       public_key, created_at)
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&v.ring)
+        .bind(v.version)
+        .bind(&v.backend)
+        .bind(&v.algorithm)
+        .bind(&v.locator)
+        .bind(&v.kid)
+        .bind(&v.public_key)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await?;
+        if activate && !activate_in(&mut tx, &v.ring, v.version, v.now).await? {
+            return Err(StoreError::Conflict(format!(
+                "{} v{} could not be activated",
+                v.ring, v.version
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes pending `version` of `ring` active and the active one retiring, atomically.
+    /// Returns false when that version is no longer pending (another process did it).
+    pub async fn activate_version(
+        &self,
+        ring: &str,
+        version: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !activate_in(&mut tx, ring, version, now).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves a retiring version to retired. Returns false when it was not retiring.
+    pub async fn retire_version(
+        &self,
+        ring: &str,
+        version: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE key_versions SET state = 'retired', retired_at = $3
+             WHERE ring = $1 AND version = $2 AND state = 'retiring'",
+        )
+        .bind(ring)
+        .bind(version)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+/// Old active → retiring first, then pending → active: the unique index on the active
+/// state holds at every statement. Both statements write, so the transaction holds the
+/// write lock from its first statement. The caller rolls back when this returns false.
+async fn activate_in(
+    tx: &mut sqlx::SqliteConnection,
+    ring: &str,
+    version: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    sqlx::query(
+        "UPDATE key_versions SET state = 'retiring', deactivated_at = $2
+         WHERE ring = $1 AND state = 'active'
+           AND EXISTS (SELECT 1 FROM key_versions
+                       WHERE ring = $1 AND version = $3 AND state = 'pending')",
+    )
+    .bind(ring)
+    .bind(now)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    let r = sqlx::query(
+        "UPDATE key_versions SET state = 'active', activated_at = $3
+         WHERE ring = $1 AND version = $2 AND state = 'pending'",
+    )
+    .bind(ring)
+    .bind(version)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }

@@ -10,6 +10,8 @@
 pub mod api_keys;
 pub mod keys;
 pub mod meta;
+pub mod revocations;
+pub mod sessions;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;

@@ -1,7 +1,7 @@
 //! Key rings (`/api/v1/keys`) and the JWKS.
 
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::{ApiJson, Caller};
+use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::keys::KeyVersion;
@@ -110,4 +110,104 @@ pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, format!("public, max-age={max_age}"))],
         Json(state.rt.keys.jwks()),
     )
+}
+
+/// `POST /api/v1/keys/{ring}/rotate` body.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Rotate-now: the new version signs at once instead of after `rotation.publish_delay`.
+    #[serde(default)]
+    pub immediate: bool,
+}
+
+/// Creates the ring's next version in hardware. It is published at once and starts
+/// signing after `rotation.publish_delay` (or at once with `immediate`); the previous
+/// version keeps verifying until its last token has expired.
+#[utoipa::path(post, path = "/api/v1/keys/{ring}/rotate", tag = "keys",
+    params(("ring" = String, Path)), request_body(content = Option<RotateRequest>),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = KeyVersionView),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(ring): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<KeyVersionView>), ApiError> {
+    // An empty body means the defaults; anything else must be the JSON object.
+    let req: RotateRequest = if body.is_empty() {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+    };
+    let rt = state.rt.clone();
+    let v =
+        detached(async move { key_rings::rotate(&rt, &caller, &ring, req.immediate, now()).await })
+            .await?;
+    Ok((StatusCode::CREATED, Json(KeyVersionView::from(&*v))))
+}
+
+/// `POST /api/v1/keys/{ring}/sign` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignBody {
+    /// The claims to sign. `iss` and `aud` are refused; `iat`, `nbf`, `exp` and `jti`
+    /// too unless `signing.allow_caller_times` is on.
+    #[schema(value_type = Object)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Seconds; default `signing.default_ttl`, at most `signing.max_ttl`.
+    pub expires_in: Option<i64>,
+    /// Required: one string or an array. Never keygate's own audience.
+    #[schema(value_type = Object)]
+    pub audience: Option<StringOrList>,
+    /// JOSE `typ`; default `JWT`, never `at+jwt`.
+    pub typ: Option<String>,
+}
+
+/// One string or a list of strings.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A signed token.
+#[derive(Serialize, ToSchema)]
+pub struct Signed {
+    pub token: String,
+    pub kid: String,
+}
+
+/// The signing service for other gateways: signs `claims` with the ring's active
+/// hardware key. Needs the `sign` grant on the ring.
+#[utoipa::path(post, path = "/api/v1/keys/{ring}/sign", tag = "keys",
+    params(("ring" = String, Path)), request_body = SignBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = Signed),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 503, body = Problem)))]
+pub async fn sign(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(ring): ApiPath<String>,
+    ApiJson(body): ApiJson<SignBody>,
+) -> Result<Json<Signed>, ApiError> {
+    let audience = match body.audience {
+        Some(StringOrList::One(a)) => vec![a],
+        Some(StringOrList::Many(v)) => v,
+        None => Vec::new(),
+    };
+    let req = crate::services::tokens::signing::SignRequest {
+        claims: body.claims,
+        expires_in: body.expires_in,
+        audience,
+        typ: body.typ,
+    };
+    let (token, kid) = state.rt.tokens.sign_for(&caller, &ring, req, now()).await?;
+    Ok(Json(Signed { token, kid }))
 }

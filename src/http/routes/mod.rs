@@ -1,12 +1,14 @@
 //! Route table. One module per resource.
 
 pub mod api_keys;
+pub mod auth;
+pub mod discovery;
 pub mod health;
 pub mod keys;
 
 use super::error::ApiError;
 use super::AppState;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub fn router() -> Router<AppState> {
@@ -16,7 +18,18 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(health::metrics))
         .route("/api/v1/openapi.json", get(super::openapi::serve))
         .route("/.well-known/jwks.json", get(keys::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
         .route("/api/v1/keys", get(keys::list).post(keys::create))
+        .route("/api/v1/keys/{ring}/rotate", post(keys::rotate))
+        .route("/api/v1/keys/{ring}/sign", post(keys::sign))
+        .route("/api/v1/auth/token", post(auth::token))
+        .route("/api/v1/auth/revoke", post(auth::revoke))
+        .route("/api/v1/auth/introspect", post(auth::introspect))
+        .route("/api/v1/auth/sessions", get(auth::sessions))
+        .route("/api/v1/auth/sessions/{id}", delete(auth::end_session))
         .route(
             "/api/v1/api-keys",
             get(api_keys::list).post(api_keys::create),

@@ -1,0 +1,51 @@
+//! Background work of a serving process: advancing key rotations on schedule, and
+//! purging expired sessions, denylist entries and login-failure records in bounded
+//! batches. Each loop reads the clock once per tick and hands it to the services, which
+//! never read it themselves.
+
+use crate::runtime::{now, Runtime};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often rotation checks for due transitions. Checking is an in-memory scan; the
+/// store is touched only when something is due.
+const ROTATION_TICK: Duration = Duration::from_secs(1);
+
+fn every<F, Fut>(rt: &Arc<Runtime>, period: Duration, mut f: F)
+where
+    F: FnMut(Arc<Runtime>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak: Weak<Runtime> = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(rt) = weak.upgrade() else { break };
+            f(rt).await;
+        }
+    });
+}
+
+/// Activates pending versions after the publish delay and retires old ones.
+pub fn spawn_rotation(rt: &Arc<Runtime>) {
+    every(rt, ROTATION_TICK, |rt| async move {
+        if let Err(e) = rt.keys.advance(rt.rotation_times(), now()).await {
+            tracing::warn!(error = %e, "key rotation step failed; retrying next tick");
+        }
+    });
+}
+
+/// Purges expired rows every `sessions.purge_interval`.
+pub fn spawn_purge(rt: &Arc<Runtime>) {
+    let period = rt.config.sessions.purge_interval.0;
+    every(rt, period, |rt| async move {
+        let batch = rt.config.sessions.purge_batch;
+        match rt.tokens.purge(now(), batch).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired sessions and revocations"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; retrying next interval"),
+        }
+    });
+}

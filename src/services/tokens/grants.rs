@@ -1,0 +1,227 @@
+//! The grants of `POST /api/v1/auth/token`: password (opens a session), refresh_token
+//! (rotates it, with reuse detection) and custom_token (a caller-chosen subject and
+//! lifetime). Refusals are RFC 6749 §5.2 error codes, kept apart from problem+json.
+
+use super::{AccessSpec, Issued, TokenService};
+use crate::services::authz::{Permission, Role};
+use crate::services::{Principal, ServiceError};
+use crate::store::sessions::{Exchange, NewSession};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+/// An RFC 6749 §5.2 refusal, or a service failure (hardware or store down).
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// A `custom_token` request.
+#[derive(Debug, Clone, Default)]
+pub struct CustomRequest {
+    pub subject: String,
+    pub expires_in: i64,
+    pub audience: Vec<String>,
+    pub claims: Map<String, Value>,
+    pub role: Option<Role>,
+}
+
+/// An authenticated local user, as the password check hands it over.
+#[derive(Debug, Clone)]
+pub struct LoginUser {
+    pub username: String,
+    pub role: Role,
+}
+
+impl TokenService {
+    /// Opens a session for a user whose password was just verified, evicting the oldest
+    /// of their live sessions beyond `sessions.max_per_user` in the same transaction.
+    pub async fn password_login(&self, user: &LoginUser, now: i64) -> Result<Issued, GrantError> {
+        let sid = uuid::Uuid::new_v4().to_string();
+        let refresh = self.fresh_refresh().await?;
+        // Signed before the session is recorded: if signing fails, nothing was evicted.
+        let access = self
+            .issue_access(
+                AccessSpec {
+                    sub: &user.username,
+                    role: user.role,
+                    ttl: self.settings.access_ttl,
+                    extra_aud: Vec::new(),
+                    sid: Some(&sid),
+                    extra: Map::new(),
+                },
+                now,
+            )
+            .await?;
+        let session = NewSession {
+            id: sid.clone(),
+            username: user.username.clone(),
+            expires_at: now.saturating_add(self.settings.refresh_ttl),
+            refresh: refresh.digest,
+            max_per_user: self.settings.max_sessions,
+            now,
+        };
+        let evicted = self
+            .store
+            .open_session(&session)
+            .await
+            .map_err(ServiceError::from)?;
+        self.sessions_ended(&evicted, now);
+        tracing::info!(user = %user.username, session = %sid, evicted = evicted.len(), "session opened");
+        Ok(Issued {
+            access_token: access,
+            expires_in: self.settings.access_ttl,
+            refresh_token: Some(refresh.secret),
+            refresh_expires_in: Some(self.settings.refresh_ttl),
+        })
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh token.
+    pub async fn refresh(&self, presented: &str, now: i64) -> Result<Issued, GrantError> {
+        let invalid =
+            || GrantError::InvalidGrant("invalid, expired or revoked refresh token".into());
+        if !Self::refresh_shaped(presented) {
+            return Err(invalid());
+        }
+        let (mac, _) = self.refresh_mac(presented).await?;
+        let next = self.fresh_refresh().await?;
+        let outcome = self
+            .store
+            .exchange_refresh(&mac, &next.digest, now)
+            .await
+            .map_err(ServiceError::from)?;
+        match outcome {
+            Exchange::Rotated {
+                session_id,
+                username,
+                role,
+                expires_at,
+            } => {
+                let role: Role = role
+                    .parse()
+                    .map_err(|e: String| ServiceError::Internal(format!("user {username}: {e}")))?;
+                let access = self
+                    .issue_access(
+                        AccessSpec {
+                            sub: &username,
+                            role,
+                            ttl: self.settings.access_ttl,
+                            extra_aud: Vec::new(),
+                            sid: Some(&session_id),
+                            extra: Map::new(),
+                        },
+                        now,
+                    )
+                    .await?;
+                Ok(Issued {
+                    access_token: access,
+                    expires_in: self.settings.access_ttl,
+                    refresh_token: Some(next.secret),
+                    refresh_expires_in: Some(expires_at.saturating_sub(now)),
+                })
+            }
+            Exchange::Reused { session_id } => {
+                self.sessions_ended(std::slice::from_ref(&session_id), now);
+                tracing::warn!(session = %session_id,
+                    "a used refresh token was presented again; the session is revoked (RFC 9700)");
+                Err(invalid())
+            }
+            Exchange::Invalid => Err(invalid()),
+        }
+    }
+
+    /// Issues a token for a chosen subject. `subject_role` is the subject's role when it
+    /// is an existing user.
+    pub async fn custom(
+        &self,
+        caller: &Principal,
+        req: CustomRequest,
+        subject_role: Option<Role>,
+        now: i64,
+    ) -> Result<Issued, GrantError> {
+        if !caller.role.has(Permission::TokensCustom) {
+            return Err(GrantError::UnauthorizedClient(format!(
+                "role {} lacks tokens:custom",
+                caller.role
+            )));
+        }
+        let subject = req.subject.trim();
+        if subject.is_empty()
+            || subject.chars().count() > 256
+            || subject.chars().any(char::is_control)
+        {
+            return Err(GrantError::InvalidRequest(
+                "subject must be 1-256 characters without control characters".into(),
+            ));
+        }
+        if req.expires_in <= 0 || req.expires_in > self.settings.max_custom_ttl {
+            return Err(GrantError::InvalidRequest(format!(
+                "expires_in must be between 1 and {} seconds (tokens.max_custom_ttl)",
+                self.settings.max_custom_ttl
+            )));
+        }
+        for a in &req.audience {
+            if a.is_empty() || a.len() > 512 || a.chars().any(char::is_control) {
+                return Err(GrantError::InvalidRequest(
+                    "audience values must be 1-512 characters without control characters".into(),
+                ));
+            }
+        }
+        if let Some(k) = req
+            .claims
+            .keys()
+            .find(|k| super::claims::RESERVED.contains(&k.as_str()))
+        {
+            return Err(GrantError::InvalidRequest(format!(
+                "claims may not set {k:?}; the server sets it"
+            )));
+        }
+        let role = req.role.or(subject_role).unwrap_or(Role::ReadOnly);
+        if !caller.role.covers(role) {
+            return Err(GrantError::UnauthorizedClient(format!(
+                "role {} may not issue tokens with role {role}",
+                caller.role
+            )));
+        }
+        let access = self
+            .issue_access(
+                AccessSpec {
+                    sub: subject,
+                    role,
+                    ttl: req.expires_in,
+                    extra_aud: req.audience,
+                    sid: None,
+                    extra: req.claims,
+                },
+                now,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::Invalid(m) => GrantError::InvalidRequest(m),
+                other => other.into(),
+            })?;
+        tracing::info!(subject = %subject, role = %role, ttl = req.expires_in, by = %caller.name,
+            "custom token issued");
+        Ok(Issued {
+            access_token: access,
+            expires_in: req.expires_in,
+            refresh_token: None,
+            refresh_expires_in: None,
+        })
+    }
+}
+
+/// The refresh token's text, for the response body only.
+pub fn expose(issued: &Issued) -> Option<&str> {
+    issued.refresh_token.as_ref().map(|s| s.expose_secret())
+}
