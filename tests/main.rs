@@ -13,4 +13,5 @@ mod hardware;
 mod keys;
 mod operations;
 mod roles;
+mod token_rules;
 mod wycheproof;

@@ -3,6 +3,7 @@
 
 pub mod hsm;
 pub mod server;
+pub mod tokens;
 
 /// Asserts a problem+json response with this status and `type` slug; returns the body.
 pub async fn expect_problem(resp: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {

@@ -1,0 +1,101 @@
+//! In-process token fixtures: a key registry and token service over the shared test
+//! token and a temporary SQLite file, so tests can drive the clock (`now` is always a
+//! parameter) instead of sleeping.
+
+use super::hsm;
+use keygate::hardware::executor::HardwareExecutor;
+use keygate::hardware::{Algorithm, Backend};
+use keygate::keys::KeyRegistry;
+use keygate::services::api_keys::ApiKeyService;
+use keygate::services::authz::Role;
+use keygate::services::tokens::{TokenService, TokenSettings};
+use keygate::services::{AuthMethod, Principal};
+use keygate::store::Store;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The clock every fixture starts at.
+pub const T0: i64 = 1_800_000_000;
+
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub store: Store,
+    pub keys: Arc<KeyRegistry>,
+    pub tokens: TokenService,
+    /// The signing ring this fixture's tokens use (unique per fixture).
+    pub ring: String,
+}
+
+pub fn settings(ring: &str) -> TokenSettings {
+    TokenSettings {
+        issuer: "https://keygate.test".into(),
+        audience: "https://keygate.test".into(),
+        ring: ring.into(),
+        access_ttl: 900,
+        refresh_ttl: 86_400,
+        max_custom_ttl: 86_400,
+        leeway: 60,
+        max_sessions: 5,
+        signing_default_ttl: 300,
+        signing_max_ttl: 3600,
+        signing_allow_caller_times: false,
+        signers: BTreeMap::new(),
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique ring name, since every fixture shares the one test token.
+pub fn ring_name(prefix: &str) -> String {
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn fixture_with(alg: Algorithm, tweak: impl FnOnce(&mut TokenSettings)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}/k.db", dir.path().display()))
+        .await
+        .unwrap();
+    let backend: Arc<dyn Backend> = hsm::backend();
+    let exec = HardwareExecutor::new("hsm", backend, 2).unwrap();
+    let keys = KeyRegistry::load(store.clone(), HashMap::from([("hsm".to_string(), exec)]))
+        .await
+        .unwrap();
+    keys.ensure_ring("api-key-mac", Algorithm::HS256, "hsm", T0)
+        .await
+        .unwrap();
+    let ring = ring_name("jwt");
+    keys.create_ring(&ring, alg, "hsm", "test", T0)
+        .await
+        .unwrap();
+    let keys = Arc::new(keys);
+    let api_keys = Arc::new(
+        ApiKeyService::new(store.clone(), keys.clone(), 10, 0, 10)
+            .await
+            .unwrap(),
+    );
+    let mut s = settings(&ring);
+    tweak(&mut s);
+    let tokens = TokenService::new(store.clone(), keys.clone(), api_keys, s, T0)
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        keys,
+        tokens,
+        ring,
+    }
+}
+
+pub async fn fixture() -> Fixture {
+    fixture_with(Algorithm::ES256, |_| {}).await
+}
+
+pub fn principal(name: &str, role: Role) -> Principal {
+    Principal {
+        name: name.into(),
+        role,
+        method: AuthMethod::Cli,
+    }
+}

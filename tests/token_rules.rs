@@ -1,0 +1,510 @@
+//! Access-token verification and key rotation, in-process with a driven clock.
+//!
+//! Each test builds a token service over the shared SoftHSM test token; tokens are
+//! really signed in hardware. Time is a parameter, so nothing here sleeps.
+
+use crate::common::tokens::{fixture, fixture_with, principal, T0};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use keygate::hardware::Algorithm;
+use keygate::keys::rotation::{RotationTimes, Transition};
+use keygate::services::authz::Role;
+use keygate::services::tokens::grants::{CustomRequest, GrantError};
+use keygate::services::tokens::signing::SignRequest;
+use keygate::services::tokens::{Revocation, TokenError};
+use serde_json::{json, Value};
+
+async fn custom(f: &crate::common::tokens::Fixture, ttl: i64, now: i64) -> String {
+    let caller = principal("root", Role::SuperAdmin);
+    let req = CustomRequest {
+        subject: "svc".into(),
+        expires_in: ttl,
+        ..Default::default()
+    };
+    f.tokens
+        .custom(&caller, req, None, now)
+        .await
+        .unwrap()
+        .access_token
+}
+
+fn segments(token: &str) -> (Value, Value, String) {
+    let mut p = token.split('.');
+    let h = URL_SAFE_NO_PAD.decode(p.next().unwrap()).unwrap();
+    let c = URL_SAFE_NO_PAD.decode(p.next().unwrap()).unwrap();
+    (
+        serde_json::from_slice(&h).unwrap(),
+        serde_json::from_slice(&c).unwrap(),
+        p.next().unwrap().to_string(),
+    )
+}
+
+fn reassemble(header: &Value, claims: &Value, sig: &str) -> String {
+    format!(
+        "{}.{}.{sig}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+    )
+}
+
+#[tokio::test]
+async fn a_token_verifies_in_software_until_exp_plus_leeway() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    let c = f.tokens.verify_access(&t, T0).unwrap();
+    assert_eq!((c.sub.as_str(), c.role.as_str()), ("svc", "read-only"));
+    assert_eq!(c.exp, T0 + 300);
+    assert!(f.tokens.verify_access(&t, T0 + 300 + 59).is_ok());
+    assert!(matches!(
+        f.tokens.verify_access(&t, T0 + 300 + 60),
+        Err(TokenError::Claims(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_token_is_not_valid_before_nbf_minus_leeway() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    assert!(f.tokens.verify_access(&t, T0 - 60).is_ok());
+    let e = f.tokens.verify_access(&t, T0 - 61).unwrap_err();
+    assert!(matches!(e, TokenError::Claims(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn the_header_is_jws_with_at_jwt_and_the_signature_is_raw_r_s() {
+    for (alg, sig_len) in [(Algorithm::ES256, 64), (Algorithm::ES384, 96)] {
+        let f = fixture_with(alg, |_| {}).await;
+        let t = custom(&f, 300, T0).await;
+        let (h, c, sig) = segments(&t);
+        assert_eq!(h["alg"], alg.jws_alg());
+        assert_eq!(h["typ"], "at+jwt");
+        assert_eq!(h["kid"], f.keys.active(&f.ring).unwrap().kid);
+        assert_eq!(URL_SAFE_NO_PAD.decode(sig).unwrap().len(), sig_len);
+        for claim in ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role"] {
+            assert!(c.get(claim).is_some(), "{claim} missing");
+        }
+    }
+}
+
+#[tokio::test]
+async fn eddsa_rs256_and_ps256_rings_issue_tokens_that_verify() {
+    for alg in [Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
+        let f = fixture_with(alg, |_| {}).await;
+        let t = custom(&f, 300, T0).await;
+        assert_eq!(segments(&t).0["alg"], alg.jws_alg());
+        f.tokens.verify_access(&t, T0).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn alg_none_and_an_alg_that_does_not_match_the_key_are_refused() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    let (mut h, c, sig) = segments(&t);
+    h["alg"] = json!("none");
+    let unsigned = format!("{}.", reassemble(&h, &c, "x").rsplit_once('.').unwrap().0);
+    assert!(f.tokens.verify_access(&unsigned, T0).is_err());
+    let none_with_sig = reassemble(&h, &c, &sig);
+    assert!(matches!(
+        f.tokens.verify_access(&none_with_sig, T0),
+        Err(TokenError::Malformed(_))
+    ));
+    for alg in ["ES384", "HS256", "RS256", "EdDSA"] {
+        h["alg"] = json!(alg);
+        assert!(
+            matches!(
+                f.tokens.verify_access(&reassemble(&h, &c, &sig), T0),
+                Err(TokenError::AlgorithmMismatch)
+            ),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    let (h, mut c, sig) = segments(&t);
+    let mut h2 = h.clone();
+    h2["kid"] = json!("no-such-kid");
+    assert!(matches!(
+        f.tokens.verify_access(&reassemble(&h2, &c, &sig), T0),
+        Err(TokenError::UnknownKey)
+    ));
+    c["role"] = json!("super-admin");
+    assert!(matches!(
+        f.tokens.verify_access(&reassemble(&h, &c, &sig), T0),
+        Err(TokenError::BadSignature)
+    ));
+    // A signing-service token is signed by the same kind of key but is never an access token.
+    let caller = principal("root", Role::SuperAdmin);
+    let req = SignRequest {
+        claims: serde_json::Map::new(),
+        audience: vec!["https://gateway".into()],
+        ..Default::default()
+    };
+    let (signed, _) = f.tokens.sign_for(&caller, &f.ring, req, T0).await.unwrap();
+    assert!(matches!(
+        f.tokens.verify_access(&signed, T0),
+        Err(TokenError::NotAccessToken)
+    ));
+}
+
+#[tokio::test]
+async fn a_revoked_jti_is_refused_and_revoking_again_or_garbage_is_fine() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    assert_eq!(f.tokens.revoke(&t, T0).await.unwrap(), Revocation::Done);
+    assert!(matches!(
+        f.tokens.verify_access(&t, T0),
+        Err(TokenError::Revoked)
+    ));
+    assert_eq!(f.tokens.revoke(&t, T0).await.unwrap(), Revocation::Done);
+    assert_eq!(
+        f.tokens.revoke("garbage", T0).await.unwrap(),
+        Revocation::Done
+    );
+    assert_eq!(
+        f.tokens.revoke("kg_notakey", T0).await.unwrap(),
+        Revocation::UnsupportedTokenType
+    );
+}
+
+#[tokio::test]
+async fn the_denylist_survives_a_restart_and_is_purged_after_expiry() {
+    let f = fixture().await;
+    let t = custom(&f, 300, T0).await;
+    f.tokens.revoke(&t, T0).await.unwrap();
+    // A second service over the same store stands for the restarted process.
+    let api_keys = std::sync::Arc::new(
+        keygate::services::api_keys::ApiKeyService::new(f.store.clone(), f.keys.clone(), 10, 0, 10)
+            .await
+            .unwrap(),
+    );
+    let again = keygate::services::tokens::TokenService::new(
+        f.store.clone(),
+        f.keys.clone(),
+        api_keys,
+        f.tokens.settings().clone(),
+        T0 + 1,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        again.verify_access(&t, T0 + 1),
+        Err(TokenError::Revoked)
+    ));
+    assert_eq!(again.purge(T0 + 10, 1).await.unwrap(), 0, "not expired yet");
+    assert_eq!(
+        again.purge(T0 + 301, 1).await.unwrap(),
+        1,
+        "purged after exp"
+    );
+}
+
+#[tokio::test]
+async fn custom_tokens_refuse_reserved_claims_bad_ttls_and_roles_above_the_caller() {
+    let f = fixture().await;
+    let admin = principal("ops", Role::Admin);
+    let base = CustomRequest {
+        subject: "svc".into(),
+        expires_in: 60,
+        ..Default::default()
+    };
+    for ttl in [0, -5, 86_401] {
+        let r = f
+            .tokens
+            .custom(
+                &admin,
+                CustomRequest {
+                    expires_in: ttl,
+                    ..base.clone()
+                },
+                None,
+                T0,
+            )
+            .await;
+        assert!(matches!(r, Err(GrantError::InvalidRequest(_))), "{ttl}");
+    }
+    for claim in ["iss", "exp", "role", "aud", "jti"] {
+        let mut claims = serde_json::Map::new();
+        claims.insert(claim.into(), json!("x"));
+        let r = f
+            .tokens
+            .custom(
+                &admin,
+                CustomRequest {
+                    claims,
+                    ..base.clone()
+                },
+                None,
+                T0,
+            )
+            .await;
+        assert!(matches!(r, Err(GrantError::InvalidRequest(_))), "{claim}");
+    }
+    let r = f
+        .tokens
+        .custom(
+            &admin,
+            CustomRequest {
+                role: Some(Role::SuperAdmin),
+                ..base.clone()
+            },
+            None,
+            T0,
+        )
+        .await;
+    assert!(matches!(r, Err(GrantError::UnauthorizedClient(_))));
+    // Without a role, an existing super-admin subject's role would be an escalation too.
+    let r = f
+        .tokens
+        .custom(&admin, base.clone(), Some(Role::SuperAdmin), T0)
+        .await;
+    assert!(matches!(r, Err(GrantError::UnauthorizedClient(_))));
+    let r = f
+        .tokens
+        .custom(&principal("gw", Role::Gateway), base.clone(), None, T0)
+        .await;
+    assert!(matches!(r, Err(GrantError::UnauthorizedClient(_))));
+}
+
+#[tokio::test]
+async fn custom_audience_is_added_to_keygates_own() {
+    let f = fixture().await;
+    let req = CustomRequest {
+        subject: "svc".into(),
+        expires_in: 60,
+        audience: vec!["https://api.example".into()],
+        ..Default::default()
+    };
+    let t = f
+        .tokens
+        .custom(&principal("root", Role::SuperAdmin), req, None, T0)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(
+        segments(&t).1["aud"],
+        json!(["https://keygate.test", "https://api.example"])
+    );
+    f.tokens.verify_access(&t, T0).unwrap();
+}
+
+#[tokio::test]
+async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
+    let f = fixture().await;
+    let caller = principal("root", Role::SuperAdmin);
+    let ok = SignRequest {
+        claims: serde_json::Map::new(),
+        audience: vec!["https://gw".into()],
+        ..Default::default()
+    };
+    let (t, kid) = f
+        .tokens
+        .sign_for(&caller, &f.ring, ok.clone(), T0)
+        .await
+        .unwrap();
+    let (h, c, _) = segments(&t);
+    assert_eq!(
+        (h["typ"].as_str(), h["kid"].as_str()),
+        (Some("JWT"), Some(kid.as_str()))
+    );
+    assert_eq!(c["iss"], "https://keygate.test");
+    assert_eq!(
+        (c["iat"].as_i64(), c["exp"].as_i64()),
+        (Some(T0), Some(T0 + 300))
+    );
+    for claim in ["iss", "iat", "exp", "nbf", "jti", "aud"] {
+        let mut req = ok.clone();
+        req.claims.insert(claim.into(), json!(1));
+        let e = f
+            .tokens
+            .sign_for(&caller, &f.ring, req, T0)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, keygate::services::ServiceError::Invalid(_)),
+            "{claim}: {e:?}"
+        );
+    }
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        let req = SignRequest {
+            typ: Some(typ.into()),
+            ..ok.clone()
+        };
+        assert!(
+            f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err(),
+            "{typ}"
+        );
+    }
+    for aud in [vec![], vec!["https://keygate.test".to_string()]] {
+        let req = SignRequest {
+            audience: aud,
+            ..ok.clone()
+        };
+        assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+    }
+    let req = SignRequest {
+        expires_in: Some(3601),
+        ..ok.clone()
+    };
+    assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+}
+
+#[tokio::test]
+async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
+    let f = fixture_with(Algorithm::ES256, |s| {
+        s.signers
+            .insert(s.ring.clone(), vec!["gw-a".into(), "role:help-desk".into()]);
+    })
+    .await;
+    let req = SignRequest {
+        claims: serde_json::Map::new(),
+        audience: vec!["https://gw".into()],
+        ..Default::default()
+    };
+    let allowed = [
+        principal("gw-a", Role::Gateway),
+        principal("hd", Role::HelpDesk),
+        principal("a", Role::Admin),
+    ];
+    for p in allowed {
+        f.tokens
+            .sign_for(&p, &f.ring, req.clone(), T0)
+            .await
+            .unwrap();
+    }
+    for p in [
+        principal("gw-b", Role::Gateway),
+        principal("ro", Role::ReadOnly),
+    ] {
+        let e = f
+            .tokens
+            .sign_for(&p, &f.ring, req.clone(), T0)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, keygate::services::ServiceError::Forbidden(_)),
+            "{}",
+            p.name
+        );
+    }
+}
+
+const TIMES: RotationTimes = RotationTimes {
+    publish_delay: 600,
+    retire_after: 86_460,
+};
+
+#[tokio::test]
+async fn a_rotated_key_is_published_first_and_signs_only_after_the_publish_delay() {
+    let f = fixture().await;
+    let v1 = f.keys.active(&f.ring).unwrap();
+    let v2 = f
+        .keys
+        .rotate(&f.ring, false, "test", T0 + 100)
+        .await
+        .unwrap();
+    assert_eq!((v2.version, v2.state.as_str()), (2, "pending"));
+    let kids: Vec<String> = f.keys.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kids.contains(&v1.kid) && kids.contains(&v2.kid),
+        "both published"
+    );
+    assert!(f.keys.advance(TIMES, T0 + 699).await.unwrap().is_empty());
+    assert_eq!(
+        segments(&custom(&f, 60, T0 + 699).await).0["kid"],
+        v1.kid.as_str()
+    );
+    let done = f.keys.advance(TIMES, T0 + 700).await.unwrap();
+    assert_eq!(
+        done,
+        vec![Transition::Activated {
+            ring: f.ring.clone(),
+            version: 2
+        }]
+    );
+    assert_eq!(
+        segments(&custom(&f, 60, T0 + 700).await).0["kid"],
+        v2.kid.as_str()
+    );
+    let states: Vec<(i64, String)> = f
+        .keys
+        .versions()
+        .iter()
+        .filter(|v| v.ring == f.ring)
+        .map(|v| (v.version, v.state.clone()))
+        .collect();
+    assert_eq!(states, vec![(1, "retiring".into()), (2, "active".into())]);
+}
+
+#[tokio::test]
+async fn the_replaced_key_verifies_until_its_last_token_expires_then_retires() {
+    let f = fixture().await;
+    let old = custom(&f, 86_400, T0).await;
+    f.keys.rotate(&f.ring, false, "test", T0).await.unwrap();
+    f.keys.advance(TIMES, T0 + 600).await.unwrap();
+    assert!(
+        f.tokens.verify_access(&old, T0 + 600).is_ok(),
+        "retiring still verifies"
+    );
+    assert!(f
+        .keys
+        .advance(TIMES, T0 + 600 + 86_459)
+        .await
+        .unwrap()
+        .is_empty());
+    let done = f.keys.advance(TIMES, T0 + 600 + 86_460).await.unwrap();
+    assert_eq!(
+        done,
+        vec![Transition::Retired {
+            ring: f.ring.clone(),
+            version: 1
+        }]
+    );
+    assert!(matches!(
+        f.tokens.verify_access(&old, T0 + 600),
+        Err(TokenError::UnknownKey)
+    ));
+    assert_eq!(
+        f.keys.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["kid"] == json!(segments(&old).0["kid"]))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn rotate_now_signs_with_the_new_key_at_once_and_a_second_pending_rotation_conflicts() {
+    let f = fixture().await;
+    let v2 = f.keys.rotate(&f.ring, true, "test", T0).await.unwrap();
+    assert_eq!(v2.state, "active");
+    assert_eq!(
+        segments(&custom(&f, 60, T0).await).0["kid"],
+        v2.kid.as_str()
+    );
+    f.keys.rotate(&f.ring, false, "test", T0).await.unwrap();
+    let e = f.keys.rotate(&f.ring, false, "test", T0).await.unwrap_err();
+    assert!(matches!(e, keygate::keys::KeysError::Conflict(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn mac_rings_do_not_rotate_through_the_signing_workflow() {
+    let f = fixture().await;
+    let e = f
+        .keys
+        .rotate("api-key-mac", false, "test", T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, keygate::keys::KeysError::Invalid(_)), "{e:?}");
+}
