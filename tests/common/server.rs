@@ -135,6 +135,39 @@ impl Server {
             .expect("request")
     }
 
+    /// POSTs a form body, with an optional `Authorization`-style header `(name, value)`.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        pairs: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// GET with `Authorization: Bearer <token>`.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// GETs `path` with `key` and parses the JSON body.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
         self.get(path, key).await.json().await.expect("json body")
@@ -255,4 +288,19 @@ fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mute
             );
         }
     }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._*".contains(&b) {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

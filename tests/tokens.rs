@@ -1,0 +1,490 @@
+//! Tokens over real HTTP: the token endpoint, bearer access tokens, revocation,
+//! introspection, discovery, the signing service and rotation.
+
+use crate::common::expect_problem;
+use crate::common::server::Server;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "/api/v1/auth/token";
+
+/// Asserts an RFC 6749 §5.2 error; returns the body.
+async fn expect_oauth_error(r: reqwest::Response, status: u16, error: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string());
+    body
+}
+
+/// A custom token for `subject` with `role`, issued by the bootstrap super-admin.
+async fn custom_token(s: &Server, subject: &str, role: &str, ttl: &str) -> String {
+    let r = s
+        .post_form(
+            TOKEN,
+            Some(("x-api-key", &s.admin_key)),
+            &[
+                ("grant_type", "custom_token"),
+                ("subject", subject),
+                ("expires_in", ttl),
+                ("role", role),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "custom tokens have no refresh token"
+    );
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_custom_token_authenticates_api_calls_with_its_role_enforced() {
+    let s = Server::start();
+    let ro = custom_token(&s, "viewer", "read-only", "300").await;
+    assert_eq!(s.get_bearer("/api/v1/keys", &ro).await.status(), 200);
+    let r = s
+        .http
+        .post(s.url("/api/v1/api-keys"))
+        .bearer_auth(&ro)
+        .json(&json!({"name": "x", "role": "read-only"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403, "forbidden").await;
+
+    let admin = custom_token(&s, "root", "admin", "300").await;
+    let r = s
+        .http
+        .post(s.url("/api/v1/api-keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "made with a token", "role": "gateway"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn the_token_endpoint_takes_json_too_and_adds_the_audience() {
+    let s = Server::start();
+    let r = s
+        .post_json(
+            TOKEN,
+            &s.admin_key,
+            json!({"grant_type": "custom_token", "subject": "svc", "expires_in": 120,
+                   "audience": ["https://api.example"], "claims": {"tenant": "t1", "scope": "read"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["expires_in"], 120);
+    let token = body["access_token"].as_str().unwrap();
+    let (_, gw) = s.create_key("gateway").await;
+    let r = s
+        .post_form(
+            "/api/v1/auth/introspect",
+            Some(("x-api-key", &gw)),
+            &[("token", token)],
+        )
+        .await;
+    let i: Value = r.json().await.unwrap();
+    assert_eq!(i["active"], true);
+    assert_eq!(i["aud"], json!([s.base.clone(), "https://api.example"]));
+    assert_eq!(i["scope"], "read");
+    assert_eq!(
+        i["role"], "read-only",
+        "a non-user subject defaults to read-only"
+    );
+    assert_eq!(i["token_type"], "access_token");
+}
+
+#[tokio::test]
+async fn token_endpoint_refusals_are_rfc_6749_errors() {
+    let s = Server::start();
+    let admin = Some(("x-api-key", s.admin_key.as_str()));
+    let r = s.post_form(TOKEN, None, &[("grant_type", "magic")]).await;
+    expect_oauth_error(r, 400, "unsupported_grant_type").await;
+    let r = s.post_form(TOKEN, None, &[("username", "x")]).await;
+    expect_oauth_error(r, 400, "invalid_request").await;
+    let r = s
+        .post_form(TOKEN, None, &[("grant_type", "refresh_token")])
+        .await;
+    expect_oauth_error(r, 400, "invalid_request").await;
+    let r = s
+        .post_form(
+            TOKEN,
+            admin,
+            &[("grant_type", "custom_token"), ("expires_in", "60")],
+        )
+        .await;
+    expect_oauth_error(r, 400, "invalid_request").await;
+    for ttl in ["0", "-1", "86401", "ten"] {
+        let r = s
+            .post_form(
+                TOKEN,
+                admin,
+                &[
+                    ("grant_type", "custom_token"),
+                    ("subject", "x"),
+                    ("expires_in", ttl),
+                ],
+            )
+            .await;
+        expect_oauth_error(r, 400, "invalid_request").await;
+    }
+    let r = s
+        .post_form(
+            TOKEN,
+            None,
+            &[("grant_type", "password"), ("grant_type", "password")],
+        )
+        .await;
+    expect_oauth_error(r, 400, "invalid_request").await;
+    let r = s
+        .http
+        .post(s.url(TOKEN))
+        .header("content-type", "text/plain")
+        .body("grant_type=password")
+        .send()
+        .await
+        .unwrap();
+    expect_oauth_error(r, 400, "invalid_request").await;
+    let r = s
+        .post_form(
+            TOKEN,
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "kgr_nope"),
+            ],
+        )
+        .await;
+    expect_oauth_error(r, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn custom_tokens_need_credentials_and_tokens_custom() {
+    let s = Server::start();
+    let pairs = [
+        ("grant_type", "custom_token"),
+        ("subject", "x"),
+        ("expires_in", "60"),
+    ];
+    let r = s.post_form(TOKEN, None, &pairs).await;
+    assert!(r.headers().contains_key("www-authenticate"));
+    expect_oauth_error(r, 401, "invalid_client").await;
+    let r = s
+        .post_form(TOKEN, Some(("x-api-key", "kg_wrong")), &pairs)
+        .await;
+    expect_oauth_error(r, 401, "invalid_client").await;
+    let (_, gw) = s.create_key("gateway").await;
+    let r = s.post_form(TOKEN, Some(("x-api-key", &gw)), &pairs).await;
+    expect_oauth_error(r, 403, "unauthorized_client").await;
+    let (_, hd) = s.create_key("help-desk").await;
+    let r = s.post_form(TOKEN, Some(("x-api-key", &hd)), &pairs).await;
+    expect_oauth_error(r, 403, "unauthorized_client").await;
+    // An admin may not mint a token above its own role.
+    let (_, admin) = s.create_key("admin").await;
+    let mut above = pairs.to_vec();
+    above.push(("role", "super-admin"));
+    let r = s
+        .post_form(TOKEN, Some(("x-api-key", &admin)), &above)
+        .await;
+    expect_oauth_error(r, 403, "unauthorized_client").await;
+}
+
+#[tokio::test]
+async fn malformed_or_forged_bearer_jwts_are_refused_with_401_problems() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let s = Server::start();
+    let good = custom_token(&s, "svc", "read-only", "300").await;
+    let parts: Vec<&str> = good.split('.').collect();
+    let enc = |v: Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let mut none = header.clone();
+    none["alg"] = json!("none");
+    let mut mismatch = header.clone();
+    mismatch["alg"] = json!("RS256");
+    let mut unknown = header.clone();
+    unknown["kid"] = json!("unknown");
+    let mut huge = header.clone();
+    huge["x"] = json!("a".repeat(5000));
+    let cases = [
+        ("bad base64", format!("{}.{}.!!!", parts[0], parts[1])),
+        ("two segments", format!("{}.{}", parts[0], parts[1])),
+        ("four segments", format!("{good}.x")),
+        (
+            "huge header",
+            format!("{}.{}.{}", enc(huge), parts[1], parts[2]),
+        ),
+        ("alg none", format!("{}.{}.", enc(none.clone()), parts[1])),
+        (
+            "alg none signed",
+            format!("{}.{}.{}", enc(none), parts[1], parts[2]),
+        ),
+        (
+            "alg mismatch",
+            format!("{}.{}.{}", enc(mismatch), parts[1], parts[2]),
+        ),
+        (
+            "unknown kid",
+            format!("{}.{}.{}", enc(unknown), parts[1], parts[2]),
+        ),
+        ("not a jwt", "abc".to_string()),
+    ];
+    for (what, token) in cases {
+        let r = s.get_bearer("/api/v1/keys", &token).await;
+        let b = expect_problem(r, 401, "unauthenticated").await;
+        assert!(b["detail"].is_string(), "{what}");
+    }
+    assert_eq!(s.get_bearer("/api/v1/keys", &good).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_stops_working_and_revoke_is_200_for_anything_unknown() {
+    let s = Server::start();
+    let t = custom_token(&s, "svc", "read-only", "300").await;
+    for junk in ["not-a-token", "kgr_AAAA", "a.b.c"] {
+        let r = s
+            .post_form("/api/v1/auth/revoke", None, &[("token", junk)])
+            .await;
+        assert_eq!(r.status(), 200, "{junk}");
+    }
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/revoke"))
+        .json(&json!({"token": t, "token_type_hint": "access_token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    expect_problem(
+        s.get_bearer("/api/v1/keys", &t).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    let r = s.post_form("/api/v1/auth/revoke", None, &[]).await;
+    expect_oauth_error(r, 400, "invalid_request").await;
+    let r = s
+        .post_form("/api/v1/auth/revoke", None, &[("token", &s.admin_key)])
+        .await;
+    expect_oauth_error(r, 400, "unsupported_token_type").await;
+    assert_eq!(
+        s.get("/api/v1/keys", &s.admin_key).await.status(),
+        200,
+        "the key still works"
+    );
+}
+
+#[tokio::test]
+async fn introspection_is_exact_for_inactive_tokens_and_recognises_api_keys() {
+    let s = Server::start();
+    let (_, gw) = s.create_key("gateway").await;
+    let (_, ro) = s.create_key("read-only").await;
+    let auth = Some(("x-api-key", gw.as_str()));
+    for junk in ["nope", "kgr_nope", "kg_nope", "a.b.c"] {
+        let r = s
+            .post_form("/api/v1/auth/introspect", auth, &[("token", junk)])
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"active": false}),
+            "{junk}"
+        );
+    }
+    let r = s
+        .post_form("/api/v1/auth/introspect", auth, &[("token", &ro)])
+        .await;
+    let i: Value = r.json().await.unwrap();
+    assert_eq!(i["active"], true);
+    assert_eq!(i["token_type"], "api_key");
+    assert_eq!(i["role"], "read-only");
+    assert_eq!(i["sub"], "root");
+    assert!(i["exp"].is_i64() && i["iat"].is_i64());
+
+    let r = s
+        .post_form(
+            "/api/v1/auth/introspect",
+            Some(("x-api-key", &ro)),
+            &[("token", &gw)],
+        )
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    let r = s
+        .post_form("/api/v1/auth/introspect", None, &[("token", &gw)])
+        .await;
+    expect_problem(r, 401, "unauthenticated").await;
+    let r = s.post_form("/api/v1/auth/introspect", auth, &[]).await;
+    expect_problem(r, 400, "invalid-request").await;
+}
+
+#[tokio::test]
+async fn discovery_names_the_endpoints_and_the_jwks_cache_fits_the_publish_delay() {
+    let s = Server::start();
+    let r = s
+        .http
+        .get(s.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["issuer"], s.base);
+    assert_eq!(d["jwks_uri"], format!("{}/.well-known/jwks.json", s.base));
+    assert_eq!(d["token_endpoint"], format!("{}/api/v1/auth/token", s.base));
+    assert_eq!(
+        d["revocation_endpoint"],
+        format!("{}/api/v1/auth/revoke", s.base)
+    );
+    assert_eq!(
+        d["introspection_endpoint"],
+        format!("{}/api/v1/auth/introspect", s.base)
+    );
+    for g in ["password", "refresh_token", "custom_token"] {
+        assert!(
+            d["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(g)),
+            "{g}"
+        );
+    }
+    assert!(d["token_endpoint_auth_methods_supported"].is_array());
+    let r = s
+        .http
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+}
+
+#[tokio::test]
+async fn a_jwks_cache_longer_than_the_publish_delay_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::server::keygate_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["keys", "list"])
+        .env("KEYGATE__JWKS__MAX_AGE", "\"1h\"")
+        .env("KEYGATE__ROTATION__PUBLISH_DELAY", "\"10m\"")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("jwks.max_age"), "{err}");
+}
+
+#[tokio::test]
+async fn the_signing_service_signs_for_granted_callers_only() {
+    let s = Server::start();
+    let body =
+        json!({"claims": {"sub": "device-7", "tenant": "t"}, "audience": "https://gw.example"});
+    let r = s
+        .post_json("/api/v1/keys/jwt-default/sign", &s.admin_key, body.clone())
+        .await;
+    assert_eq!(r.status(), 200);
+    let signed: Value = r.json().await.unwrap();
+    assert!(signed["token"].as_str().unwrap().split('.').count() == 3);
+    let jwks: Value = s.get_json("/.well-known/jwks.json", &s.admin_key).await;
+    assert!(jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["kid"] == signed["kid"]));
+    // Not an access token: it does not authenticate, and introspects inactive.
+    let t = signed["token"].as_str().unwrap();
+    expect_problem(
+        s.get_bearer("/api/v1/keys", t).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    let (_, gw) = s.create_key("gateway").await;
+    let r = s
+        .post_json("/api/v1/keys/jwt-default/sign", &gw, body.clone())
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    for bad in [
+        json!({"claims": {"iss": "me"}, "audience": "https://gw"}),
+        json!({"claims": {"exp": 1}, "audience": "https://gw"}),
+        json!({"claims": {}, "audience": "https://gw", "typ": "at+jwt"}),
+        json!({"claims": {}}),
+        json!({"claims": {}, "audience": s.base.clone()}),
+        json!({"claims": {}, "audience": "https://gw", "expires_in": 999999}),
+        json!({"claims": "x", "audience": "https://gw"}),
+    ] {
+        let r = s
+            .post_json("/api/v1/keys/jwt-default/sign", &s.admin_key, bad.clone())
+            .await;
+        expect_problem(r, 400, "invalid-request").await;
+    }
+    let r = s
+        .post_json("/api/v1/keys/no-such-ring/sign", &s.admin_key, body)
+        .await;
+    expect_problem(r, 404, "not-found").await;
+}
+
+#[tokio::test]
+async fn rotation_over_http_publishes_first_and_rotate_now_switches_signing() {
+    let s = Server::start();
+    let r = s
+        .post_json("/api/v1/keys/jwt-default/rotate", &s.admin_key, json!({}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let v2: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v2["version"].as_i64(), v2["state"].as_str()),
+        (Some(2), Some("pending"))
+    );
+    let jwks: Value = s.get_json("/.well-known/jwks.json", &s.admin_key).await;
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "pending is published"
+    );
+    let r = s
+        .post_json("/api/v1/keys/jwt-default/rotate", &s.admin_key, json!({}))
+        .await;
+    expect_problem(r, 409, "conflict").await;
+
+    let s2 = Server::start();
+    let r = s2
+        .post_json(
+            "/api/v1/keys/jwt-default/rotate",
+            &s2.admin_key,
+            json!({"immediate": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "active");
+    let t = custom_token(&s2, "svc", "read-only", "60").await;
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            t.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], v["kid"]);
+    let (_, ro) = s2.create_key("read-only").await;
+    let r = s2
+        .post_json("/api/v1/keys/jwt-default/rotate", &ro, json!({}))
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    let r = s2
+        .post_json("/api/v1/keys/api-key-mac/rotate", &s2.admin_key, json!({}))
+        .await;
+    expect_problem(r, 400, "invalid-request").await;
+}
