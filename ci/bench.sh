@@ -4,6 +4,9 @@
 #      the same operations through keygate's hardware pool.
 #   2. HTTP: wrk against GET /healthz and against authenticated GET /api/v1/keys (API key in
 #      x-api-key) on the same release server.
+#   3. Tokens over HTTP: custom-token issuance, the signing service and introspection of a
+#      keygate JWT, each beside the raw ceiling from step 1 (SoftHSM ES256 sign, aws-lc-rs
+#      P-256 verify).
 # Results go to stdout and to $OUT (default /tmp/keygate-bench/<UTC time>/).
 # Knobs: SECONDS_PER_RUN (10, per wrk run) CONC (32) THREADS (2, wrk) ROUNDS (3, HTTP)
 #        BENCH_SECONDS (3) BENCH_ROUNDS (5) for `keygate bench`
@@ -68,4 +71,51 @@ http_runs() {
 http_runs verify-cache-60s
 # Every request computes HMAC(secret) in the token: the hardware-bound figure.
 http_runs hardware-mac-per-req KEYGATE__API_KEYS__VERIFY_CACHE_TTL=0s
+# token_runs: custom tokens, the signing service and JWT introspection, $ROUNDS rounds.
+token_runs() {
+  RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server-tokens.out" 2>"$OUT/server-tokens.err" &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q "listening on" "$OUT/server-tokens.out" && break; sleep 0.1; done
+  local addr jwt
+  addr=$(sed -n 's/^keygate listening on //p' "$OUT/server-tokens.out")
+  [ -n "$addr" ] || { echo "server did not start" >&2; cat "$OUT/server-tokens.err" >&2; exit 1; }
+  jwt=$(curl -fsS -H "x-api-key: $KEY" -d grant_type=custom_token -d subject=bench -d expires_in=3600 \
+        "$addr/api/v1/auth/token" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+  [ -n "$jwt" ] || { echo "could not get a custom token" >&2; exit 1; }
+  local sign_body='{"claims":{"sub":"device-1"},"audience":"https://gateway.example"}'
+  for r in $(seq "$ROUNDS"); do
+    WRK_KEY=$KEY WRK_CTYPE=application/x-www-form-urlencoded WRK_BODY="grant_type=custom_token&subject=svc&expires_in=300" \
+      wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -s ci/bench/post.lua "$addr/api/v1/auth/token" >"$OUT/custom-$r.txt"
+    WRK_KEY=$KEY WRK_CTYPE=application/json WRK_BODY="$sign_body" \
+      wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -s ci/bench/post.lua "$addr/api/v1/keys/jwt-default/sign" >"$OUT/sign-$r.txt"
+    WRK_KEY=$KEY WRK_CTYPE=application/x-www-form-urlencoded WRK_BODY="token=$jwt" \
+      wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -s ci/bench/post.lua "$addr/api/v1/auth/introspect" >"$OUT/introspect-$r.txt"
+    for kind in custom sign introspect; do
+      local bad
+      bad=$(non2xx "$OUT/$kind-$r.txt")
+      printf 'tokens round %s: %-10s %8.0f req/s (p99 %s)  non-2xx %s\n' "$r" "$kind" \
+        "$(rate "$OUT/$kind-$r.txt")" "$(p99 "$OUT/$kind-$r.txt")" "${bad:-0}" | tee -a "$OUT/summary.txt"
+      [ -z "$bad" ] || { echo "errors during load ($kind)" >&2; exit 3; }
+    done
+  done
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+  # Medians against the raw ceilings printed by `keygate bench` above.
+  local sign_raw verify_raw1 verify_raw2
+  sign_raw=$(awk '/^ES256 sign/ {print ($3 > $4 ? $3 : $4)}' "$OUT/summary.txt")
+  verify_raw1=$(awk '/^P-256 verify/ {print $3}' "$OUT/summary.txt")
+  verify_raw2=$(awk '/^P-256 verify/ {print $4}' "$OUT/summary.txt")
+  med() { for r in $(seq "$ROUNDS"); do rate "$OUT/$1-$r.txt"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  {
+    echo "== tokens over HTTP (medians of $ROUNDS) vs raw ceilings from this run"
+    printf 'custom_token  %8.0f req/s = %3.0f%% of raw SoftHSM ES256 sign (%.0f/s, best of 1-2 threads; target 60%%)\n' \
+      "$(med custom)" "$(awk -v a="$(med custom)" -v b="$sign_raw" 'BEGIN{print 100*a/b}')" "$sign_raw"
+    printf 'sign service  %8.0f req/s = %3.0f%% of raw SoftHSM ES256 sign (target 60%%)\n' \
+      "$(med sign)" "$(awk -v a="$(med sign)" -v b="$sign_raw" 'BEGIN{print 100*a/b}')"
+    printf 'introspect    %8.0f req/s = %3.0f%% of raw P-256 verify on 2 threads (%.0f/s; target 50%%), %3.0f%% of 1 thread (%.0f/s)\n' \
+      "$(med introspect)" "$(awk -v a="$(med introspect)" -v b="$verify_raw2" 'BEGIN{print 100*a/b}')" "$verify_raw2" \
+      "$(awk -v a="$(med introspect)" -v b="$verify_raw1" 'BEGIN{print 100*a/b}')" "$verify_raw1"
+  } | tee -a "$OUT/summary.txt"
+}
+
+token_runs
 echo "results in $OUT"

@@ -123,10 +123,79 @@ async fn measure(
             bail!("{} made no progress through the pool", op.name());
         }
     }
+    verify_rates(&mut out, exec, ec, dur, rounds).await?;
     let noop = pool(exec, Op::Noop, mac, concurrency, dur).await?;
     writeln!(
         out,
         "pool round trip without a hardware call: {noop:.0}/s (the executor's own ceiling)"
+    )?;
+    Ok(())
+}
+
+/// The software ceiling for verifying keygate's JWTs: aws-lc-rs ECDSA P-256 verification
+/// of a signature the token made, on 1 and 2 threads, no keygate code in the loop.
+async fn verify_rates(
+    out: &mut std::io::Stdout,
+    exec: &HardwareExecutor,
+    ec: &KeyLocator,
+    dur: Duration,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let k = ec.clone();
+    let msg = b"keygate bench verify".to_vec();
+    let m = msg.clone();
+    let (public, sig) = exec
+        .run("bench", move |b| {
+            Ok((b.public_key(&k)?, b.sign(&k, Algorithm::ES256, &m)?))
+        })
+        .await?;
+    let point = match &public.material {
+        crate::hardware::public_key::PublicKeyMaterial::Ec { point } => point.clone(),
+        _ => bail!("the ES256 bench key has no EC point"),
+    };
+    let verify_loop = move |threads: usize| -> f64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (stop, count) = (stop.clone(), count.clone());
+                let (point, msg, sig) = (point.clone(), msg.clone(), sig.0.clone());
+                std::thread::spawn(move || {
+                    let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+                        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                        point,
+                    );
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if key.verify(&msg, &sig).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    count.fetch_add(n, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        std::thread::sleep(dur);
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    };
+    let (mut v1, mut v2) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let f = verify_loop.clone();
+        v1.push(tokio::task::spawn_blocking(move || f(1)).await?);
+        let f = verify_loop.clone();
+        v2.push(tokio::task::spawn_blocking(move || f(2)).await?);
+    }
+    writeln!(
+        out,
+        "{:<12} {:>12.0} {:>12.0}   (aws-lc-rs in software, the JWT verification ceiling)",
+        "P-256 verify",
+        median(v1),
+        median(v2)
     )?;
     Ok(())
 }
