@@ -9,6 +9,7 @@ use crate::hardware::profile::HsmProfile;
 use crate::hardware::{Algorithm, Backend};
 use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
 use crate::services::api_keys::ApiKeyService;
+use crate::services::users::UserService;
 use crate::store::Store;
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub struct Runtime {
     pub store: Store,
     pub keys: Arc<KeyRegistry>,
     pub api_keys: Arc<ApiKeyService>,
+    pub users: Arc<UserService>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -214,11 +216,17 @@ impl Runtime {
             .await
             .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
         );
+        let users = Arc::new(
+            UserService::new(store.clone(), &config.users)
+                .await
+                .map_err(|e| StartupError::Config(format!("users: {e}")))?,
+        );
         Ok(Runtime {
             config,
             store,
             keys,
             api_keys,
+            users,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, health, keys};
+use super::routes::{api_keys, health, keys, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -31,11 +31,13 @@ impl Modify for Security {
         keys::list, keys::create, keys::jwks,
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
+        users::create, users::list, users::get, users::update, users::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
         api_keys::ApiKeyView, api_keys::ApiKeyWithSecret, api_keys::CreateApiKey,
-        api_keys::UpdateApiKey, crate::services::authz::Role)),
+        api_keys::UpdateApiKey, users::UserView, users::CreateUser, users::UpdateUser,
+        crate::services::authz::Role)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod keys;
 pub mod meta;
+pub mod users;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod health;
 pub mod keys;
+pub mod users;
 
 use super::error::ApiError;
 use super::AppState;
@@ -30,6 +31,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/api-keys/{id}/regenerate",
             post(api_keys::regenerate),
+        )
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            get(users::get).patch(users::update).delete(users::delete),
         )
 }
 
