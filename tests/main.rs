@@ -13,4 +13,5 @@ mod hardware;
 mod keys;
 mod operations;
 mod roles;
+mod users;
 mod wycheproof;

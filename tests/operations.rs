@@ -70,6 +70,11 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/api-keys/{id}", "patch"),
         ("/api/v1/api-keys/{id}", "delete"),
         ("/api/v1/api-keys/{id}/regenerate", "post"),
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{username}", "get"),
+        ("/api/v1/users/{username}", "patch"),
+        ("/api/v1/users/{username}", "delete"),
     ];
     for (p, m) in expected {
         assert!(
