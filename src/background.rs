@@ -41,11 +41,21 @@ pub fn spawn_rotation(rt: &Arc<Runtime>) {
 pub fn spawn_purge(rt: &Arc<Runtime>) {
     let period = rt.config.sessions.purge_interval.0;
     every(rt, period, |rt| async move {
-        let batch = rt.config.sessions.purge_batch;
-        match rt.tokens.purge(now(), batch).await {
+        let (batch, at) = (rt.config.sessions.purge_batch, now());
+        match rt.tokens.purge(at, batch).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "purged expired sessions and revocations"),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying next interval"),
+        }
+        loop {
+            match rt.users.purge_login_failures(at, batch).await {
+                Ok(n) if n < u64::from(batch) => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging login failures failed; retrying next interval");
+                    break;
+                }
+            }
         }
     });
 }

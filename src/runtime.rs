@@ -10,6 +10,7 @@ use crate::hardware::{Algorithm, Backend};
 use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
 use crate::services::api_keys::ApiKeyService;
 use crate::services::tokens::{TokenService, TokenSettings};
+use crate::services::users::UserService;
 use crate::store::Store;
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub struct Runtime {
     pub keys: Arc<KeyRegistry>,
     pub api_keys: Arc<ApiKeyService>,
     pub tokens: Arc<TokenService>,
+    pub users: Arc<UserService>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -255,12 +257,18 @@ impl Runtime {
             .await
             .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?,
         );
+        let users = Arc::new(
+            UserService::new(store.clone(), &config.users)
+                .await
+                .map_err(|e| StartupError::Config(format!("users: {e}")))?,
+        );
         Ok(Runtime {
             config,
             store,
             keys,
             api_keys,
             tokens,
+            users,
         })
     }
 }

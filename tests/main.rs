@@ -16,4 +16,5 @@ mod operations;
 mod roles;
 mod token_rules;
 mod tokens;
+mod users;
 mod wycheproof;

@@ -70,6 +70,19 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/api-keys/{id}", "patch"),
         ("/api/v1/api-keys/{id}", "delete"),
         ("/api/v1/api-keys/{id}/regenerate", "post"),
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{username}", "get"),
+        ("/api/v1/users/{username}", "patch"),
+        ("/api/v1/users/{username}", "delete"),
+        ("/.well-known/openid-configuration", "get"),
+        ("/api/v1/keys/{ring}/rotate", "post"),
+        ("/api/v1/keys/{ring}/sign", "post"),
+        ("/api/v1/auth/token", "post"),
+        ("/api/v1/auth/revoke", "post"),
+        ("/api/v1/auth/introspect", "post"),
+        ("/api/v1/auth/sessions", "get"),
+        ("/api/v1/auth/sessions/{id}", "delete"),
     ];
     for (p, m) in expected {
         assert!(

@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, health, keys};
+use super::routes::{api_keys, auth, discovery, health, keys, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -33,6 +33,7 @@ impl Modify for Security {
         discovery::openid_configuration,
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
+        users::create, users::list, users::get, users::update, users::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -40,7 +41,8 @@ impl Modify for Security {
         api_keys::UpdateApiKey, crate::services::authz::Role,
         keys::RotateRequest, keys::SignBody, keys::Signed,
         auth::TokenResponse, auth::OAuthErrorBody, auth::TokenRequest, auth::TokenParam,
-        auth::SessionView, crate::services::tokens::Introspection)),
+        auth::SessionView, crate::services::tokens::Introspection,
+        users::UserView, users::CreateUser, users::UpdateUser)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -5,8 +5,10 @@ pub mod api_keys;
 pub mod authz;
 pub mod error;
 pub mod key_rings;
+pub mod passwords;
 pub mod principal;
 pub mod tokens;
+pub mod users;
 pub mod verify_cache;
 
 pub use error::ServiceError;

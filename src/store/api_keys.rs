@@ -52,7 +52,7 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
 }
 
 /// Bumps the API-key change counter inside `tx`.
-async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+pub(super) async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO meta (key, value) VALUES ('api_keys_version', '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",

@@ -33,14 +33,4 @@ impl Store {
             .await?;
         Ok(n > 0)
     }
-
-    /// The stored role of local user `name`, if that user exists.
-    pub async fn user_role(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT role FROM users WHERE username = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
 }

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod meta;
 pub mod revocations;
 pub mod sessions;
+pub mod users;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;

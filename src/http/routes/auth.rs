@@ -186,9 +186,15 @@ async fn grant(
                 claims: params.object("claims")?.unwrap_or_default(),
                 role,
             };
-            let subject_role = match state.rt.store.user_role(req.subject.trim()).await {
-                Ok(r) => r.and_then(|r| r.parse::<Role>().ok()),
-                Err(e) => return Err(ServiceError::from(e).into()),
+            // The subject's own role is needed only when the request names none.
+            let subject_role = match req.role {
+                Some(_) => None,
+                None => state
+                    .rt
+                    .users
+                    .lookup(req.subject.trim())
+                    .await?
+                    .map(|u| u.role),
             };
             Ok(rt.tokens.custom(&caller, req, subject_role, now()).await?)
         }
@@ -222,13 +228,21 @@ async fn password_user(
     username: &str,
     password: &secrecy::SecretString,
 ) -> Result<LoginUser, OAuthError> {
-    // MERGE: replaced by UserService::authenticate_password when the users branch lands.
-    let _ = (state, password);
-    Err(OAuthError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-        format!("no password login for {username:?} yet"),
-    ))
+    match state
+        .rt
+        .users
+        .authenticate_password(username, password, now())
+        .await
+    {
+        Ok(u) => Ok(LoginUser {
+            username: u.username,
+            role: u.role,
+        }),
+        Err(ServiceError::Unauthenticated(m)) => {
+            Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", m))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// RFC 7009 revocation. Holding a token is the authority to revoke it; unknown tokens

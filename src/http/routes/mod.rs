@@ -5,6 +5,7 @@ pub mod auth;
 pub mod discovery;
 pub mod health;
 pub mod keys;
+pub mod users;
 
 use super::error::ApiError;
 use super::AppState;
@@ -43,6 +44,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/api-keys/{id}/regenerate",
             post(api_keys::regenerate),
+        )
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            get(users::get).patch(users::update).delete(users::delete),
         )
 }
 

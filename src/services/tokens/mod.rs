@@ -553,20 +553,17 @@ impl TokenService {
             Err(e) => return Err(e.into()),
         };
         if s.username != caller.name {
+            let owner_role = match self.store.get_user(&s.username).await {
+                Ok(u) => u.role.parse::<Role>().ok(),
+                Err(crate::store::StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            };
+            // A session of a deleted user is already revoked; any manager may tidy it.
             let may = caller.role.has(Permission::UsersWrite)
-                && match self
-                    .store
-                    .user_role(&s.username)
-                    .await?
-                    .and_then(|r| r.parse::<Role>().ok())
-                {
-                    Some(r) => {
-                        caller.role.covers(r)
-                            && (r != Role::SuperAdmin
-                                || caller.role.has(Permission::ManageSuperAdmins))
-                    }
-                    None => true,
-                };
+                && owner_role.is_none_or(|r| {
+                    caller.role.covers(r)
+                        && (r != Role::SuperAdmin || caller.role.has(Permission::ManageSuperAdmins))
+                });
             if !may {
                 return Err(not_found());
             }

@@ -1,0 +1,196 @@
+//! Local users (`/api/v1/users`): the HTTP shape of [`crate::services::users`].
+//!
+//! Requests are strict (`deny_unknown_fields`), so a misspelt field is a 400 instead of
+//! being silently ignored. Responses never carry the password hash, only
+//! `has_password`. `groups` is accepted for the contract's sake and always `[]` until the
+//! groups feature exists.
+
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, ApiPath, Caller};
+use crate::http::time_fmt::rfc3339;
+use crate::http::{detached, AppState};
+use crate::runtime::now;
+use crate::services::authz::Role;
+use crate::services::users::{NewUser, User, UserPatch};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A user; never the password or its hash.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub username: String,
+    pub role: Role,
+    /// Always empty: groups are not supported yet.
+    pub groups: Vec<String>,
+    /// Whether the user can use the password grant.
+    pub has_password: bool,
+    pub created_at: String,
+    /// Null until the first change.
+    pub updated_at: Option<String>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            username: u.username,
+            role: u.role,
+            groups: Vec::new(),
+            has_password: u.has_password,
+            created_at: rfc3339(u.created_at),
+            updated_at: u.updated_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// 1–128 characters of `A-Z a-z 0-9 . _ @ -`, not starting with `-`; not `root`.
+    pub username: String,
+    /// At least `users.password_min_length` characters, at most 1024. Without one, the
+    /// user cannot use the password grant.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    pub role: Role,
+    /// Must be empty or absent: groups are not supported yet.
+    pub groups: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// A new password; revokes the user's sessions. Any principal may change its own.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// A new role; revokes the user's sessions when it differs.
+    pub role: Option<Role>,
+    /// Must be empty or absent: groups are not supported yet.
+    pub groups: Option<Vec<String>>,
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = UserView),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 409, description = "Username taken", body = Problem),
+              (status = 413, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let rt = state.rt.clone();
+    let user = detached(async move {
+        rt.users
+            .create(
+                &caller,
+                NewUser {
+                    username: req.username,
+                    password: req.password,
+                    role: req.role,
+                    groups: req.groups.unwrap_or_default(),
+                },
+                now(),
+            )
+            .await
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Lists users.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = [UserView]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = state.rt.users.list(&caller).await?;
+    Ok(Json(users.into_iter().map(UserView::from).collect()))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{username}", tag = "users",
+    params(("username" = String, Path, description = "Username")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(state.rt.users.get(&caller, &username).await?.into()))
+}
+
+/// Changes password and/or role; either revokes the user's sessions.
+#[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users", request_body = UpdateUser,
+    params(("username" = String, Path, description = "Username")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, description = "Changed concurrently", body = Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let rt = state.rt.clone();
+    let user = detached(async move {
+        let at = now();
+        let (user, revoked) = rt
+            .users
+            .update(
+                &caller,
+                &username,
+                UserPatch {
+                    password: req.password,
+                    role: req.role,
+                    groups: req.groups,
+                },
+                at,
+            )
+            .await?;
+        // Their access tokens carry the old role or predate the new password: end them
+        // with their sessions.
+        rt.tokens.sessions_ended(&revoked, at);
+        Ok(user)
+    })
+    .await?;
+    Ok(Json(user.into()))
+}
+
+/// Deletes a user, revokes their sessions and deletes the API keys they own.
+#[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "users",
+    params(("username" = String, Path, description = "Username")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted"), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "Users cannot delete themselves", body = Problem)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(username): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let rt = state.rt.clone();
+    detached(async move {
+        let at = now();
+        let revoked = rt.users.delete(&caller, &username, at).await?;
+        rt.tokens.sessions_ended(&revoked, at);
+        // The user's API keys are gone from the store; drop them from the in-memory
+        // index before answering, so they stop authenticating at once.
+        if let Err(e) = rt.api_keys.refresh_if_changed().await {
+            tracing::warn!(error = %e, "API key index reload after deleting a user failed; retrying on the next poll");
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
