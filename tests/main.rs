@@ -14,6 +14,7 @@ mod interop;
 mod keys;
 mod operations;
 mod roles;
+mod sessions;
 mod token_rules;
 mod tokens;
 mod users;

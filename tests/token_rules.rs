@@ -508,3 +508,143 @@ async fn mac_rings_do_not_rotate_through_the_signing_workflow() {
         .unwrap_err();
     assert!(matches!(e, keygate::keys::KeysError::Invalid(_)), "{e:?}");
 }
+
+async fn login(f: &crate::common::tokens::Fixture, user: &str, now: i64) -> (String, String) {
+    let u = keygate::services::tokens::grants::LoginUser {
+        username: user.into(),
+        role: Role::Admin,
+    };
+    let issued = f.tokens.password_login(&u, now).await.unwrap();
+    let refresh = keygate::services::tokens::grants::expose(&issued)
+        .unwrap()
+        .to_string();
+    (issued.access_token, refresh)
+}
+
+#[tokio::test]
+async fn a_refresh_token_rotates_and_its_reuse_revokes_the_session_and_its_access_tokens() {
+    let f = fixture().await;
+    f.store
+        .insert_user("alice", "admin", None, T0)
+        .await
+        .unwrap();
+    let (at1, rt1) = login(&f, "alice", T0).await;
+    let next = f.tokens.refresh(&rt1, T0 + 10).await.unwrap();
+    let rt2 = keygate::services::tokens::grants::expose(&next)
+        .unwrap()
+        .to_string();
+    assert_ne!(rt1, rt2, "the refresh token rotates");
+    let at2 = next.access_token.clone();
+    assert!(f.tokens.verify_access(&at2, T0 + 10).is_ok());
+    // The spent token again: reuse. The session ends, with every token it issued.
+    assert!(matches!(
+        f.tokens.refresh(&rt1, T0 + 20).await,
+        Err(GrantError::InvalidGrant(_))
+    ));
+    assert!(matches!(
+        f.tokens.refresh(&rt2, T0 + 20).await,
+        Err(GrantError::InvalidGrant(_))
+    ));
+    assert!(matches!(
+        f.tokens.verify_access(&at1, T0 + 20),
+        Err(TokenError::Revoked)
+    ));
+    assert!(matches!(
+        f.tokens.verify_access(&at2, T0 + 20),
+        Err(TokenError::Revoked)
+    ));
+}
+
+#[tokio::test]
+async fn a_session_ends_at_refresh_ttl_and_refreshing_does_not_extend_it() {
+    let f = fixture().await;
+    f.store.insert_user("bob", "admin", None, T0).await.unwrap();
+    let (_, rt) = login(&f, "bob", T0).await;
+    let next = f.tokens.refresh(&rt, T0 + 86_000).await.unwrap();
+    assert_eq!(next.refresh_expires_in, Some(400));
+    let rt2 = keygate::services::tokens::grants::expose(&next)
+        .unwrap()
+        .to_string();
+    assert!(matches!(
+        f.tokens.refresh(&rt2, T0 + 86_400).await,
+        Err(GrantError::InvalidGrant(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_deleted_users_refresh_token_is_refused() {
+    let f = fixture().await;
+    f.store
+        .insert_user("carol", "admin", None, T0)
+        .await
+        .unwrap();
+    let (_, rt) = login(&f, "carol", T0).await;
+    f.store.delete_user("carol", "admin", T0 + 1).await.unwrap();
+    assert!(matches!(
+        f.tokens.refresh(&rt, T0 + 2).await,
+        Err(GrantError::InvalidGrant(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_never_exceed_the_session_cap() {
+    let f = std::sync::Arc::new(fixture().await);
+    f.store
+        .insert_user("dave", "admin", None, T0)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(
+            async move { login(&f, "dave", T0 + i % 3).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let live = f.store.list_sessions("dave", T0 + 10).await.unwrap();
+    assert_eq!(live.len(), 5, "sessions.max_per_user");
+}
+
+#[tokio::test]
+async fn the_sixth_login_evicts_the_oldest_session_and_its_access_token() {
+    let f = fixture().await;
+    f.store
+        .insert_user("erin", "admin", None, T0)
+        .await
+        .unwrap();
+    let mut logins = Vec::new();
+    for i in 0..6 {
+        logins.push(login(&f, "erin", T0 + i).await);
+    }
+    let (first_at, first_rt) = &logins[0];
+    assert!(matches!(
+        f.tokens.verify_access(first_at, T0 + 6),
+        Err(TokenError::Revoked)
+    ));
+    assert!(f.tokens.refresh(first_rt, T0 + 6).await.is_err());
+    for (at, _) in &logins[1..] {
+        assert!(f.tokens.verify_access(at, T0 + 6).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn expired_sessions_are_purged_in_bounded_batches() {
+    let f = fixture().await;
+    f.store
+        .insert_user("frank", "admin", None, T0)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        login(&f, "frank", T0 + i).await;
+    }
+    // Nothing is purged while the sessions or their access tokens can still be live.
+    assert_eq!(f.tokens.purge(T0 + 86_000, 2).await.unwrap(), 0);
+    let later = T0 + 86_400 + 900 + 60 + 10;
+    assert_eq!(
+        f.tokens.purge(later, 2).await.unwrap(),
+        3,
+        "two batches: 2 + 1"
+    );
+}
