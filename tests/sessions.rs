@@ -308,3 +308,59 @@ async fn changing_a_users_role_ends_their_sessions() {
         .unwrap();
     expect_problem(r, 403, "forbidden").await;
 }
+
+/// Issues a custom token for `hank` without naming a role, and introspects its role.
+async fn role_of_token(s: &Server, gw: &str) -> String {
+    let r = s
+        .post_form(
+            TOKEN,
+            Some(("x-api-key", &s.admin_key)),
+            &[
+                ("grant_type", "custom_token"),
+                ("subject", "hank"),
+                ("expires_in", "60"),
+            ],
+        )
+        .await;
+    let t = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let i: Value = s
+        .post_form(
+            "/api/v1/auth/introspect",
+            Some(("x-api-key", gw)),
+            &[("token", &t)],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    i["role"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_custom_token_for_a_user_carries_their_current_role() {
+    let s = Server::start();
+    add_user(&s, "hank", "help-desk").await;
+    let (_, gw) = s.create_key("gateway").await;
+    assert_eq!(role_of_token(&s, &gw).await, "help-desk");
+    let r = s
+        .patch_json(
+            "/api/v1/users/hank",
+            &s.admin_key,
+            json!({"role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(role_of_token(&s, &gw).await, "read-only");
+    assert_eq!(
+        s.delete("/api/v1/users/hank", &s.admin_key).await.status(),
+        204
+    );
+    assert_eq!(
+        role_of_token(&s, &gw).await,
+        "read-only",
+        "no longer a user: the default"
+    );
+}

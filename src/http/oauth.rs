@@ -112,9 +112,16 @@ impl From<BodyError> for super::error::ApiError {
     }
 }
 
-/// The parameters of an OAuth request.
-#[derive(Debug, Default)]
+/// The parameters of an OAuth request. They include passwords and refresh tokens, so
+/// `Debug` shows parameter names only.
+#[derive(Default)]
 pub struct OAuthParams(Map<String, Value>);
+
+impl std::fmt::Debug for OAuthParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for OAuthParams {
     type Rejection = BodyError;

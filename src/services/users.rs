@@ -89,6 +89,12 @@ pub struct UserService {
     hasher: PasswordHasher,
     password_min_length: usize,
     throttle: Throttle,
+    /// The current role of every local user, so token issuance (`custom_token` for a user
+    /// subject) does not read the store per request. Loaded at start; every change made
+    /// through this service updates it while holding `changing`, so the map follows the
+    /// store's commit order. Users are managed only through this service.
+    roles: std::sync::RwLock<std::collections::HashMap<String, Role>>,
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// Checks the username rules of the module documentation.
@@ -138,7 +144,21 @@ impl UserService {
     /// Builds the service; hashes the dummy password once (see [`PasswordHasher::new`]).
     pub async fn new(store: Store, cfg: &UsersConfig) -> Result<UserService, ServiceError> {
         let secs = |d: crate::config::Dur| d.secs();
+        let mut roles = std::collections::HashMap::new();
+        for row in store.list_users().await? {
+            let name = row.username.clone();
+            match User::try_from(row) {
+                Ok(u) => {
+                    roles.insert(name, u.role);
+                }
+                Err(e) => {
+                    tracing::error!(user = %name, error = %e, "skipping an unreadable user record")
+                }
+            }
+        }
         Ok(UserService {
+            roles: std::sync::RwLock::new(roles),
+            changing: tokio::sync::Mutex::new(()),
             store,
             hasher: PasswordHasher::new(cfg).await?,
             password_min_length: cfg.password_min_length,
@@ -238,10 +258,12 @@ impl UserService {
             Some(pw) => Some(self.hasher.hash(pw).await?),
             None => None,
         };
+        let _serial = self.changing.lock().await;
         let row = self
             .store
             .insert_user(&req.username, req.role.name(), hash.as_deref(), now)
             .await?;
+        self.remember(&row.username, Some(req.role));
         tracing::info!(user = %row.username, role = %row.role, has_password = row.has_password,
             by = %caller.name, "created user");
         row.try_into()
@@ -262,14 +284,19 @@ impl UserService {
         self.load(username).await
     }
 
-    /// The user named `username`, if any, with no permission check: for other services
-    /// (token issuance) that must know a principal's current role.
-    pub async fn lookup(&self, username: &str) -> Result<Option<User>, ServiceError> {
-        match self.store.get_user(username).await {
-            Ok(row) => Ok(Some(row.try_into()?)),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+    fn remember(&self, username: &str, role: Option<Role>) {
+        if let Ok(mut roles) = self.roles.write() {
+            match role {
+                Some(r) => roles.insert(username.to_string(), r),
+                None => roles.remove(username),
+            };
         }
+    }
+
+    /// The current role of local user `username`, from memory (no store read). `None`
+    /// when no such user exists.
+    pub fn role_of(&self, username: &str) -> Option<Role> {
+        self.roles.read().ok()?.get(username).copied()
     }
 
     /// Changes password and/or role. Returns the updated user and the ids of the sessions
@@ -308,6 +335,7 @@ impl UserService {
             Some(pw) => Some(self.hasher.hash(pw).await?),
             None => None,
         };
+        let _serial = self.changing.lock().await;
         let (row, revoked) = self
             .store
             .update_user(
@@ -321,7 +349,9 @@ impl UserService {
             .map_err(Self::named(username))?;
         tracing::info!(user = %username, role = %row.role, password_changed = hash.is_some(),
             revoked_sessions = revoked.len(), by = %caller.name, "updated user");
-        Ok((row.try_into()?, revoked))
+        let user: User = row.try_into()?;
+        self.remember(username, Some(user.role));
+        Ok((user, revoked))
     }
 
     /// Deletes a user, revokes their sessions and deletes the API keys they own. Returns
@@ -340,11 +370,13 @@ impl UserService {
             ));
         }
         Self::check_manage(caller, current.role)?;
+        let _serial = self.changing.lock().await;
         let revoked = self
             .store
             .delete_user(username, current.role.name(), now)
             .await
             .map_err(Self::named(username))?;
+        self.remember(username, None);
         tracing::info!(user = %username, revoked_sessions = revoked.len(), by = %caller.name,
             "deleted user and the API keys they owned");
         Ok(revoked)

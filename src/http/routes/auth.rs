@@ -189,12 +189,7 @@ async fn grant(
             // The subject's own role is needed only when the request names none.
             let subject_role = match req.role {
                 Some(_) => None,
-                None => state
-                    .rt
-                    .users
-                    .lookup(req.subject.trim())
-                    .await?
-                    .map(|u| u.role),
+                None => state.rt.users.role_of(req.subject.trim()),
             };
             Ok(rt.tokens.custom(&caller, req, subject_role, now()).await?)
         }
