@@ -167,7 +167,7 @@ async fn a_revoked_jti_is_refused_and_revoking_again_or_garbage_is_fine() {
     );
     assert_eq!(
         f.tokens.revoke("kg_notakey", T0).await.unwrap(),
-        Revocation::UnsupportedTokenType
+        Revocation::Done
     );
 }
 
@@ -196,10 +196,22 @@ async fn the_denylist_survives_a_restart_and_is_purged_after_expiry() {
         Err(TokenError::Revoked)
     ));
     assert_eq!(again.purge(T0 + 10, 1).await.unwrap(), 0, "not expired yet");
+    assert!(
+        matches!(
+            again.verify_access(&t, T0 + 300 + 59),
+            Err(TokenError::Revoked)
+        ),
+        "still denied within the leeway after exp, across the restart"
+    );
     assert_eq!(
-        again.purge(T0 + 301, 1).await.unwrap(),
+        again.purge(T0 + 360, 1).await.unwrap(),
+        0,
+        "kept until exp + leeway"
+    );
+    assert_eq!(
+        again.purge(T0 + 361, 1).await.unwrap(),
         1,
-        "purged after exp"
+        "purged after that"
     );
 }
 
@@ -647,4 +659,75 @@ async fn expired_sessions_are_purged_in_bounded_batches() {
         3,
         "two batches: 2 + 1"
     );
+}
+
+#[tokio::test]
+async fn a_custom_token_minted_with_an_access_token_stays_inside_its_session_and_lifetime() {
+    let f = fixture().await;
+    f.store.insert_user("ivy", "admin", None, T0).await.unwrap();
+    let (at, _) = login(&f, "ivy", T0).await;
+    let caller = f.tokens.authenticate(&at, T0).unwrap();
+    let req = CustomRequest {
+        subject: "svc".into(),
+        expires_in: 900,
+        ..Default::default()
+    };
+    let r = f
+        .tokens
+        .custom(
+            &caller,
+            CustomRequest {
+                expires_in: 901,
+                ..req.clone()
+            },
+            None,
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(GrantError::InvalidRequest(_))),
+        "may not outlive its parent"
+    );
+    let child = f
+        .tokens
+        .custom(&caller, req, None, T0)
+        .await
+        .unwrap()
+        .access_token;
+    let sid = segments(&at).1["sid"].clone();
+    assert_eq!(segments(&child).1["sid"], sid, "the parent's session");
+    // Ending the session ends the child too.
+    let me = principal("ivy", Role::Admin);
+    f.tokens
+        .end_session(&me, sid.as_str().unwrap(), T0 + 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.tokens.verify_access(&child, T0 + 1),
+        Err(TokenError::Revoked)
+    ));
+}
+
+#[tokio::test]
+async fn nobody_mints_a_token_in_the_name_of_a_user_they_may_not_manage() {
+    let f = fixture().await;
+    let admin = principal("ops", Role::Admin);
+    let req = CustomRequest {
+        subject: "boss".into(),
+        expires_in: 60,
+        role: Some(Role::Gateway),
+        ..Default::default()
+    };
+    let r = f
+        .tokens
+        .custom(&admin, req.clone(), Some(Role::SuperAdmin), T0)
+        .await;
+    assert!(
+        matches!(r, Err(GrantError::UnauthorizedClient(_))),
+        "a super-admin's name"
+    );
+    f.tokens
+        .custom(&admin, req, Some(Role::HelpDesk), T0)
+        .await
+        .unwrap();
 }

@@ -247,10 +247,10 @@ async fn malformed_or_forged_bearer_jwts_are_refused_with_401_problems() {
 }
 
 #[tokio::test]
-async fn a_revoked_access_token_stops_working_and_revoke_is_200_for_anything_unknown() {
+async fn revoked_tokens_and_keys_stop_working_and_revoke_is_200_for_anything_unknown() {
     let s = Server::start();
     let t = custom_token(&s, "svc", "read-only", "300").await;
-    for junk in ["not-a-token", "kgr_AAAA", "a.b.c"] {
+    for junk in ["not-a-token", "kgr_AAAA", "a.b.c", "kg_not-a-live-key"] {
         let r = s
             .post_form("/api/v1/auth/revoke", None, &[("token", junk)])
             .await;
@@ -272,14 +272,19 @@ async fn a_revoked_access_token_stops_working_and_revoke_is_200_for_anything_unk
     .await;
     let r = s.post_form("/api/v1/auth/revoke", None, &[]).await;
     expect_oauth_error(r, 400, "invalid_request").await;
+    // An API key presented to revoke is deleted: whoever holds a leaked key can kill it.
+    let (id, leaked) = s.create_key("read-only").await;
     let r = s
-        .post_form("/api/v1/auth/revoke", None, &[("token", &s.admin_key)])
+        .post_form("/api/v1/auth/revoke", None, &[("token", &leaked)])
         .await;
-    expect_oauth_error(r, 400, "unsupported_token_type").await;
+    assert_eq!(r.status(), 200);
+    expect_problem(s.get("/api/v1/keys", &leaked).await, 401, "unauthenticated").await;
+    let r = s.get(&format!("/api/v1/api-keys/{id}"), &s.admin_key).await;
+    expect_problem(r, 404, "not-found").await;
     assert_eq!(
         s.get("/api/v1/keys", &s.admin_key).await.status(),
         200,
-        "the key still works"
+        "other keys work"
     );
 }
 

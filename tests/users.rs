@@ -367,13 +367,22 @@ async fn users_may_change_their_own_password_but_not_delete_themselves() {
         .status(),
         201
     );
-    // A gateway key has no users:write, but it acts as carol, so it may change her password.
+    // A gateway key has no users:write, but it acts as carol: with her current password it
+    // may change it. Acting in her name alone is not enough (the key could have been
+    // minted for her by somebody else).
     let carol_gw = key_owned_by(&s, "carol", "gateway").await;
+    for body in [
+        json!({"password": "carol's new passphrase"}),
+        json!({"password": "carol's new passphrase", "current_password": "a wrong guess"}),
+    ] {
+        let r = s.patch_json("/api/v1/users/carol", &carol_gw, body).await;
+        expect_problem(r, 403, "forbidden").await;
+    }
     let r = s
         .patch_json(
             "/api/v1/users/carol",
             &carol_gw,
-            json!({"password": "carol's new passphrase"}),
+            json!({"password": "carol's new passphrase", "current_password": PASSWORD}),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -384,7 +393,8 @@ async fn users_may_change_their_own_password_but_not_delete_themselves() {
         .patch_json(
             "/api/v1/users/carol",
             &carol_gw,
-            json!({"password": "carol's newer passphrase", "role": "gateway"}),
+            json!({"password": "carol's newer passphrase", "role": "gateway",
+                   "current_password": "carol's new passphrase"}),
         )
         .await;
     expect_problem(r, 403, "forbidden").await;
@@ -392,7 +402,7 @@ async fn users_may_change_their_own_password_but_not_delete_themselves() {
         .patch_json(
             "/api/v1/users/dave",
             &carol_gw,
-            json!({"password": "dave's new passphrase"}),
+            json!({"password": "dave's new passphrase", "current_password": "whatever it is"}),
         )
         .await;
     expect_problem(r, 403, "forbidden").await;
@@ -400,7 +410,7 @@ async fn users_may_change_their_own_password_but_not_delete_themselves() {
         .patch_json(
             "/api/v1/users/carol",
             &carol_gw,
-            json!({"password": "short"}),
+            json!({"password": "short", "current_password": "carol's new passphrase"}),
         )
         .await;
     expect_problem(r, 400, "invalid-request").await;
@@ -449,4 +459,36 @@ async fn the_openapi_document_lists_the_user_routes() {
         schemas["UserView"]["properties"].get("password").is_none(),
         "a view never carries a password"
     );
+}
+
+#[tokio::test]
+async fn keys_in_another_users_name_need_the_right_to_manage_that_user() {
+    let s = Server::start();
+    for (name, role) in [
+        ("boss", "super-admin"),
+        ("lead", "admin"),
+        ("intern", "read-only"),
+    ] {
+        let r = create_user(&s, &s.admin_key, json!({"username": name, "role": role})).await;
+        assert_eq!(r.status(), 201);
+    }
+    let (_, help) = s.create_key("help-desk").await;
+    for owner in ["boss", "lead"] {
+        let r = s
+            .post_json(
+                "/api/v1/api-keys",
+                &help,
+                json!({"name": "x", "role": "read-only", "owner": owner}),
+            )
+            .await;
+        expect_problem(r, 403, "forbidden").await;
+    }
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &help,
+            json!({"name": "x", "role": "read-only", "owner": "intern"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
 }

@@ -322,11 +322,23 @@ impl ApiKeyService {
         let owner = req.owner.unwrap_or_else(|| caller.name.clone());
         validate_text("owner", &owner, 256, true)?;
         // A key acts as its owner (API.md), so minting one for somebody else is acting on
-        // their behalf: it needs user management, and `root` needs super-admin powers.
+        // their behalf: it needs the right to manage that user (user management and a role
+        // covering theirs), and `root` needs super-admin powers.
         if owner != caller.name {
+            let owner_role = if owner == crate::services::authz::ROOT_PRINCIPAL {
+                Some(Role::SuperAdmin)
+            } else {
+                match self.store.get_user(&owner).await {
+                    Ok(u) => u.role.parse::<Role>().ok(),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let allowed = caller.role.has(Permission::UsersWrite)
-                && (owner != crate::services::authz::ROOT_PRINCIPAL
-                    || caller.role.has(Permission::ManageSuperAdmins));
+                && owner_role.is_none_or(|r| {
+                    caller.role.covers(r)
+                        && (r != Role::SuperAdmin || caller.role.has(Permission::ManageSuperAdmins))
+                });
             if !allowed {
                 return Err(ServiceError::Forbidden(format!(
                     "role {} may not create keys owned by {owner:?}",
@@ -372,9 +384,21 @@ impl ApiKeyService {
         Ok((key, secret))
     }
 
-    /// Authenticates a presented secret. Every failure is the same `Unauthenticated`, so a
-    /// caller learns nothing about which keys exist.
+    /// Authenticates a presented secret and records its use. Every failure is the same
+    /// `Unauthenticated`, so a caller learns nothing about which keys exist.
     pub async fn authenticate(&self, presented: &str, now: i64) -> Result<Principal, ServiceError> {
+        let key = self.identify(presented, now).await?;
+        self.touch(&key.id, now).await;
+        Ok(Principal {
+            name: key.owner.clone(),
+            role: key.role,
+            method: AuthMethod::ApiKey { id: key.id.clone() },
+        })
+    }
+
+    /// The live key a presented secret belongs to, without recording a use (for
+    /// introspection and revocation by the holder).
+    pub async fn identify(&self, presented: &str, now: i64) -> Result<Arc<ApiKey>, ServiceError> {
         let unauthenticated = || ServiceError::Unauthenticated("invalid or expired API key".into());
         if presented.len() != SECRET_LEN
             || !presented.starts_with(SECRET_PREFIX)
@@ -413,12 +437,30 @@ impl ApiKeyService {
         if !from_cache {
             self.verified.put(digest, mac, now);
         }
-        self.touch(&key.id, now).await;
-        Ok(Principal {
-            name: key.owner.clone(),
-            role: key.role,
-            method: AuthMethod::ApiKey { id: key.id.clone() },
-        })
+        Ok(key.clone())
+    }
+
+    /// RFC 7009 revocation by the holder: presenting a live key deletes it, as a leaked
+    /// key's finder (or a secret scanner) would want. Returns whether a key was deleted.
+    pub async fn revoke_presented(&self, presented: &str, now: i64) -> Result<bool, ServiceError> {
+        let key = match self.identify(presented, now).await {
+            Ok(k) => k,
+            Err(ServiceError::Unauthenticated(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match self.store.delete_api_key(&key.id).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let id = key.id.clone();
+        self.after_change(|m| m.retain(|_, v| v.id != id)).await;
+        if let Ok(mut t) = self.touched.lock() {
+            t.remove(&key.id);
+        }
+        tracing::warn!(api_key = %key.id, owner = %key.owner,
+            "API key revoked by a holder of its secret (RFC 7009)");
+        Ok(true)
     }
 
     /// Records use, at most once a minute per key; failures are logged, not fatal.
@@ -456,12 +498,6 @@ impl ApiKeyService {
 
     pub async fn get(&self, caller: &Principal, id: &str) -> Result<ApiKey, ServiceError> {
         Self::check_read(caller)?;
-        self.load(id).await
-    }
-
-    /// A key's record without a permission check, for introspection of a key that has
-    /// just authenticated.
-    pub(crate) async fn record(&self, id: &str) -> Result<ApiKey, ServiceError> {
         self.load(id).await
     }
 

@@ -8,7 +8,12 @@ pub enum AuthMethod {
     /// An API key, by record id (never the secret).
     ApiKey { id: String },
     /// A keygate access token, by `jti`, and its login session when it has one.
-    AccessToken { jti: String, sid: Option<String> },
+    AccessToken {
+        jti: String,
+        sid: Option<String>,
+        /// The token's `exp`: what it mints may not outlive it.
+        exp: i64,
+    },
     /// The local CLI acting directly on the store and hardware.
     Cli,
 }

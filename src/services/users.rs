@@ -7,7 +7,8 @@
 //! - **Permissions**: reading needs `users:read`. Creating, changing and deleting need
 //!   `users:write` and a role that covers the user's role (current and new); a
 //!   `super-admin` user also needs `super-admins:manage`. Any principal may change its
-//!   own password (a patch carrying only `password`). Nobody may delete themselves.
+//!   own password (a patch carrying only `password`) by giving `current_password`, which
+//!   is checked like a login. Nobody may delete themselves.
 //! - **Usernames**: 1–128 characters of `A-Z a-z 0-9 . _ @ -`, not starting with `-`.
 //!   `root` is the built-in super-admin principal and is refused; `:` is refused because
 //!   IdP principals are `<oauth_id>:<sub>`.
@@ -51,6 +52,10 @@ pub struct NewUser {
 #[derive(Debug, Clone, Default)]
 pub struct UserPatch {
     pub password: Option<SecretString>,
+    /// The current password, required when principals change their own password without
+    /// the right to manage that user: proof that the caller is the user, not merely
+    /// something acting in their name (an API key they own, a token minted for them).
+    pub current_password: Option<SecretString>,
     pub role: Option<Role>,
     pub groups: Option<Vec<String>>,
 }
@@ -322,10 +327,33 @@ impl UserService {
             Self::check_write(caller)?;
         }
         let current = self.load(username).await?;
-        if !own_password_only {
-            Self::check_manage(caller, current.role)?;
-            if let Some(role) = patch.role {
-                Self::check_manage(caller, role)?;
+        let manages = Self::check_manage(caller, current.role).is_ok()
+            && patch
+                .role
+                .is_none_or(|r| Self::check_manage(caller, r).is_ok());
+        if !manages {
+            if !own_password_only {
+                Self::check_manage(caller, current.role)?;
+                if let Some(role) = patch.role {
+                    Self::check_manage(caller, role)?;
+                }
+            }
+            // Self-service: the caller's name alone proves nothing (an API key owned by
+            // this user, or a custom token minted for them, carries it too), so the
+            // current password must authenticate, under the same lockout as a login.
+            let Some(current_password) = &patch.current_password else {
+                return Err(ServiceError::Forbidden(
+                    "changing your own password needs current_password".into(),
+                ));
+            };
+            if self
+                .authenticate_password(username, current_password, now)
+                .await
+                .is_err()
+            {
+                return Err(ServiceError::Forbidden(
+                    "current_password is wrong, or the account is temporarily locked".into(),
+                ));
             }
         }
         if patch.password.is_none() && patch.role.is_none() {
@@ -399,8 +427,14 @@ impl UserService {
             self.hasher.verify(password, None).await?;
             return Err(refused());
         }
-        let state = self.store.login_failures(username).await?;
-        if state.and_then(|s| s.locked_until).is_some_and(|t| t > now) {
+        // The attempt is counted before the password is checked, so concurrent guesses
+        // cannot all pass a "not locked yet" check: only the first max_failed_logins of a
+        // window reach the real hash.
+        let attempt = self
+            .store
+            .record_login_failure(username, now, self.throttle)
+            .await?;
+        if attempt.failures > self.throttle.max_failures {
             self.hasher.verify(password, None).await?;
             tracing::info!(username = ?username, "password login refused: the account name is locked");
             return Err(refused());
@@ -417,21 +451,13 @@ impl UserService {
         };
         match account {
             Some((row, _)) if verified => {
-                if state.is_some() {
-                    self.store.clear_login_failures(username).await?;
-                }
+                self.store.clear_login_failures(username).await?;
                 row.try_into()
             }
             _ => {
-                let after = self
-                    .store
-                    .record_login_failure(username, now, self.throttle)
-                    .await?;
-                if after.locked_until.is_some_and(|t| t > now)
-                    && after.failures == self.throttle.max_failures
-                {
-                    tracing::info!(username = ?username, failures = after.failures,
-                        locked_until = after.locked_until, "account name locked after repeated failed logins");
+                if attempt.failures == self.throttle.max_failures {
+                    tracing::info!(username = ?username, failures = attempt.failures,
+                        locked_until = attempt.locked_until, "account name locked after repeated failed logins");
                 }
                 Err(refused())
             }
@@ -606,8 +632,20 @@ mod tests {
         let carol_gw = principal("carol", Role::Gateway);
         let only_pw = || UserPatch {
             password: Some(pw("carol password 2")),
+            current_password: Some(pw("carol password 1")),
             ..UserPatch::default()
         };
+        // Acting in carol's name is not enough: the current password is the proof.
+        for current_password in [None, Some(pw("not carols password"))] {
+            let guess = UserPatch {
+                current_password,
+                ..only_pw()
+            };
+            assert!(matches!(
+                svc.update(&carol_gw, "carol", guess, 199).await,
+                Err(ServiceError::Forbidden(_))
+            ));
+        }
         let (u, _) = svc
             .update(&carol_gw, "carol", only_pw(), 200)
             .await
@@ -630,6 +668,7 @@ mod tests {
         ));
         let short = UserPatch {
             password: Some(pw("short")),
+            current_password: Some(pw("carol password 2")),
             ..UserPatch::default()
         };
         assert!(matches!(

@@ -66,6 +66,8 @@ pub struct RefreshInfo {
     pub expires_at: i64,
     /// Current: unused, in a live session of an existing user.
     pub active: bool,
+    /// The user's current role, if the user exists.
+    pub role: Option<String>,
 }
 
 const SESSION_COLUMNS: &str = "id, username, created_at, expires_at, last_used_at, revoked_at";
@@ -194,7 +196,8 @@ impl Store {
         let row = sqlx::query(
             "SELECT s.id, s.username, t.issued_at, s.expires_at,
                     t.used_at IS NULL AND s.revoked_at IS NULL AND s.expires_at > $2
-                        AND u.username IS NOT NULL
+                        AND u.username IS NOT NULL,
+                    u.role
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
              LEFT JOIN users u ON u.username = s.username
              WHERE t.mac = $1",
@@ -210,6 +213,7 @@ impl Store {
                 issued_at: r.try_get(2)?,
                 expires_at: r.try_get(3)?,
                 active: r.try_get::<bool, _>(4)?,
+                role: r.try_get(5)?,
             })
         })
         .transpose()

@@ -270,20 +270,27 @@ impl Store {
         }
     }
 
-    /// Records one failed login for `username` in a single upsert, and returns the new
-    /// state. The count starts afresh when the window has passed or an earlier lockout has
-    /// ended; otherwise it grows by one. Reaching `max_failures` sets
-    /// `locked_until = now + lockout_secs`.
+    /// Counts one login attempt against `username` in a single upsert, before its
+    /// password is checked, and returns the new state. Counting first is what makes the
+    /// limit hold under concurrent guesses: the attempts serialise here, and only the
+    /// first `max_failures` of a window get a password check.
+    ///
+    /// The count starts afresh when an earlier lockout has ended, or when the window has
+    /// passed without a lockout; otherwise it grows by one. Reaching `max_failures` sets
+    /// `locked_until = now + lockout_secs`. Attempts during a lockout do not extend it.
     pub async fn record_login_failure(
         &self,
         username: &str,
         now: i64,
         t: Throttle,
     ) -> Result<LoginFailures, StoreError> {
-        // `fresh`: this failure opens a new window. SET expressions all see the old row.
-        const FRESH: &str = "(login_failures.window_start + $3 <= $2
-                              OR (login_failures.locked_until IS NOT NULL
-                                  AND login_failures.locked_until <= $2))";
+        // SET expressions all see the old row.
+        const LOCKED: &str =
+            "(login_failures.locked_until IS NOT NULL AND login_failures.locked_until > $2)";
+        const FRESH: &str = "((login_failures.locked_until IS NOT NULL
+                                AND login_failures.locked_until <= $2)
+                              OR (login_failures.locked_until IS NULL
+                                  AND login_failures.window_start + $3 <= $2))";
         let sql = format!(
             "INSERT INTO login_failures (username, failures, window_start, locked_until)
              VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + $5 END)
@@ -291,10 +298,10 @@ impl Store {
                failures = CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END,
                window_start = CASE WHEN {FRESH} THEN $2 ELSE login_failures.window_start END,
                locked_until = CASE
+                 WHEN {LOCKED} THEN login_failures.locked_until
                  WHEN (CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END) >= $4
                    THEN $2 + $5
-                 WHEN {FRESH} THEN NULL
-                 ELSE login_failures.locked_until END
+                 ELSE NULL END
              RETURNING failures, window_start, locked_until"
         );
         let r = sqlx::query(&sql)

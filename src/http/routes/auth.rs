@@ -37,7 +37,7 @@ pub struct TokenResponse {
 #[derive(Serialize, ToSchema)]
 pub struct OAuthErrorBody {
     /// invalid_request | invalid_grant | unsupported_grant_type | invalid_client |
-    /// unauthorized_client | unsupported_token_type | temporarily_unavailable | server_error
+    /// unauthorized_client | temporarily_unavailable | server_error
     pub error: String,
     pub error_description: String,
 }
@@ -186,11 +186,7 @@ async fn grant(
                 claims: params.object("claims")?.unwrap_or_default(),
                 role,
             };
-            // The subject's own role is needed only when the request names none.
-            let subject_role = match req.role {
-                Some(_) => None,
-                None => state.rt.users.role_of(req.subject.trim()),
-            };
+            let subject_role = state.rt.users.role_of(req.subject.trim());
             Ok(rt.tokens.custom(&caller, req, subject_role, now()).await?)
         }
         "client_credentials" => Err(GrantError::UnsupportedGrantType(
@@ -262,11 +258,6 @@ pub async fn revoke(
         .await?;
         match outcome {
             Revocation::Done => Ok(()),
-            Revocation::UnsupportedTokenType => Err(OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_token_type",
-                "API keys are revoked with DELETE /api/v1/api-keys/{id}",
-            )),
         }
     }
     .await;

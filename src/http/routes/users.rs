@@ -63,9 +63,13 @@ pub struct CreateUser {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    /// A new password; revokes the user's sessions. Any principal may change its own.
+    /// A new password; revokes the user's sessions.
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
+    /// Required to change your own password without the right to manage your account
+    /// (keygate extension). Checked like a login, lockout included.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<SecretString>,
     /// A new role; revokes the user's sessions when it differs.
     pub role: Option<Role>,
     /// Must be empty or absent: groups are not supported yet.
@@ -152,6 +156,7 @@ pub async fn update(
                 &username,
                 UserPatch {
                     password: req.password,
+                    current_password: req.current_password,
                     role: req.role,
                     groups: req.groups,
                 },

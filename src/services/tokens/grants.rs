@@ -4,7 +4,7 @@
 
 use super::{AccessSpec, Issued, TokenService};
 use crate::services::authz::{Permission, Role};
-use crate::services::{Principal, ServiceError};
+use crate::services::{AuthMethod, Principal, ServiceError};
 use crate::store::sessions::{Exchange, NewSession};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
@@ -44,6 +44,28 @@ pub struct LoginUser {
 }
 
 impl TokenService {
+    /// An access token of login session `sid`.
+    async fn session_access(
+        &self,
+        username: &str,
+        role: Role,
+        sid: &str,
+        now: i64,
+    ) -> Result<String, ServiceError> {
+        self.issue_access(
+            AccessSpec {
+                sub: username,
+                role,
+                ttl: self.settings.access_ttl,
+                extra_aud: Vec::new(),
+                sid: Some(sid),
+                extra: Map::new(),
+            },
+            now,
+        )
+        .await
+    }
+
     /// Opens a session for a user whose password was just verified, evicting the oldest
     /// of their live sessions beyond `sessions.max_per_user` in the same transaction.
     pub async fn password_login(&self, user: &LoginUser, now: i64) -> Result<Issued, GrantError> {
@@ -51,17 +73,7 @@ impl TokenService {
         let refresh = self.fresh_refresh().await?;
         // Signed before the session is recorded: if signing fails, nothing was evicted.
         let access = self
-            .issue_access(
-                AccessSpec {
-                    sub: &user.username,
-                    role: user.role,
-                    ttl: self.settings.access_ttl,
-                    extra_aud: Vec::new(),
-                    sid: Some(&sid),
-                    extra: Map::new(),
-                },
-                now,
-            )
+            .session_access(&user.username, user.role, &sid, now)
             .await?;
         let session = NewSession {
             id: sid.clone(),
@@ -95,6 +107,27 @@ impl TokenService {
         }
         let (mac, _) = self.refresh_mac(presented).await?;
         let next = self.fresh_refresh().await?;
+        // Sign before spending the token: if the hardware fails here, nothing has changed
+        // and the client's retry with the same refresh token still works. The exchange
+        // below re-checks everything atomically; a role that changed in between is
+        // signed again.
+        let presigned = match self
+            .store
+            .refresh_info(&mac, now)
+            .await
+            .map_err(ServiceError::from)?
+        {
+            Some(info) if info.active => match info.role.as_deref().map(str::parse::<Role>) {
+                Some(Ok(role)) => Some((
+                    info.session_id.clone(),
+                    role,
+                    self.session_access(&info.username, role, &info.session_id, now)
+                        .await?,
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
         let outcome = self
             .store
             .exchange_refresh(&mac, &next.digest, now)
@@ -110,19 +143,13 @@ impl TokenService {
                 let role: Role = role
                     .parse()
                     .map_err(|e: String| ServiceError::Internal(format!("user {username}: {e}")))?;
-                let access = self
-                    .issue_access(
-                        AccessSpec {
-                            sub: &username,
-                            role,
-                            ttl: self.settings.access_ttl,
-                            extra_aud: Vec::new(),
-                            sid: Some(&session_id),
-                            extra: Map::new(),
-                        },
-                        now,
-                    )
-                    .await?;
+                let access = match presigned {
+                    Some((sid, r, token)) if sid == session_id && r == role => token,
+                    _ => {
+                        self.session_access(&username, role, &session_id, now)
+                            .await?
+                    }
+                };
                 Ok(Issued {
                     access_token: access,
                     expires_in: self.settings.access_ttl,
@@ -186,6 +213,30 @@ impl TokenService {
                 "claims may not set {k:?}; the server sets it"
             )));
         }
+        // A subject that is a local user is an identity: speaking for it needs a role
+        // covering theirs, whatever role the token will carry.
+        if let Some(r) = subject_role {
+            if !caller.role.covers(r) {
+                return Err(GrantError::UnauthorizedClient(format!(
+                    "role {} may not issue tokens for a {r} user",
+                    caller.role
+                )));
+            }
+        }
+        // A token minted with an access token stays inside it: same session (so it ends
+        // with that session) and no later expiry, so tokens cannot be chained forever.
+        let (sid, parent_exp) = match &caller.method {
+            AuthMethod::AccessToken { sid, exp, .. } => (sid.clone(), Some(*exp)),
+            _ => (None, None),
+        };
+        if let Some(exp) = parent_exp {
+            if now.saturating_add(req.expires_in) > exp {
+                return Err(GrantError::InvalidRequest(format!(
+                    "expires_in exceeds the calling access token's remaining lifetime ({} s)",
+                    exp.saturating_sub(now).max(0)
+                )));
+            }
+        }
         let role = req.role.or(subject_role).unwrap_or(Role::ReadOnly);
         if !caller.role.covers(role) {
             return Err(GrantError::UnauthorizedClient(format!(
@@ -200,7 +251,7 @@ impl TokenService {
                     role,
                     ttl: req.expires_in,
                     extra_aud: req.audience,
-                    sid: None,
+                    sid: sid.as_deref(),
                     extra: req.claims,
                 },
                 now,

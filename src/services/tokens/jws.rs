@@ -84,8 +84,11 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, JwsError> {
         return Err(JwsError::HeaderTooLong);
     }
     let header_bytes = b64(h, "header")?;
-    let header: Header =
+    // Through a map first: serde would also build the struct from a JSON array.
+    let header_map: Map<String, Value> =
         serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Json("header"))?;
+    let header: Header =
+        serde_json::from_value(Value::Object(header_map)).map_err(|_| JwsError::Json("header"))?;
     if header.alg.eq_ignore_ascii_case("none") {
         return Err(JwsError::AlgNone);
     }

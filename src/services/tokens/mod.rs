@@ -215,8 +215,6 @@ pub struct Introspection {
 pub enum Revocation {
     /// Revoked, or nothing to revoke (RFC 7009 answers 200 either way).
     Done,
-    /// The token is an API key, which this endpoint does not revoke.
-    UnsupportedTokenType,
 }
 
 /// One session as its owner sees it.
@@ -366,6 +364,7 @@ impl TokenService {
             method: AuthMethod::AccessToken {
                 jti: c.jti,
                 sid: c.sid,
+                exp: c.exp,
             },
         })
     }
@@ -418,8 +417,10 @@ impl TokenService {
     /// RFC 7009 revocation. Unknown, invalid and expired tokens are not errors.
     pub async fn revoke(&self, token: &str, now: i64) -> Result<Revocation, ServiceError> {
         match classify(token) {
-            // Deleting an API key is an audited management action with its own endpoint.
-            Presented::ApiKey(_) => Ok(Revocation::UnsupportedTokenType),
+            Presented::ApiKey(t) => {
+                self.api_keys.revoke_presented(t, now).await?;
+                Ok(Revocation::Done)
+            }
             Presented::Refresh(t) => {
                 if !Self::refresh_shaped(t) {
                     return Ok(Revocation::Done);
@@ -435,9 +436,11 @@ impl TokenService {
                 let Ok(c) = self.verify_access(t, now) else {
                     return Ok(Revocation::Done);
                 };
-                self.store.revoke_jti(&c.jti, c.exp).await?;
-                self.denylist
-                    .deny_jti(c.jti.clone(), c.exp.saturating_add(self.settings.leeway));
+                // Verification accepts a token until exp + leeway, so the entry must last
+                // that long, in the store (which a restart reloads) and in memory.
+                let until = c.exp.saturating_add(self.settings.leeway);
+                self.store.revoke_jti(&c.jti, until).await?;
+                self.denylist.deny_jti(c.jti.clone(), until);
                 tracing::info!(jti = %c.jti, sub = %c.sub, "access token revoked");
                 Ok(Revocation::Done)
             }
@@ -492,23 +495,17 @@ impl TokenService {
                     _ => inactive,
                 })
             }
-            Presented::ApiKey(t) => Ok(match self.api_keys.authenticate(t, now).await {
-                Ok(p) => {
-                    let key = match &p.method {
-                        AuthMethod::ApiKey { id } => self.api_keys.record(id).await.ok(),
-                        _ => None,
-                    };
-                    Introspection {
-                        active: true,
-                        sub: Some(p.name),
-                        role: Some(p.role.name().to_string()),
-                        exp: key.as_ref().map(|k| k.expires_at),
-                        iat: key.as_ref().map(|k| k.created_at),
-                        iss: Some(self.settings.issuer.clone()),
-                        token_type: Some("api_key".into()),
-                        ..Introspection::default()
-                    }
-                }
+            Presented::ApiKey(t) => Ok(match self.api_keys.identify(t, now).await {
+                Ok(key) => Introspection {
+                    active: true,
+                    sub: Some(key.owner.clone()),
+                    role: Some(key.role.name().to_string()),
+                    exp: Some(key.expires_at),
+                    iat: Some(key.created_at),
+                    iss: Some(self.settings.issuer.clone()),
+                    token_type: Some("api_key".into()),
+                    ..Introspection::default()
+                },
                 Err(ServiceError::Unauthenticated(_)) => inactive,
                 Err(e) => return Err(e),
             }),
