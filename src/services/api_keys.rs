@@ -257,9 +257,7 @@ impl ApiKeyService {
     /// covers it; super-admin keys additionally need `super-admins:manage`.
     fn check_manage(caller: &Principal, role: Role) -> Result<(), ServiceError> {
         Self::check_write(caller)?;
-        if !caller.role.covers(role)
-            || (role == Role::SuperAdmin && !caller.role.has(Permission::ManageSuperAdmins))
-        {
+        if !caller.role.manages(role) {
             return Err(ServiceError::Forbidden(format!(
                 "role {} may not manage keys with role {role}",
                 caller.role
@@ -335,10 +333,7 @@ impl ApiKeyService {
                 }
             };
             let allowed = caller.role.has(Permission::UsersWrite)
-                && owner_role.is_none_or(|r| {
-                    caller.role.covers(r)
-                        && (r != Role::SuperAdmin || caller.role.has(Permission::ManageSuperAdmins))
-                });
+                && owner_role.is_none_or(|r| caller.role.manages(r));
             if !allowed {
                 return Err(ServiceError::Forbidden(format!(
                     "role {} may not create keys owned by {owner:?}",

@@ -130,6 +130,15 @@ impl Role {
         other.permissions().iter().all(|p| self.has(*p))
     }
 
+    /// May a principal with this role act for, or manage, a principal or credential with
+    /// role `target`? It must cover `target`, and a super-admin target also needs
+    /// `super-admins:manage`. The one rule behind managing users and API keys, creating
+    /// keys in another owner's name, ending others' sessions and minting tokens for them.
+    pub fn manages(self, target: Role) -> bool {
+        self.covers(target)
+            && (target != Role::SuperAdmin || self.has(Permission::ManageSuperAdmins))
+    }
+
     /// `read-only` may use safe methods only (API.md).
     pub fn read_only(self) -> bool {
         self == Role::ReadOnly

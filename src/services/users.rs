@@ -217,9 +217,7 @@ impl UserService {
     /// `users:write`, a role covering `role`, and `super-admins:manage` for super-admins.
     fn check_manage(caller: &Principal, role: Role) -> Result<(), ServiceError> {
         Self::check_write(caller)?;
-        if !caller.role.covers(role)
-            || (role == Role::SuperAdmin && !caller.role.has(Permission::ManageSuperAdmins))
-        {
+        if !caller.role.manages(role) {
             return Err(ServiceError::Forbidden(format!(
                 "role {} may not manage users with role {role}",
                 caller.role

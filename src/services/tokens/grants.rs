@@ -216,7 +216,7 @@ impl TokenService {
         // A subject that is a local user is an identity: speaking for it needs a role
         // covering theirs, whatever role the token will carry.
         if let Some(r) = subject_role {
-            if !caller.role.covers(r) {
+            if !caller.role.manages(r) {
                 return Err(GrantError::UnauthorizedClient(format!(
                     "role {} may not issue tokens for a {r} user",
                     caller.role

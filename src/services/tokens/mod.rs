@@ -557,10 +557,7 @@ impl TokenService {
             };
             // A session of a deleted user is already revoked; any manager may tidy it.
             let may = caller.role.has(Permission::UsersWrite)
-                && owner_role.is_none_or(|r| {
-                    caller.role.covers(r)
-                        && (r != Role::SuperAdmin || caller.role.has(Permission::ManageSuperAdmins))
-                });
+                && owner_role.is_none_or(|r| caller.role.manages(r));
             if !may {
                 return Err(not_found());
             }
