@@ -364,3 +364,45 @@ async fn a_custom_token_for_a_user_carries_their_current_role() {
         "no longer a user: the default"
     );
 }
+
+#[tokio::test]
+async fn no_password_refresh_token_or_access_token_reaches_the_log_even_at_debug_level() {
+    let s = Server::start_with(crate::common::server::Options {
+        log_level: "debug".into(),
+        ..Default::default()
+    });
+    add_user(&s, "ivan", "admin").await;
+    let (at, rt) = login(&s, "ivan").await;
+    let b: Value = refresh(&s, &rt).await.json().await.unwrap();
+    let rt2 = b["refresh_token"].as_str().unwrap().to_string();
+    let _ = refresh(&s, &rt).await; // reuse: logged as a warning, without the token
+    let _ = s
+        .post_form(
+            TOKEN,
+            None,
+            &[
+                ("grant_type", "password"),
+                ("username", "ivan"),
+                ("password", "not it at all"),
+            ],
+        )
+        .await;
+    let _ = s.get_bearer("/api/v1/keys", &at).await;
+    let _ = s
+        .post_form("/api/v1/auth/revoke", None, &[("token", &at)])
+        .await;
+    let log = s.log_text();
+    assert!(log.contains("session"), "the log is being captured");
+    for secret in [
+        PASSWORD,
+        "not it at all",
+        rt.as_str(),
+        rt2.as_str(),
+        at.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log: {secret}");
+    }
+    // Signatures are a token's unique part; not even that may appear.
+    let sig = at.rsplit('.').next().unwrap();
+    assert!(!log.contains(sig));
+}

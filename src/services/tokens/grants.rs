@@ -89,6 +89,7 @@ impl TokenService {
             .await
             .map_err(ServiceError::from)?;
         self.sessions_ended(&evicted, now);
+        super::count_issued("password");
         tracing::info!(user = %user.username, session = %sid, evicted = evicted.len(), "session opened");
         Ok(Issued {
             access_token: access,
@@ -159,6 +160,7 @@ impl TokenService {
             }
             Exchange::Reused { session_id } => {
                 self.sessions_ended(std::slice::from_ref(&session_id), now);
+                metrics::counter!("keygate_refresh_token_reuse_total").increment(1);
                 tracing::warn!(session = %session_id,
                     "a used refresh token was presented again; the session is revoked (RFC 9700)");
                 Err(invalid())
@@ -261,6 +263,7 @@ impl TokenService {
                 ServiceError::Invalid(m) => GrantError::InvalidRequest(m),
                 other => other.into(),
             })?;
+        super::count_issued("custom_token");
         tracing::info!(subject = %subject, role = %role, ttl = req.expires_in, by = %caller.name,
             "custom token issued");
         Ok(Issued {

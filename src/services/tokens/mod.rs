@@ -59,6 +59,32 @@ pub enum TokenError {
     Revoked,
 }
 
+impl TokenError {
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) => "malformed",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::AlgorithmMismatch => "alg_mismatch",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::NotAccessToken => "not_access_token",
+            TokenError::Claims(ClaimsError::Expired) => "expired",
+            TokenError::Claims(ClaimsError::NotYetValid | ClaimsError::IssuedInFuture) => {
+                "not_yet_valid"
+            }
+            TokenError::Claims(_) => "claims",
+            TokenError::UnknownRole => "unknown_role",
+            TokenError::Revoked => "revoked",
+        }
+    }
+}
+
+/// Counts an issued token by how it was issued (`password`, `refresh_token`,
+/// `custom_token`, `signed`).
+pub(crate) fn count_issued(kind: &'static str) {
+    metrics::counter!("keygate_tokens_issued_total", "kind" => kind).increment(1);
+}
+
 /// What a successful grant returns (API.md "Tokens").
 #[derive(Debug)]
 pub struct Issued {
@@ -351,13 +377,17 @@ impl TokenService {
 
     /// Authenticates an API call carrying a keygate access token.
     pub fn authenticate(&self, token: &str, now: i64) -> Result<Principal, ServiceError> {
-        let c = self.verify_access(token, now).map_err(|e| {
+        let refuse = |e: TokenError| {
             tracing::debug!(reason = %e, "access token refused");
+            metrics::counter!("keygate_access_token_refusals_total", "reason" => e.label())
+                .increment(1);
             ServiceError::Unauthenticated("invalid, expired or revoked access token".into())
-        })?;
-        let role: Role = c.role.parse().map_err(|_| {
-            ServiceError::Unauthenticated("invalid, expired or revoked access token".into())
-        })?;
+        };
+        let c = self.verify_access(token, now).map_err(refuse)?;
+        let role: Role = c
+            .role
+            .parse()
+            .map_err(|_| refuse(TokenError::UnknownRole))?;
         Ok(Principal {
             name: c.sub,
             role,

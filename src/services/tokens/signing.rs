@@ -127,6 +127,7 @@ impl TokenService {
         };
         claims.insert("aud".into(), aud);
         let (token, kid) = self.sign_jwt(ring, &typ, &Value::Object(claims)).await?;
+        super::count_issued("signed");
         tracing::debug!(ring = %ring, by = %caller.name, "signed a token for a caller");
         Ok((token, kid))
     }
