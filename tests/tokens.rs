@@ -493,3 +493,91 @@ async fn rotation_over_http_publishes_first_and_rotate_now_switches_signing() {
         .await;
     expect_problem(r, 400, "invalid-request").await;
 }
+
+/// A custom token minted with `key`, for `subject`, valid `ttl` seconds.
+async fn mint_with(s: &Server, key: &str, subject: &str, ttl: &str) -> reqwest::Response {
+    s.post_form(
+        TOKEN,
+        Some(("x-api-key", key)),
+        &[
+            ("grant_type", "custom_token"),
+            ("subject", subject),
+            ("expires_in", ttl),
+            ("role", "read-only"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_token_minted_with_an_api_key_dies_with_the_key_and_cannot_outlive_it() {
+    let s = Server::start();
+    for end in ["delete", "regenerate", "revoke"] {
+        let (id, key) = s.create_key("admin").await;
+        let r = mint_with(&s, &key, "svc", "3600").await;
+        assert_eq!(r.status(), 200);
+        let t = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(s.get_bearer("/api/v1/keys", &t).await.status(), 200);
+        let status = match end {
+            "delete" => s
+                .delete(&format!("/api/v1/api-keys/{id}"), &s.admin_key)
+                .await
+                .status(),
+            "regenerate" => s
+                .post_json(
+                    &format!("/api/v1/api-keys/{id}/regenerate"),
+                    &s.admin_key,
+                    json!({}),
+                )
+                .await
+                .status(),
+            _ => s
+                .post_form("/api/v1/auth/revoke", None, &[("token", &key)])
+                .await
+                .status(),
+        };
+        assert!(status.is_success(), "{end}: {status}");
+        expect_problem(
+            s.get_bearer("/api/v1/keys", &t).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+    }
+    // A key that expires in an hour cannot mint a day-long token.
+    let in_an_hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "short", "role": "admin",
+                   "expires_at": in_an_hour.format(&time::format_description::well_known::Rfc3339).unwrap()}),
+        )
+        .await;
+    let short = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_oauth_error(
+        mint_with(&s, &short, "svc", "86400").await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(mint_with(&s, &short, "svc", "600").await.status(), 200);
+}
+
+#[tokio::test]
+async fn nobody_but_a_super_admin_mints_a_token_in_roots_name() {
+    let s = Server::start();
+    let (_, admin) = s.create_key("admin").await;
+    let r = mint_with(&s, &admin, "root", "60").await;
+    expect_oauth_error(r, 403, "unauthorized_client").await;
+    assert_eq!(
+        mint_with(&s, &s.admin_key, "root", "60").await.status(),
+        200
+    );
+}

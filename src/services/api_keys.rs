@@ -96,6 +96,38 @@ impl TryFrom<ApiKeyRow> for ApiKey {
 struct Index {
     version: String,
     by_mac: HashMap<Vec<u8>, Arc<ApiKey>>,
+    /// key id → its binding (see [`binding_of`]), what tokens minted with the key carry,
+    /// and its expiry.
+    bindings: HashMap<String, (String, i64)>,
+}
+
+impl Index {
+    fn new(version: String, by_mac: HashMap<Vec<u8>, Arc<ApiKey>>) -> Index {
+        let bindings = by_mac
+            .iter()
+            .map(|(mac, k)| (k.id.clone(), (binding_of(&k.id, mac), k.expires_at)))
+            .collect();
+        Index {
+            version,
+            by_mac,
+            bindings,
+        }
+    }
+}
+
+/// A key's binding: its id and a digest of its current stored MAC. Tokens minted with the
+/// key carry it, and verify only while it is live: deleting the key or regenerating its
+/// secret changes or removes the binding, and with it every such token. The MAC is not
+/// secret, and only 8 bytes of a SHA-256 of it are shown.
+fn binding_of(id: &str, mac: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, mac);
+    let mut out = String::with_capacity(id.len() + 17);
+    out.push_str(id);
+    out.push('.');
+    for b in &d.as_ref()[..8] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// API-key operations.
@@ -185,7 +217,7 @@ impl ApiKeyService {
             }
         }
         if let Ok(mut idx) = self.index.write() {
-            *idx = Arc::new(Index { version, by_mac });
+            *idx = Arc::new(Index::new(version, by_mac));
         }
         Ok(())
     }
@@ -198,10 +230,7 @@ impl ApiKeyService {
         if let Ok(mut idx) = self.index.write() {
             let mut by_mac = idx.by_mac.clone();
             edit(&mut by_mac);
-            *idx = Arc::new(Index {
-                version: String::new(),
-                by_mac,
-            });
+            *idx = Arc::new(Index::new(String::new(), by_mac));
         }
         if let Err(e) = self.reload_locked().await {
             tracing::warn!(error = %e, "API key index reload failed; retrying on the next poll");
@@ -320,30 +349,38 @@ impl ApiKeyService {
         let owner = req.owner.unwrap_or_else(|| caller.name.clone());
         validate_text("owner", &owner, 256, true)?;
         // A key acts as its owner (API.md), so minting one for somebody else is acting on
-        // their behalf: it needs the right to manage that user (user management and a role
-        // covering theirs), and `root` needs super-admin powers.
-        if owner != caller.name {
-            let owner_role = if owner == crate::services::authz::ROOT_PRINCIPAL {
-                Some(Role::SuperAdmin)
-            } else {
-                match self.store.get_user(&owner).await {
-                    Ok(u) => u.role.parse::<Role>().ok(),
-                    Err(StoreError::NotFound) => None,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            let allowed = caller.role.has(Permission::UsersWrite)
-                && owner_role.is_none_or(|r| caller.role.manages(r));
-            if !allowed {
-                return Err(ServiceError::Forbidden(format!(
-                    "role {} may not create keys owned by {owner:?}",
-                    caller.role
-                )));
-            }
+        // their behalf. Without user management that is refused before the owner is
+        // looked up, so such callers cannot probe which names exist.
+        let for_other = owner != caller.name;
+        if for_other && !caller.role.has(Permission::UsersWrite) {
+            return Err(ServiceError::Forbidden(format!(
+                "role {} may not create keys owned by {owner:?}",
+                caller.role
+            )));
         }
-        if !self.store.principal_exists(&owner).await? {
-            return Err(ServiceError::Invalid(format!(
-                "owner {owner:?} is not a known principal"
+        // One lookup answers both remaining questions: does the owner exist, and what is
+        // its role.
+        let owner_role = if owner == crate::services::authz::ROOT_PRINCIPAL {
+            Role::SuperAdmin
+        } else {
+            match self.store.get_user(&owner).await {
+                Ok(u) => u.role.parse::<Role>().map_err(|e| {
+                    ServiceError::Internal(format!("user {owner}: stored role: {e}"))
+                })?,
+                Err(StoreError::NotFound) => {
+                    return Err(ServiceError::Invalid(format!(
+                        "owner {owner:?} is not a known principal"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // Acting for another principal needs a role that manages theirs (super-admin
+        // powers for `root`).
+        if for_other && !caller.role.manages(owner_role) {
+            return Err(ServiceError::Forbidden(format!(
+                "role {} may not create keys owned by {owner:?}",
+                caller.role
             )));
         }
         let expires_at = req.expires_at.unwrap_or(now + DEFAULT_TTL_SECS);
@@ -433,6 +470,20 @@ impl ApiKeyService {
             self.verified.put(digest, mac, now);
         }
         Ok(key.clone())
+    }
+
+    /// The binding and expiry of live key `id`, for tokens minted with it.
+    pub fn record_live(&self, id: &str) -> Option<(String, i64)> {
+        self.index().bindings.get(id).cloned()
+    }
+
+    /// Whether a binding carried by a token still names a live key with the same secret.
+    pub fn binding_live(&self, binding: &str) -> bool {
+        let index = self.index();
+        binding
+            .split_once('.')
+            .and_then(|(id, _)| index.bindings.get(id))
+            .is_some_and(|(b, _)| b == binding)
     }
 
     /// RFC 7009 revocation by the holder: presenting a live key deletes it, as a leaked

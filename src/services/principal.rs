@@ -13,6 +13,8 @@ pub enum AuthMethod {
         sid: Option<String>,
         /// The token's `exp`: what it mints may not outlive it.
         exp: i64,
+        /// The API-key binding it carries, if it was minted with a key.
+        key_binding: Option<String>,
     },
     /// The local CLI acting directly on the store and hardware.
     Cli,

@@ -296,9 +296,12 @@ impl UserService {
         }
     }
 
-    /// The current role of local user `username`, from memory (no store read). `None`
-    /// when no such user exists.
+    /// The current role of principal `username`, from memory (no store read): a local
+    /// user's role, or super-admin for the built-in `root`. `None` for any other name.
     pub fn role_of(&self, username: &str) -> Option<Role> {
+        if username == ROOT_PRINCIPAL {
+            return Some(Role::SuperAdmin);
+        }
         self.roles.read().ok()?.get(username).copied()
     }
 

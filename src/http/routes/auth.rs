@@ -141,8 +141,14 @@ async fn grant(
         "password" => {
             let username = params.required("username")?.to_string();
             let password = params.take_secret("password")?;
-            let user = password_user(&state, &username, &password).await?;
-            Ok(detached_grant(async move { rt.tokens.password_login(&user, now()).await }).await?)
+            // The whole grant runs detached: the attempt is counted before the password
+            // is checked, so a client giving up mid-way must not leave a failure behind
+            // for a login that would have succeeded.
+            Ok(detached_grant(async move {
+                let user = password_user(&rt, &username, &password).await?;
+                rt.tokens.password_login(&user, now()).await
+            })
+            .await?)
         }
         "refresh_token" => {
             let presented = params.take_secret("refresh_token")?;
@@ -215,12 +221,11 @@ where
 
 /// Checks a password; every refusal reads the same (RFC 6749 `invalid_grant`).
 async fn password_user(
-    state: &AppState,
+    rt: &crate::runtime::Runtime,
     username: &str,
     password: &secrecy::SecretString,
-) -> Result<LoginUser, OAuthError> {
-    match state
-        .rt
+) -> Result<LoginUser, GrantError> {
+    match rt
         .users
         .authenticate_password(username, password, now())
         .await
@@ -229,9 +234,7 @@ async fn password_user(
             username: u.username,
             role: u.role,
         }),
-        Err(ServiceError::Unauthenticated(m)) => {
-            Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", m))
-        }
+        Err(ServiceError::Unauthenticated(m)) => Err(GrantError::InvalidGrant(m)),
         Err(e) => Err(e.into()),
     }
 }

@@ -50,6 +50,10 @@ pub struct AccessClaims {
     /// The login session, for tokens of the password and refresh grants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// For tokens minted with an API key (directly or through a token minted with one):
+    /// the key's binding. The token verifies only while that key lives with that secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kgk: Option<String>,
     /// Caller-supplied claims of a custom token.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -57,7 +61,7 @@ pub struct AccessClaims {
 
 /// Claims a caller may never set through `claims`: keygate sets them itself.
 pub const RESERVED: &[&str] = &[
-    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role", "sid", "typ",
+    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role", "sid", "kgk", "typ",
 ];
 
 /// Why a token's claims are not acceptable.

@@ -59,6 +59,7 @@ impl TokenService {
                 ttl: self.settings.access_ttl,
                 extra_aud: Vec::new(),
                 sid: Some(sid),
+                key_binding: None,
                 extra: Map::new(),
             },
             now,
@@ -225,16 +226,31 @@ impl TokenService {
                 )));
             }
         }
-        // A token minted with an access token stays inside it: same session (so it ends
-        // with that session) and no later expiry, so tokens cannot be chained forever.
-        let (sid, parent_exp) = match &caller.method {
-            AuthMethod::AccessToken { sid, exp, .. } => (sid.clone(), Some(*exp)),
-            _ => (None, None),
+        // A minted token stays inside the credential that minted it, so credentials
+        // cannot be laundered into longer-lived ones: with an access token, the same
+        // session (it ends with that session) and no later expiry; with an API key, the
+        // key's binding (deleting or regenerating the key ends the token) and no expiry
+        // after the key's.
+        let (sid, key_binding, parent_exp, parent) = match &caller.method {
+            AuthMethod::AccessToken {
+                sid,
+                exp,
+                key_binding,
+                ..
+            } => (sid.clone(), key_binding.clone(), Some(*exp), "access token"),
+            AuthMethod::ApiKey { id } => {
+                let key = self
+                    .api_keys
+                    .record_live(id)
+                    .ok_or_else(|| GrantError::InvalidClient("the API key is gone".into()))?;
+                (None, Some(key.0), Some(key.1), "API key")
+            }
+            AuthMethod::Cli => (None, None, None, ""),
         };
         if let Some(exp) = parent_exp {
             if now.saturating_add(req.expires_in) > exp {
                 return Err(GrantError::InvalidRequest(format!(
-                    "expires_in exceeds the calling access token's remaining lifetime ({} s)",
+                    "expires_in exceeds the calling {parent}'s remaining lifetime ({} s)",
                     exp.saturating_sub(now).max(0)
                 )));
             }
@@ -254,6 +270,7 @@ impl TokenService {
                     ttl: req.expires_in,
                     extra_aud: req.audience,
                     sid: sid.as_deref(),
+                    key_binding,
                     extra: req.claims,
                 },
                 now,

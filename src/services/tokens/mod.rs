@@ -183,6 +183,8 @@ pub(crate) struct AccessSpec<'a> {
     /// Audiences added to keygate's own.
     pub extra_aud: Vec<String>,
     pub sid: Option<&'a str>,
+    /// The API-key binding the token must carry (custom tokens minted with a key).
+    pub key_binding: Option<String>,
     /// Caller-chosen claims (custom tokens); `scope` among them becomes the scope.
     pub extra: Map<String, Value>,
 }
@@ -304,6 +306,7 @@ impl TokenService {
             ttl,
             extra_aud,
             sid,
+            key_binding,
             mut extra,
         } = spec;
         let mut aud = vec![self.settings.audience.clone()];
@@ -328,6 +331,7 @@ impl TokenService {
             role: role.name().to_string(),
             scope,
             sid: sid.map(str::to_string),
+            kgk: key_binding,
             extra,
         };
         let value = serde_json::to_value(&claims)
@@ -372,6 +376,12 @@ impl TokenService {
         if self.denylist.denied(&c.jti, c.sid.as_deref()) {
             return Err(TokenError::Revoked);
         }
+        if c.kgk
+            .as_deref()
+            .is_some_and(|b| !self.api_keys.binding_live(b))
+        {
+            return Err(TokenError::Revoked);
+        }
         Ok(c)
     }
 
@@ -395,6 +405,7 @@ impl TokenService {
                 jti: c.jti,
                 sid: c.sid,
                 exp: c.exp,
+                key_binding: c.kgk,
             },
         })
     }
