@@ -11,7 +11,7 @@ use keygate::keys::rotation::{RotationTimes, Transition};
 use keygate::services::authz::Role;
 use keygate::services::tokens::grants::{CustomRequest, GrantError};
 use keygate::services::tokens::signing::SignRequest;
-use keygate::services::tokens::{Revocation, TokenError};
+use keygate::services::tokens::TokenError;
 use serde_json::{json, Value};
 
 async fn custom(f: &crate::common::tokens::Fixture, ttl: i64, now: i64) -> String {
@@ -155,20 +155,14 @@ async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
 async fn a_revoked_jti_is_refused_and_revoking_again_or_garbage_is_fine() {
     let f = fixture().await;
     let t = custom(&f, 300, T0).await;
-    assert_eq!(f.tokens.revoke(&t, T0).await.unwrap(), Revocation::Done);
+    f.tokens.revoke(&t, T0).await.unwrap();
     assert!(matches!(
         f.tokens.verify_access(&t, T0),
         Err(TokenError::Revoked)
     ));
-    assert_eq!(f.tokens.revoke(&t, T0).await.unwrap(), Revocation::Done);
-    assert_eq!(
-        f.tokens.revoke("garbage", T0).await.unwrap(),
-        Revocation::Done
-    );
-    assert_eq!(
-        f.tokens.revoke("kg_notakey", T0).await.unwrap(),
-        Revocation::Done
-    );
+    f.tokens.revoke(&t, T0).await.unwrap();
+    f.tokens.revoke("garbage", T0).await.unwrap();
+    f.tokens.revoke("kg_notakey", T0).await.unwrap();
 }
 
 #[tokio::test]

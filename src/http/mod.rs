@@ -62,8 +62,18 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T, crate::services::ServiceError>> + Send + 'static,
 {
+    run_detached(op).await.map_err(error::ApiError::from)
+}
+
+/// [`detached`] for operations with their own error type (the OAuth grants).
+pub async fn run_detached<T, E, F>(op: F) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<crate::services::ServiceError> + Send + 'static,
+    F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+{
     match tokio::spawn(op).await {
-        Ok(result) => result.map_err(error::ApiError::from),
+        Ok(result) => result,
         Err(e) => Err(crate::services::ServiceError::Internal(format!(
             "operation task failed: {e}"
         ))

@@ -4,11 +4,11 @@ use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiPath, Caller, MaybeCaller, SessionCaller};
 use crate::http::oauth::{BodyError, OAuthError, OAuthParams};
 use crate::http::time_fmt::rfc3339;
-use crate::http::{detached, AppState};
+use crate::http::{detached, run_detached, AppState};
 use crate::runtime::now;
 use crate::services::authz::Role;
 use crate::services::tokens::grants::{expose, CustomRequest, GrantError, LoginUser};
-use crate::services::tokens::{Introspection, Issued, Revocation, SessionInfo};
+use crate::services::tokens::{Introspection, Issued, SessionInfo};
 use crate::services::ServiceError;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, PRAGMA};
@@ -144,7 +144,7 @@ async fn grant(
             // The whole grant runs detached: the attempt is counted before the password
             // is checked, so a client giving up mid-way must not leave a failure behind
             // for a login that would have succeeded.
-            Ok(detached_grant(async move {
+            Ok(run_detached(async move {
                 let user = password_user(&rt, &username, &password).await?;
                 rt.tokens.password_login(&user, now()).await
             })
@@ -152,7 +152,7 @@ async fn grant(
         }
         "refresh_token" => {
             let presented = params.take_secret("refresh_token")?;
-            Ok(detached_grant(async move {
+            Ok(run_detached(async move {
                 use secrecy::ExposeSecret;
                 rt.tokens.refresh(presented.expose_secret(), now()).await
             })
@@ -206,19 +206,6 @@ async fn grant(
     }
 }
 
-/// Runs a grant that writes sessions on its own task, so a client disconnecting
-/// mid-request cannot cancel it between the store commit and the denylist update.
-async fn detached_grant<T, F>(op: F) -> Result<T, GrantError>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = Result<T, GrantError>> + Send + 'static,
-{
-    match tokio::spawn(op).await {
-        Ok(r) => r,
-        Err(e) => Err(ServiceError::Internal(format!("grant task failed: {e}")).into()),
-    }
-}
-
 /// Checks a password; every refusal reads the same (RFC 6749 `invalid_grant`).
 async fn password_user(
     rt: &crate::runtime::Runtime,
@@ -254,14 +241,13 @@ pub async fn revoke(
         let mut params = body?;
         let token = params.take_secret("token")?;
         let rt = state.rt.clone();
-        let outcome = detached_grant(async move {
+        run_detached(async move {
             use secrecy::ExposeSecret;
-            Ok(rt.tokens.revoke(token.expose_secret(), now()).await?)
+            rt.tokens.revoke(token.expose_secret(), now()).await
         })
-        .await?;
-        match outcome {
-            Revocation::Done => Ok(()),
-        }
+        .await
+        .map_err(OAuthError::from)?;
+        Ok(())
     }
     .await;
     match result {

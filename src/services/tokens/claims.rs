@@ -64,6 +64,18 @@ pub const RESERVED: &[&str] = &[
     "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role", "sid", "kgk", "typ",
 ];
 
+/// Checks caller-supplied audience values (custom tokens, the signing service): each
+/// 1-512 characters without control characters. Returns the problem as text.
+pub fn check_audiences(values: &[String]) -> Result<(), String> {
+    if values
+        .iter()
+        .any(|a| a.is_empty() || a.len() > 512 || a.chars().any(char::is_control))
+    {
+        return Err("audience values must be 1-512 characters without control characters".into());
+    }
+    Ok(())
+}
+
 /// Why a token's claims are not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimsError {

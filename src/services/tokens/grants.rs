@@ -200,13 +200,7 @@ impl TokenService {
                 self.settings.max_custom_ttl
             )));
         }
-        for a in &req.audience {
-            if a.is_empty() || a.len() > 512 || a.chars().any(char::is_control) {
-                return Err(GrantError::InvalidRequest(
-                    "audience values must be 1-512 characters without control characters".into(),
-                ));
-            }
-        }
+        super::claims::check_audiences(&req.audience).map_err(GrantError::InvalidRequest)?;
         if let Some(k) = req
             .claims
             .keys()

@@ -238,13 +238,6 @@ pub struct Introspection {
     pub token_type: Option<String>,
 }
 
-/// What revocation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    /// Revoked, or nothing to revoke (RFC 7009 answers 200 either way).
-    Done,
-}
-
 /// One session as its owner sees it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
@@ -455,27 +448,28 @@ impl TokenService {
         }
     }
 
-    /// RFC 7009 revocation. Unknown, invalid and expired tokens are not errors.
-    pub async fn revoke(&self, token: &str, now: i64) -> Result<Revocation, ServiceError> {
+    /// RFC 7009 revocation. Unknown, invalid and expired tokens are not errors: `Ok` means
+    /// revoked, or nothing to revoke.
+    pub async fn revoke(&self, token: &str, now: i64) -> Result<(), ServiceError> {
         match classify(token) {
             Presented::ApiKey(t) => {
                 self.api_keys.revoke_presented(t, now).await?;
-                Ok(Revocation::Done)
+                Ok(())
             }
             Presented::Refresh(t) => {
                 if !Self::refresh_shaped(t) {
-                    return Ok(Revocation::Done);
+                    return Ok(());
                 }
                 let (mac, _) = self.refresh_mac(t).await?;
                 if let Some(sid) = self.store.revoke_session_by_refresh(&mac, now).await? {
                     self.sessions_ended(std::slice::from_ref(&sid), now);
                     tracing::info!(session = %sid, "session revoked by its refresh token");
                 }
-                Ok(Revocation::Done)
+                Ok(())
             }
             Presented::Jwt(t) => {
                 let Ok(c) = self.verify_access(t, now) else {
-                    return Ok(Revocation::Done);
+                    return Ok(());
                 };
                 // Verification accepts a token until exp + leeway, so the entry must last
                 // that long, in the store (which a restart reloads) and in memory.
@@ -483,7 +477,7 @@ impl TokenService {
                 self.store.revoke_jti(&c.jti, until).await?;
                 self.denylist.deny_jti(c.jti.clone(), until);
                 tracing::info!(jti = %c.jti, sub = %c.sub, "access token revoked");
-                Ok(Revocation::Done)
+                Ok(())
             }
         }
     }

@@ -73,12 +73,8 @@ impl TokenService {
         if req.audience.is_empty() {
             return Err(ServiceError::Invalid("audience is required".into()));
         }
+        super::claims::check_audiences(&req.audience).map_err(ServiceError::Invalid)?;
         for a in &req.audience {
-            if a.is_empty() || a.len() > 512 || a.chars().any(char::is_control) {
-                return Err(ServiceError::Invalid(
-                    "audience values must be 1-512 characters without control characters".into(),
-                ));
-            }
             if *a == self.settings.audience || *a == self.settings.issuer {
                 return Err(ServiceError::Invalid(
                     "audience may not be keygate's own audience".into(),
