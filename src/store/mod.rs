@@ -60,6 +60,15 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Rows of `(TEXT, INTEGER)`, such as an id and a time.
+fn text_int_pairs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<(String, i64)>, StoreError> {
+    use sqlx::Row;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 /// Handle to the metadata database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

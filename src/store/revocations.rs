@@ -1,7 +1,6 @@
 //! Revoked access tokens, by `jti`, kept until the token would have expired anyway.
 
 use super::{Store, StoreError};
-use sqlx::Row;
 
 impl Store {
     /// Denylists `jti` until `expires_at`. Revoking twice is not an error.
@@ -23,10 +22,7 @@ impl Store {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        super::text_int_pairs(&rows)
     }
 
     /// Deletes up to `batch` entries that expired before `cutoff`.

@@ -300,10 +300,7 @@ impl Store {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        super::text_int_pairs(&rows)
     }
 
     /// Deletes up to `batch` sessions (and, by cascade, their refresh tokens) that ended
