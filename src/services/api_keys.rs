@@ -272,14 +272,7 @@ impl ApiKeyService {
     /// May `caller` change API keys at all? Checked before looking a key up, so callers
     /// without the permission cannot probe which ids exist.
     fn check_write(caller: &Principal) -> Result<(), ServiceError> {
-        if caller.role.has(Permission::ApiKeysWrite) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "role {} may not manage API keys",
-                caller.role
-            )))
-        }
+        crate::services::authz::require(caller.role, Permission::ApiKeysWrite, "manage API keys")
     }
 
     /// May `caller` manage a key carrying `role`? Needs `api-keys:write` and a role that
@@ -296,14 +289,7 @@ impl ApiKeyService {
     }
 
     fn check_read(caller: &Principal) -> Result<(), ServiceError> {
-        if caller.role.has(Permission::ApiKeysRead) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "role {} may not read API keys",
-                caller.role
-            )))
-        }
+        crate::services::authz::require(caller.role, Permission::ApiKeysRead, "read API keys")
     }
 
     /// Draws a fresh secret from the hardware RNG and computes its MAC in hardware.

@@ -9,6 +9,21 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// `Forbidden("role <role> may not <action>")` unless `role` holds `p`.
+pub fn require(
+    role: Role,
+    p: Permission,
+    action: &str,
+) -> Result<(), crate::services::ServiceError> {
+    if role.has(p) {
+        Ok(())
+    } else {
+        Err(crate::services::ServiceError::Forbidden(format!(
+            "role {role} may not {action}"
+        )))
+    }
+}
+
 /// The built-in super-admin principal that owns CLI-made keys; it always exists.
 pub const ROOT_PRINCIPAL: &str = "root";
 

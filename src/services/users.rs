@@ -192,26 +192,12 @@ impl UserService {
     }
 
     fn check_read(caller: &Principal) -> Result<(), ServiceError> {
-        if caller.role.has(Permission::UsersRead) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "role {} may not read users",
-                caller.role
-            )))
-        }
+        crate::services::authz::require(caller.role, Permission::UsersRead, "read users")
     }
 
     /// Checked before any lookup, so callers without it cannot probe which users exist.
     fn check_write(caller: &Principal) -> Result<(), ServiceError> {
-        if caller.role.has(Permission::UsersWrite) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "role {} may not manage users",
-                caller.role
-            )))
-        }
+        crate::services::authz::require(caller.role, Permission::UsersWrite, "manage users")
     }
 
     /// `users:write`, a role covering `role`, and `super-admins:manage` for super-admins.

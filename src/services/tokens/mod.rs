@@ -489,12 +489,11 @@ impl TokenService {
         token: &str,
         now: i64,
     ) -> Result<Introspection, ServiceError> {
-        if !caller.role.has(Permission::TokensIntrospect) {
-            return Err(ServiceError::Forbidden(format!(
-                "role {} lacks tokens:introspect",
-                caller.role
-            )));
-        }
+        crate::services::authz::require(
+            caller.role,
+            Permission::TokensIntrospect,
+            "introspect tokens",
+        )?;
         let inactive = Introspection::default();
         match classify(token) {
             Presented::Jwt(t) => Ok(match self.verify_access(t, now) {
