@@ -56,14 +56,7 @@ async fn pyjwt_verifies_access_and_signed_tokens_of_every_algorithm_from_the_jwk
         ("i-rs256", "RS256"),
         ("i-ps256", "PS256"),
     ] {
-        let r = s
-            .post_json(
-                "/api/v1/keys",
-                &s.admin_key,
-                json!({"ring": ring, "algorithm": alg}),
-            )
-            .await;
-        assert_eq!(r.status(), 201, "{ring}");
+        s.create_ring(ring, alg).await;
         let r = s
             .post_json(
                 &format!("/api/v1/keys/{ring}/sign"),

@@ -45,15 +45,7 @@ async fn rings_of_every_algorithm_can_be_created_and_only_signing_rings_are_publ
         ("ps", "PS256"),
         ("mac2", "HS256"),
     ] {
-        let r = s
-            .post_json(
-                "/api/v1/keys",
-                &s.admin_key,
-                json!({"ring": ring, "algorithm": alg}),
-            )
-            .await;
-        assert_eq!(r.status(), 201, "{ring}");
-        let v: Value = r.json().await.unwrap();
+        let v = s.create_ring(ring, alg).await;
         assert_eq!(v["state"], "active");
         assert_eq!(v["version"], 1);
     }

@@ -90,6 +90,20 @@ async fn the_openapi_document_lists_every_route() {
             "{m} {p} missing from OpenAPI"
         );
     }
+    let schemas = &doc["components"]["schemas"];
+    for s in [
+        "UserView",
+        "CreateUser",
+        "UpdateUser",
+        "TokenResponse",
+        "Introspection",
+    ] {
+        assert!(schemas[s].is_object(), "schema {s} missing");
+    }
+    assert!(
+        schemas["UserView"]["properties"].get("password").is_none(),
+        "a view never carries a password"
+    );
     let src = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/src/http/routes/mod.rs"

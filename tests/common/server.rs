@@ -168,6 +168,20 @@ impl Server {
             .expect("request")
     }
 
+    /// Creates key ring `ring` with `algorithm` as the bootstrap admin; returns its first
+    /// version.
+    pub async fn create_ring(&self, ring: &str, algorithm: &str) -> serde_json::Value {
+        let r = self
+            .post_json(
+                "/api/v1/keys",
+                &self.admin_key,
+                serde_json::json!({"ring": ring, "algorithm": algorithm}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create ring {ring}");
+        r.json().await.expect("json")
+    }
+
     /// GETs `path` with `key` and parses the JSON body.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
         self.get(path, key).await.json().await.expect("json body")
