@@ -56,7 +56,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Accepted for forward compatibility with API.md; not used by this release.
     pub tls: Option<toml::Value>,
-    pub oauth: Option<toml::Value>,
+    pub oauth: OAuthConfig,
     pub approvals: Option<toml::Value>,
 }
 
@@ -280,6 +280,34 @@ pub struct KeyFilesConfig {
 impl Default for KeyFilesConfig {
     fn default() -> Self {
         KeyFilesConfig { max: 10 }
+    }
+}
+
+/// External OAuth 2.0 / OIDC servers (`[oauth]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// How long a fetched JWKS is used before it is fetched again.
+    pub jwks_cache_ttl: Dur,
+    /// Minimum time between refetches triggered by an unknown `kid`.
+    pub jwks_refetch_interval: Dur,
+    /// Allow `http://` JWKS URIs on loopback addresses. For tests only.
+    pub allow_insecure_loopback_jwks: bool,
+    /// Whole-request timeout of a JWKS fetch.
+    pub jwks_fetch_timeout: Dur,
+    /// Largest JWKS document accepted, in bytes.
+    pub jwks_max_bytes: usize,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            jwks_cache_ttl: Dur(Duration::from_secs(600)),
+            jwks_refetch_interval: Dur(Duration::from_secs(10)),
+            allow_insecure_loopback_jwks: false,
+            jwks_fetch_timeout: Dur(Duration::from_secs(5)),
+            jwks_max_bytes: 256 * 1024,
+        }
     }
 }
 

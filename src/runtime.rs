@@ -9,6 +9,10 @@ use crate::hardware::profile::HsmProfile;
 use crate::hardware::{Algorithm, Backend};
 use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
 use crate::services::api_keys::ApiKeyService;
+use crate::services::groups::GroupService;
+use crate::services::key_files::KeyFileService;
+use crate::services::oauth_servers::OAuthServerService;
+use crate::services::roles::RoleService;
 use crate::services::tokens::{TokenService, TokenSettings};
 use crate::services::users::UserService;
 use crate::store::Store;
@@ -37,6 +41,10 @@ pub struct Runtime {
     pub api_keys: Arc<ApiKeyService>,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserService>,
+    pub roles: Arc<RoleService>,
+    pub key_files: Arc<KeyFileService>,
+    pub oauth: Arc<OAuthServerService>,
+    pub groups: Arc<GroupService>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -150,6 +158,12 @@ impl Runtime {
         let store = Store::open(&config.store.url)
             .await
             .map_err(|e| StartupError::Store(e.to_string()))?;
+        // Custom roles first: every record below names its role.
+        let roles = Arc::new(
+            RoleService::new(store.clone())
+                .await
+                .map_err(|e| StartupError::Store(format!("loading roles: {e}")))?,
+        );
         if config.backends.is_empty() {
             return Err(StartupError::Config(
                 "no [backends.*] configured (use --dev for a SoftHSM dev token)".into(),
@@ -246,11 +260,28 @@ impl Runtime {
                 )))
             }
         }
+        let key_files = Arc::new(
+            KeyFileService::new(
+                store.clone(),
+                config.key_files.max,
+                &settings.issuer,
+                settings.leeway,
+            )
+            .await
+            .map_err(|e| StartupError::Store(format!("loading key files: {e}")))?,
+        );
+        let oauth = Arc::new(
+            OAuthServerService::new(store.clone(), &config)
+                .await
+                .map_err(|e| StartupError::Store(format!("loading OAuth servers: {e}")))?,
+        );
+        let groups = Arc::new(GroupService::new(store.clone()));
         let tokens = Arc::new(
             TokenService::new(
                 store.clone(),
                 keys.clone(),
                 api_keys.clone(),
+                key_files.clone(),
                 settings,
                 now(),
             )
@@ -269,6 +300,10 @@ impl Runtime {
             api_keys,
             tokens,
             users,
+            roles,
+            key_files,
+            oauth,
+            groups,
         })
     }
 }

@@ -180,6 +180,7 @@ async fn the_denylist_survives_a_restart_and_is_purged_after_expiry() {
         f.store.clone(),
         f.keys.clone(),
         api_keys,
+        crate::common::tokens::key_files(&f.store, f.tokens.settings()).await,
         f.tokens.settings().clone(),
         T0 + 1,
     )

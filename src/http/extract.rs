@@ -19,6 +19,8 @@ pub struct Caller(pub Principal);
 enum Credential<'a> {
     ApiKey(&'a str),
     Bearer(&'a str),
+    /// `x-oauth2-token`: an external IdP's token.
+    IdpToken(&'a str),
 }
 
 fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
@@ -29,13 +31,29 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
     };
     let mut api_keys = parts.headers.get_all("x-api-key").iter();
     let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
-    let (api_key, auth) = (api_keys.next(), auths.next());
-    if api_keys.next().is_some() || auths.next().is_some() {
+    let mut idps = parts.headers.get_all(IDP_TOKEN_HEADER).iter();
+    let (api_key, auth, idp) = (api_keys.next(), auths.next(), idps.next());
+    if api_keys.next().is_some() || auths.next().is_some() || idps.next().is_some() {
         return Err(malformed("credential header repeated"));
+    }
+    if let Some(v) = idp {
+        if api_key.is_some() || auth.is_some() {
+            return Err(malformed(
+                "send exactly one credential: x-api-key, Authorization or x-oauth2-token",
+            ));
+        }
+        let v = v
+            .to_str()
+            .map_err(|_| malformed("x-oauth2-token is not ASCII"))?
+            .trim();
+        if v.is_empty() {
+            return Err(ApiError::unauthenticated("x-oauth2-token is empty"));
+        }
+        return Ok(Credential::IdpToken(v));
     }
     match (api_key, auth) {
         (Some(_), Some(_)) => Err(malformed(
-            "send exactly one credential: x-api-key or Authorization, not both",
+            "send exactly one credential: x-api-key, Authorization or x-oauth2-token",
         )),
         (Some(v), None) => {
             let v = v
@@ -67,15 +85,35 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
     }
 }
 
-/// Authenticates whatever credential the request carries: an API key (`x-api-key`, or
-/// a `kg_` bearer) or a keygate access token (any other bearer).
+/// The header that carries an external IdP's token (API.md "Authentication").
+pub const IDP_TOKEN_HEADER: &str = "x-oauth2-token";
+
+/// Authenticates whatever credential the request carries, per API.md "Authentication":
+/// an API key (`x-api-key`, or a `kg_` bearer); an IdP token (`x-oauth2-token`); or a
+/// bearer JWT, which goes to the verifier its unverified `iss` names: keygate's own
+/// access tokens, a registered OAuth server's, or else a key-file assertion (whose `iss`
+/// is an accessID). The issuer only picks the verifier; each verifier checks it again.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let rt = &state.rt;
     let principal = match credential(parts)? {
-        Credential::ApiKey(s) => state.rt.api_keys.authenticate(s, now()).await?,
+        Credential::ApiKey(s) => rt.api_keys.authenticate(s, now()).await?,
         Credential::Bearer(s) if s.starts_with(crate::services::api_keys::SECRET_PREFIX) => {
-            state.rt.api_keys.authenticate(s, now()).await?
+            rt.api_keys.authenticate(s, now()).await?
         }
-        Credential::Bearer(s) => state.rt.tokens.authenticate(s, now())?,
+        Credential::IdpToken(s) => rt.oauth.authenticate(s, now()).await?,
+        Credential::Bearer(s) => {
+            match crate::services::tokens::jws::unverified_issuer(s) {
+                Some(iss) if iss == rt.tokens.settings().issuer => {
+                    rt.tokens.authenticate(s, now())?
+                }
+                Some(iss) if rt.oauth.issuer_registered(&iss) => {
+                    rt.oauth.authenticate(s, now()).await?
+                }
+                Some(_) => rt.key_files.authenticate(s, now()).await?,
+                // Not a JWT with an issuer: keygate's verifier gives the precise refusal.
+                None => rt.tokens.authenticate(s, now())?,
+            }
+        }
     };
     Ok(principal)
 }
@@ -121,6 +159,7 @@ impl FromRequestParts<AppState> for MaybeCaller {
     ) -> Result<Self, std::convert::Infallible> {
         if !parts.headers.contains_key("x-api-key")
             && !parts.headers.contains_key(header::AUTHORIZATION)
+            && !parts.headers.contains_key(IDP_TOKEN_HEADER)
         {
             return Ok(MaybeCaller(None));
         }

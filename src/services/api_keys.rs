@@ -17,6 +17,7 @@
 use crate::keys::verify::mac_matches;
 use crate::keys::{KeyRegistry, API_KEY_MAC_RING};
 use crate::services::authz::{Permission, Role};
+use crate::services::validate_text;
 use crate::services::verify_cache::VerifyCache;
 use crate::services::{AuthMethod, Principal, ServiceError};
 use crate::store::api_keys::{ApiKeyRow, SecretDigest};
@@ -150,23 +151,6 @@ impl std::fmt::Debug for ApiKeyService {
             .field("max_per_owner", &self.max_per_owner)
             .finish()
     }
-}
-
-fn validate_text(field: &str, value: &str, max: usize, required: bool) -> Result<(), ServiceError> {
-    if required && value.trim().is_empty() {
-        return Err(ServiceError::Invalid(format!("{field} must not be empty")));
-    }
-    if value.chars().count() > max {
-        return Err(ServiceError::Invalid(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    if value.chars().any(|c| c.is_control()) {
-        return Err(ServiceError::Invalid(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(())
 }
 
 impl ApiKeyService {

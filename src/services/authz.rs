@@ -1,13 +1,17 @@
 //! Roles and permissions.
 //!
-//! Built-in roles are fixed sets of permissions. "Higher" is defined by inclusion: role A
-//! is at or below role B when every permission of A is also in B. That one rule answers
-//! "may this caller create a key with that role" without a hand-kept ranking, and stays
-//! right when custom roles arrive.
+//! A role is a name and a set of permissions. The built-in roles of API.md are constants;
+//! custom roles (`/api/v1/roles`, see [`crate::services::roles`]) are made at run time
+//! from the same permissions. "Higher" is defined by inclusion: role A is at or below
+//! role B when every permission of A is also in B. That one rule answers "may this caller
+//! create a key with that role" without a hand-kept ranking, and it holds for custom
+//! roles and for the union of roles an IdP token maps to.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// `Forbidden("role <role> may not <action>")` unless `role` holds `p`.
 pub fn require(
@@ -43,55 +47,171 @@ pub enum Permission {
     ManageSuperAdmins,
     TokensCustom,
     TokensIntrospect,
+    KeyFilesRead,
+    KeyFilesWrite,
+    OAuthServersRead,
+    OAuthServersWrite,
+    RolesRead,
+    RolesWrite,
+    GroupsRead,
+    GroupsWrite,
 }
 
 impl Permission {
+    pub const ALL: [Permission; 20] = [
+        KeysRead,
+        KeysCreate,
+        KeysRotate,
+        KeysDestroy,
+        KeysSign,
+        ApiKeysRead,
+        ApiKeysWrite,
+        UsersRead,
+        UsersWrite,
+        ManageSuperAdmins,
+        TokensCustom,
+        TokensIntrospect,
+        KeyFilesRead,
+        KeyFilesWrite,
+        OAuthServersRead,
+        OAuthServersWrite,
+        RolesRead,
+        RolesWrite,
+        GroupsRead,
+        GroupsWrite,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
-            Permission::KeysRead => "keys:read",
-            Permission::KeysCreate => "keys:create",
-            Permission::KeysRotate => "keys:rotate",
-            Permission::KeysDestroy => "keys:destroy",
-            Permission::KeysSign => "keys:sign",
-            Permission::ApiKeysRead => "api-keys:read",
-            Permission::ApiKeysWrite => "api-keys:write",
-            Permission::UsersRead => "users:read",
-            Permission::UsersWrite => "users:write",
-            Permission::ManageSuperAdmins => "super-admins:manage",
-            Permission::TokensCustom => "tokens:custom",
-            Permission::TokensIntrospect => "tokens:introspect",
+            KeysRead => "keys:read",
+            KeysCreate => "keys:create",
+            KeysRotate => "keys:rotate",
+            KeysDestroy => "keys:destroy",
+            KeysSign => "keys:sign",
+            ApiKeysRead => "api-keys:read",
+            ApiKeysWrite => "api-keys:write",
+            UsersRead => "users:read",
+            UsersWrite => "users:write",
+            ManageSuperAdmins => "super-admins:manage",
+            TokensCustom => "tokens:custom",
+            TokensIntrospect => "tokens:introspect",
+            KeyFilesRead => "key-files:read",
+            KeyFilesWrite => "key-files:write",
+            OAuthServersRead => "oauth-servers:read",
+            OAuthServersWrite => "oauth-servers:write",
+            RolesRead => "roles:read",
+            RolesWrite => "roles:write",
+            GroupsRead => "groups:read",
+            GroupsWrite => "groups:write",
         }
+    }
+
+    const fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
-/// The built-in roles of API.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    SuperAdmin,
-    Admin,
-    HelpDesk,
-    ReadOnly,
-    Gateway,
+impl FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown permission {s:?}"))
+    }
+}
+
+/// A set of permissions, as a bit set so that [`Role`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PermSet(u32);
+
+impl PermSet {
+    pub const fn of(perms: &[Permission]) -> PermSet {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < perms.len() {
+            bits |= perms[i].bit();
+            i += 1;
+        }
+        PermSet(bits)
+    }
+
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn is_superset(self, other: PermSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: PermSet) -> PermSet {
+        PermSet(self.0 | other.0)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Permission::name).collect()
+    }
+}
+
+impl fmt::Debug for PermSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
+}
+
+/// A role: a name and the permissions it grants. Names are interned so the role stays
+/// `Copy`; custom role names are few and bounded (`roles` table), so interning keeps at
+/// most one small string per distinct name ever seen.
+///
+/// A custom role's permissions are looked up in the process's role table at each check,
+/// so a `PATCH /api/v1/roles/{name}` applies at once to every key, user and token
+/// holding the role, and a deleted role grants nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Role {
+    name: &'static str,
+    perms: Perms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Perms {
+    /// Built-in roles and unions: the set is part of the value.
+    Fixed(PermSet),
+    /// A custom role: the set lives in [`CUSTOM`].
+    Custom,
+}
+
+/// The custom roles of this process, kept current by [`crate::services::roles`]. One
+/// keygate runtime per process: the table mirrors that runtime's `roles` table.
+static CUSTOM: RwLock<Option<Arc<HashMap<&'static str, PermSet>>>> = RwLock::new(None);
+
+fn custom_table() -> Arc<HashMap<&'static str, PermSet>> {
+    match CUSTOM.read() {
+        Ok(g) => g.clone().unwrap_or_default(),
+        Err(poisoned) => poisoned.into_inner().clone().unwrap_or_default(),
+    }
+}
+
+/// Replaces the process's custom role table (name → permissions).
+pub fn install_custom_roles(roles: impl IntoIterator<Item = (String, PermSet)>) {
+    let table: HashMap<&'static str, PermSet> =
+        roles.into_iter().map(|(n, p)| (intern(&n), p)).collect();
+    let table = Some(Arc::new(table));
+    match CUSTOM.write() {
+        Ok(mut g) => *g = table,
+        Err(poisoned) => *poisoned.into_inner() = table,
+    }
 }
 
 use Permission::*;
 
-const SUPER_ADMIN: &[Permission] = &[
-    KeysRead,
-    KeysCreate,
-    KeysRotate,
-    KeysDestroy,
-    KeysSign,
-    ApiKeysRead,
-    ApiKeysWrite,
-    UsersRead,
-    UsersWrite,
-    ManageSuperAdmins,
-    TokensCustom,
-    TokensIntrospect,
-];
-const ADMIN: &[Permission] = &[
+const SUPER_ADMIN: PermSet = PermSet::of(&Permission::ALL);
+const ADMIN: PermSet = PermSet::of(&[
     KeysRead,
     KeysCreate,
     KeysRotate,
@@ -102,12 +222,80 @@ const ADMIN: &[Permission] = &[
     UsersWrite,
     TokensCustom,
     TokensIntrospect,
-];
-const HELP_DESK: &[Permission] = &[KeysRead, ApiKeysRead, ApiKeysWrite, UsersRead, UsersWrite];
-const READ_ONLY: &[Permission] = &[KeysRead, ApiKeysRead, UsersRead];
-const GATEWAY: &[Permission] = &[TokensIntrospect];
+    KeyFilesRead,
+    KeyFilesWrite,
+    OAuthServersRead,
+    OAuthServersWrite,
+    RolesRead,
+    RolesWrite,
+    GroupsRead,
+    GroupsWrite,
+]);
+const HELP_DESK: PermSet = PermSet::of(&[
+    KeysRead,
+    ApiKeysRead,
+    ApiKeysWrite,
+    UsersRead,
+    UsersWrite,
+    KeyFilesRead,
+    KeyFilesWrite,
+    RolesRead,
+    GroupsRead,
+]);
+const READ_ONLY: PermSet = PermSet::of(&[
+    KeysRead,
+    ApiKeysRead,
+    UsersRead,
+    KeyFilesRead,
+    OAuthServersRead,
+    RolesRead,
+    GroupsRead,
+]);
+const GATEWAY: PermSet = PermSet::of(&[TokensIntrospect]);
 
+static INTERNED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+
+fn intern(name: &str) -> &'static str {
+    if let Some(r) = Role::ALL.iter().find(|r| r.name == name) {
+        return r.name;
+    }
+    let mut guard = match INTERNED.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let set = guard.get_or_insert_with(HashSet::new);
+    if let Some(s) = set.get(name) {
+        return s;
+    }
+    let s: &'static str = Box::leak(name.to_string().into_boxed_str());
+    set.insert(s);
+    s
+}
+
+#[allow(non_upper_case_globals)]
 impl Role {
+    pub const SuperAdmin: Role = Role {
+        name: "super-admin",
+        perms: Perms::Fixed(SUPER_ADMIN),
+    };
+    pub const Admin: Role = Role {
+        name: "admin",
+        perms: Perms::Fixed(ADMIN),
+    };
+    pub const HelpDesk: Role = Role {
+        name: "help-desk",
+        perms: Perms::Fixed(HELP_DESK),
+    };
+    pub const ReadOnly: Role = Role {
+        name: "read-only",
+        perms: Perms::Fixed(READ_ONLY),
+    };
+    pub const Gateway: Role = Role {
+        name: "gateway",
+        perms: Perms::Fixed(GATEWAY),
+    };
+
+    /// The built-in roles of API.md.
     pub const ALL: [Role; 5] = [
         Role::SuperAdmin,
         Role::Admin,
@@ -116,49 +304,106 @@ impl Role {
         Role::Gateway,
     ];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::SuperAdmin => "super-admin",
-            Role::Admin => "admin",
-            Role::HelpDesk => "help-desk",
-            Role::ReadOnly => "read-only",
-            Role::Gateway => "gateway",
+    /// The built-in role of that name, if there is one.
+    pub fn builtin(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name == name)
+    }
+
+    /// The built-in or custom role of that name, if it exists now.
+    pub fn lookup(name: &str) -> Option<Role> {
+        Role::builtin(name).or_else(|| {
+            custom_table().get_key_value(name).map(|(n, _)| Role {
+                name: n,
+                perms: Perms::Custom,
+            })
+        })
+    }
+
+    /// A role with exactly these permissions, for checks on a proposed custom role.
+    pub fn proposed(perms: PermSet) -> Role {
+        Role {
+            name: "(proposed)",
+            perms: Perms::Fixed(perms),
         }
     }
 
-    pub fn permissions(self) -> &'static [Permission] {
-        match self {
-            Role::SuperAdmin => SUPER_ADMIN,
-            Role::Admin => ADMIN,
-            Role::HelpDesk => HELP_DESK,
-            Role::ReadOnly => READ_ONLY,
-            Role::Gateway => GATEWAY,
+    pub fn is_builtin(self) -> bool {
+        Role::ALL.contains(&self)
+    }
+
+    /// The union of several roles: named `a+b`, holding every permission of each.
+    pub fn union(roles: &[Role]) -> Option<Role> {
+        match roles {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                let mut names: Vec<&str> = many.iter().map(|r| r.name).collect();
+                names.sort_unstable();
+                names.dedup();
+                let perms = many
+                    .iter()
+                    .fold(PermSet::default(), |acc, r| acc.union(r.permissions()));
+                Some(Role {
+                    name: intern(&names.join("+")),
+                    perms: Perms::Fixed(perms),
+                })
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    pub fn permissions(self) -> PermSet {
+        match self.perms {
+            Perms::Fixed(p) => p,
+            Perms::Custom => custom_table().get(self.name).copied().unwrap_or_default(),
         }
     }
 
     pub fn has(self, p: Permission) -> bool {
-        self.permissions().contains(&p)
+        self.permissions().contains(p)
     }
 
     /// True when `other` grants nothing this role lacks.
     pub fn covers(self, other: Role) -> bool {
-        other.permissions().iter().all(|p| self.has(*p))
+        self.permissions().is_superset(other.permissions())
     }
 
     /// May a principal with this role act for, or manage, a principal or credential with
-    /// role `target`? It must cover `target`, and a super-admin target also needs
-    /// `super-admins:manage`. The one rule behind managing users and API keys, creating
-    /// keys in another owner's name, ending others' sessions and minting tokens for them.
+    /// role `target`? It must cover `target`, and a target holding `super-admins:manage`
+    /// also needs it. The one rule behind managing users and API keys, creating keys in
+    /// another owner's name, ending others' sessions and minting tokens for them.
     pub fn manages(self, target: Role) -> bool {
-        self.covers(target)
-            && (target != Role::SuperAdmin || self.has(Permission::ManageSuperAdmins))
+        self.covers(target) && (!target.has(ManageSuperAdmins) || self.has(ManageSuperAdmins))
     }
 
-    /// `read-only` may use safe methods only (API.md).
+    /// `read-only` may use safe methods only (API.md). That is the built-in role's rule;
+    /// a custom role can do only what its permissions allow anyway.
     pub fn read_only(self) -> bool {
-        self == Role::ReadOnly
+        self.name == Role::ReadOnly.name
     }
 }
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name)
+    }
+}
+
+impl utoipa::PartialSchema for Role {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A role name: super-admin, admin, help-desk, read-only, gateway, or a custom role",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Role {}
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,13 +411,18 @@ impl fmt::Display for Role {
     }
 }
 
+/// Parses a built-in role or a custom role that exists now.
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .ok_or_else(|| format!("unknown role {s:?}; built-in roles are super-admin, admin, help-desk, read-only, gateway"))
+        Role::lookup(s).ok_or_else(|| format!("unknown role {s:?}; the built-in roles are super-admin, admin, help-desk, read-only and gateway, and GET /api/v1/roles lists the custom ones"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

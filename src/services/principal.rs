@@ -16,12 +16,21 @@ pub enum AuthMethod {
         /// The API-key binding it carries, if it was minted with a key.
         key_binding: Option<String>,
     },
+    /// A key-file assertion, by accessID; `binding` is what tokens minted with it carry.
+    KeyFile { access_id: String, binding: String },
+    /// An external IdP's token: the server, the token's `jti` if it has one, and its
+    /// `exp` (what it mints may not outlive it).
+    IdpToken {
+        oauth_id: String,
+        jti: Option<String>,
+        exp: i64,
+    },
     /// The local CLI acting directly on the store and hardware.
     Cli,
 }
 
 /// An authenticated caller. `name` is the principal per API.md: a user name (or a custom
-/// token's subject), or an API key's owner.
+/// token's subject), an API key's owner, a key file's accessID, or `<oauth_id>:<sub>`.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub name: String,

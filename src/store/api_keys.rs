@@ -53,22 +53,13 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
 
 /// Bumps the API-key change counter inside `tx`.
 pub(super) async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO meta (key, value) VALUES ('api_keys_version', '1')
-         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
+    super::meta::bump_counter(tx, "api_keys_version").await
 }
 
 impl Store {
     /// The API-key change counter (`"0"` before the first change).
     pub async fn api_keys_version(&self) -> Result<String, StoreError> {
-        Ok(self
-            .meta_get("api_keys_version")
-            .await?
-            .unwrap_or_else(|| "0".into()))
+        self.counter("api_keys_version").await
     }
 
     /// Every key with its MAC, for the in-memory authentication index.

@@ -76,7 +76,8 @@ pub async fn fixture_with(alg: Algorithm, tweak: impl FnOnce(&mut TokenSettings)
     );
     let mut s = settings(&ring);
     tweak(&mut s);
-    let tokens = TokenService::new(store.clone(), keys.clone(), api_keys, s, T0)
+    let key_files = key_files(&store, &s).await;
+    let tokens = TokenService::new(store.clone(), keys.clone(), api_keys, key_files, s, T0)
         .await
         .unwrap();
     Fixture {
@@ -86,6 +87,18 @@ pub async fn fixture_with(alg: Algorithm, tweak: impl FnOnce(&mut TokenSettings)
         tokens,
         ring,
     }
+}
+
+/// The key-file service the token service checks `kf:` bindings against.
+pub async fn key_files(
+    store: &Store,
+    s: &keygate::services::tokens::TokenSettings,
+) -> Arc<keygate::services::key_files::KeyFileService> {
+    Arc::new(
+        keygate::services::key_files::KeyFileService::new(store.clone(), 10, &s.issuer, s.leeway)
+            .await
+            .unwrap(),
+    )
 }
 
 pub async fn fixture() -> Fixture {

@@ -18,6 +18,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// RFC 7523 §2.2 `client_assertion_type` of a JWT client assertion.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
@@ -195,12 +198,38 @@ async fn grant(
             let subject_role = state.rt.users.role_of(req.subject.trim());
             Ok(rt.tokens.custom(&caller, req, subject_role, now()).await?)
         }
-        "client_credentials" => Err(GrantError::UnsupportedGrantType(
-            "client_credentials (key-file assertions) is not enabled on this server yet".into(),
-        )
-        .into()),
+        "client_credentials" => {
+            // RFC 7523 §2.2: the client authenticates with a key-file assertion.
+            match params.str("client_assertion_type")? {
+                Some(JWT_BEARER) => {}
+                _ => {
+                    return Err(OAuthError::invalid_request(format!(
+                        "client_credentials needs client_assertion_type={JWT_BEARER} and a client_assertion signed with the key file's accessKey"
+                    )))
+                }
+            }
+            let assertion = params.required("client_assertion")?.to_string();
+            let client_id = params.str("client_id")?.map(str::to_string);
+            Ok(run_detached(async move {
+                let client = rt
+                    .key_files
+                    .authenticate(&assertion, now())
+                    .await
+                    .map_err(|e| match e {
+                        ServiceError::Unauthenticated(m) => GrantError::InvalidClient(m),
+                        other => other.into(),
+                    })?;
+                if client_id.is_some_and(|id| id != client.name) {
+                    return Err(GrantError::InvalidClient(
+                        "client_id does not match the assertion's issuer".into(),
+                    ));
+                }
+                rt.tokens.client_credentials(&client, now()).await
+            })
+            .await?)
+        }
         other => Err(GrantError::UnsupportedGrantType(format!(
-            "grant_type {other:?} is not supported; use password, refresh_token or custom_token"
+            "grant_type {other:?} is not supported; use password, refresh_token, custom_token or client_credentials"
         ))
         .into()),
     }

@@ -170,6 +170,45 @@ impl TokenService {
         }
     }
 
+    /// `client_credentials` with a key-file assertion (RFC 7523 §2.2): `client` is the
+    /// principal the verified, spent assertion names. The token's subject is the
+    /// accessID, its role the file's, and it is bound to the file's generation, so
+    /// deleting or regenerating the file ends it. No refresh token: the client signs a
+    /// new assertion instead.
+    pub async fn client_credentials(
+        &self,
+        client: &Principal,
+        now: i64,
+    ) -> Result<Issued, GrantError> {
+        let AuthMethod::KeyFile { binding, .. } = &client.method else {
+            return Err(GrantError::InvalidClient(
+                "client_credentials takes a key-file assertion".into(),
+            ));
+        };
+        let access = self
+            .issue_access(
+                AccessSpec {
+                    sub: &client.name,
+                    role: client.role,
+                    ttl: self.settings.access_ttl,
+                    extra_aud: Vec::new(),
+                    sid: None,
+                    key_binding: Some(binding.clone()),
+                    extra: Map::new(),
+                },
+                now,
+            )
+            .await?;
+        super::count_issued("client_credentials");
+        tracing::info!(key_file = %client.name, role = %client.role, "client_credentials token issued");
+        Ok(Issued {
+            access_token: access,
+            expires_in: self.settings.access_ttl,
+            refresh_token: None,
+            refresh_expires_in: None,
+        })
+    }
+
     /// Issues a token for a chosen subject. `subject_role` is the subject's role when it
     /// is an existing user.
     pub async fn custom(
@@ -239,6 +278,11 @@ impl TokenService {
                     .ok_or_else(|| GrantError::InvalidClient("the API key is gone".into()))?;
                 (None, Some(key.0), Some(key.1), "API key")
             }
+            // A key file does not expire; its binding ends the token with the file.
+            AuthMethod::KeyFile { binding, .. } => (None, Some(binding.clone()), None, ""),
+            // An IdP token has no keygate credential to stay inside, but what it mints
+            // may not outlive it.
+            AuthMethod::IdpToken { exp, .. } => (None, None, Some(*exp), "IdP token"),
             AuthMethod::Cli => (None, None, None, ""),
         };
         if let Some(exp) = parent_exp {

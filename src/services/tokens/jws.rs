@@ -113,6 +113,17 @@ pub fn claims(payload: &[u8]) -> Result<Map<String, Value>, JwsError> {
     }
 }
 
+/// The `iss` of a token, read without verifying anything: only to choose which verifier
+/// (keygate's own, a key file's, an IdP's) gets the token. `None` for anything that does
+/// not parse as a JWS with a string `iss`.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let parsed = parse(token).ok()?;
+    match claims(&parsed.payload).ok()?.remove("iss")? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// `base64url(header) . base64url(claims)`, ready to be signed.
 pub fn signing_input(header: &Value, claims: &Value) -> Result<String, serde_json::Error> {
     let h = serde_json::to_vec(header)?;

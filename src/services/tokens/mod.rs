@@ -162,6 +162,7 @@ pub struct TokenService {
     store: Store,
     keys: Arc<KeyRegistry>,
     api_keys: Arc<ApiKeyService>,
+    key_files: Arc<crate::services::key_files::KeyFileService>,
     settings: TokenSettings,
     denylist: Denylist,
 }
@@ -254,6 +255,7 @@ impl TokenService {
         store: Store,
         keys: Arc<KeyRegistry>,
         api_keys: Arc<ApiKeyService>,
+        key_files: Arc<crate::services::key_files::KeyFileService>,
         settings: TokenSettings,
         now: i64,
     ) -> Result<Self, ServiceError> {
@@ -262,9 +264,20 @@ impl TokenService {
             store,
             keys,
             api_keys,
+            key_files,
             settings,
             denylist,
         })
+    }
+
+    /// Whether the credential a token was minted with still stands: an API key with the
+    /// same secret, or a key file at the same generation (`kf:` bindings).
+    fn binding_live(&self, binding: &str) -> bool {
+        if binding.starts_with("kf:") {
+            self.key_files.binding_live(binding)
+        } else {
+            self.api_keys.binding_live(binding)
+        }
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -369,10 +382,7 @@ impl TokenService {
         if self.denylist.denied(&c.jti, c.sid.as_deref()) {
             return Err(TokenError::Revoked);
         }
-        if c.kgk
-            .as_deref()
-            .is_some_and(|b| !self.api_keys.binding_live(b))
-        {
+        if c.kgk.as_deref().is_some_and(|b| !self.binding_live(b)) {
             return Err(TokenError::Revoked);
         }
         Ok(c)

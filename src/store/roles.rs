@@ -1,0 +1,135 @@
+//! Custom roles (`roles` table). Every change bumps `meta.roles_version` in the same
+//! transaction, so every process can keep its in-memory role table current.
+
+use super::{Store, StoreError};
+use sqlx::Row;
+
+const COUNTER: &str = "roles_version";
+
+#[derive(Debug, Clone)]
+pub struct RoleRow {
+    pub name: String,
+    pub description: String,
+    /// Permission names, as stored (JSON array).
+    pub permissions: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RoleRow, StoreError> {
+    let perms: String = row.try_get(2)?;
+    Ok(RoleRow {
+        name: row.try_get(0)?,
+        description: row.try_get(1)?,
+        permissions: serde_json::from_str(&perms)
+            .map_err(|e| StoreError::Corrupt(format!("role permissions: {e}")))?,
+        created_by: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+        updated_at: row.try_get(5)?,
+    })
+}
+
+fn json(perms: &[String]) -> String {
+    serde_json::to_string(perms).unwrap_or_else(|_| "[]".into())
+}
+
+const COLUMNS: &str = "name, description, permissions, created_by, created_at, updated_at";
+
+impl Store {
+    pub async fn roles_version(&self) -> Result<String, StoreError> {
+        self.counter(COUNTER).await
+    }
+
+    pub async fn list_roles(&self) -> Result<Vec<RoleRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM roles ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn insert_role(&self, r: &RoleRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO roles ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(&r.name)
+        .bind(&r.description)
+        .bind(json(&r.permissions))
+        .bind(&r.created_by)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("role {} exists", r.name)),
+            other => other,
+        })?;
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn update_role(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        permissions: Option<&[String]>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE roles SET description = COALESCE($2, description),
+                 permissions = COALESCE($3, permissions), updated_at = $4 WHERE name = $1",
+        )
+        .bind(name)
+        .bind(description)
+        .bind(permissions.map(json))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a role unless a user, API key or key file still holds it; returns the
+    /// holders' kinds when it refuses. (OAuth-server mappings are checked by the service.)
+    pub async fn delete_role(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut holders = Vec::new();
+        for (table, what) in [
+            ("users", "users"),
+            ("api_keys", "API keys"),
+            ("key_files", "key files"),
+        ] {
+            let n: i64 =
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE role = $1"))
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if n > 0 {
+                holders.push(format!("{n} {what}"));
+            }
+        }
+        if !holders.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "role {name} is held by {}; reassign them first",
+                holders.join(", ")
+            )));
+        }
+        let r = sqlx::query("DELETE FROM roles WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
