@@ -1,6 +1,6 @@
-//! Background work of a serving process: advancing key rotations on schedule, and
-//! purging expired sessions, denylist entries and login-failure records in bounded
-//! batches. Each loop reads the clock once per tick and hands it to the services, which
+//! Background work of a serving process: advancing key rotations on schedule, picking
+//! up changes made by other processes, and purging expired sessions, denylist entries,
+//! assertion ids and login-failure records in bounded batches. Each loop reads the clock once per tick and hands it to the services, which
 //! never read it themselves.
 
 use crate::runtime::{now, Runtime};
@@ -47,6 +47,13 @@ pub fn spawn_purge(rt: &Arc<Runtime>) {
             Ok(n) => tracing::info!(rows = n, "purged expired sessions and revocations"),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying next interval"),
         }
+        match rt.key_files.purge(at, batch).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired key-file assertion ids"),
+            Err(e) => {
+                tracing::warn!(error = %e, "purging assertion ids failed; retrying next interval")
+            }
+        }
         loop {
             match rt.users.purge_login_failures(at, batch).await {
                 Ok(n) if n < u64::from(batch) => break,
@@ -56,6 +63,23 @@ pub fn spawn_purge(rt: &Arc<Runtime>) {
                     break;
                 }
             }
+        }
+    });
+}
+
+/// Picks up changes other processes made to custom roles, key files and OAuth servers,
+/// every `api_keys.refresh_interval` (API keys have their own refresher).
+pub fn spawn_refresh(rt: &Arc<Runtime>) {
+    let period = rt.config.api_keys.refresh_interval.0;
+    every(rt, period, |rt| async move {
+        if let Err(e) = rt.roles.refresh_if_changed().await {
+            tracing::warn!(error = %e, "cannot check for role changes");
+        }
+        if let Err(e) = rt.key_files.refresh_if_changed().await {
+            tracing::warn!(error = %e, "cannot check for key file changes");
+        }
+        if let Err(e) = rt.oauth.refresh_if_changed().await {
+            tracing::warn!(error = %e, "cannot check for OAuth server changes");
         }
     });
 }

@@ -154,6 +154,8 @@ pub async fn run(
             }
             Ok(())
         }
+        // Handled in `main` before any configuration is read.
+        Command::Client { .. } => bail!("client commands need no configuration"),
         Command::Bench {
             seconds,
             concurrency,
@@ -229,6 +231,7 @@ async fn serve(
     spawn_health_watch(&rt);
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);
+    keygate::background::spawn_refresh(&rt);
     let state = AppState { rt: rt.clone() };
     let mut out = std::io::stdout();
     if dev {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 pub mod hardware;
 pub mod http;
+pub mod key_file_client;
 pub mod keys;
 pub mod runtime;
 pub mod services;

@@ -59,6 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Client-side tools; they need no server, store or hardware.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Measures raw SoftHSM rates against the same operations through keygate's pool.
     Bench {
         /// Seconds per measurement.
@@ -88,8 +93,82 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Prints a fresh key-file assertion for `Authorization: Bearer`.
+    Assertion {
+        /// The key file JSON (as create or regenerate returned it).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// A file holding the accessKey's passphrase (first line).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// `aud`; default: the file's adminRestApiUrl. Use `<issuer>/api/v1/auth/token`
+        /// for the client_credentials grant if you prefer (both are accepted).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Lifetime, e.g. "5m"; at most 60 minutes.
+        #[arg(long, default_value = "5m")]
+        ttl: humantime::Duration,
+    },
+}
+
+/// `keygate client assertion`: reads the key file, prints an assertion.
+fn client_assertion(
+    key_file: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    audience: Option<String>,
+    ttl: std::time::Duration,
+) -> ExitCode {
+    let file = match std::fs::read_to_string(key_file) {
+        Ok(s) => zeroize::Zeroizing::new(s),
+        Err(e) => return fail(2, &format!("cannot read {}: {e}", key_file.display())),
+    };
+    let passphrase = match passphrase_file {
+        None => None,
+        Some(p) => match keygate::dev::read_pin_file(p) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(2, &format!("cannot read {}: {e}", p.display())),
+        },
+    };
+    let opts = keygate::key_file_client::AssertionOptions {
+        audience,
+        ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        now: keygate::runtime::now(),
+    };
+    match keygate::key_file_client::assertion(&file, passphrase.as_ref(), &opts) {
+        Ok(token) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{token}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Err(e) => fail(2, &e.to_string()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Client {
+        command:
+            ClientCommand::Assertion {
+                key_file,
+                passphrase_file,
+                audience,
+                ttl,
+            },
+    } = &cli.command
+    {
+        return client_assertion(
+            key_file,
+            passphrase_file.as_deref(),
+            audience.clone(),
+            **ttl,
+        );
+    }
     let dev = matches!(cli.command, Command::Serve { dev: true, .. });
     let serve = matches!(cli.command, Command::Serve { .. });
     let layout = DevLayout::new(&cli.data_dir);

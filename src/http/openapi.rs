@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, health, keys, users};
+use super::routes::{api_keys, auth, discovery, groups, health, key_files, keys, roles, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -34,6 +34,12 @@ impl Modify for Security {
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
         users::create, users::list, users::get, users::update, users::delete,
+        key_files::create, key_files::list, key_files::get, key_files::update,
+        key_files::regenerate, key_files::delete,
+        roles::create, roles::list, roles::get, roles::update, roles::delete,
+        groups::create, groups::list, groups::get, groups::update, groups::delete,
+        groups::members, groups::add_member, groups::remove_member,
+        groups::grants, groups::put_grant, groups::delete_grant,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -42,7 +48,12 @@ impl Modify for Security {
         keys::RotateRequest, keys::SignBody, keys::Signed,
         auth::TokenResponse, auth::OAuthErrorBody, auth::TokenRequest, auth::TokenParam,
         auth::SessionView, crate::services::tokens::Introspection,
-        users::UserView, users::CreateUser, users::UpdateUser)),
+        users::UserView, users::CreateUser, users::UpdateUser,
+        key_files::KeyFileView, key_files::KeyFileJson, key_files::CreateKeyFile,
+        key_files::UpdateKeyFile, key_files::RegenerateKeyFile,
+        roles::RoleView, roles::CreateRole, roles::UpdateRole,
+        groups::GroupView, groups::MemberView, groups::GrantView, groups::CreateGroup,
+        groups::UpdateGroup, groups::AddMember, groups::PutGrant)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -44,7 +44,7 @@ pub struct NewUser {
     /// `None`: the account cannot use the password grant.
     pub password: Option<SecretString>,
     pub role: Role,
-    /// Must be empty until groups exist.
+    /// Groups to put the user in; the caller applies them through the group service.
     pub groups: Vec<String>,
 }
 
@@ -137,12 +137,16 @@ pub fn validate_username(name: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Group names are checked for existence (and the caller's right to assign them) by
+/// [`crate::services::groups::GroupService::check_assignable`]; here only their shape.
 fn validate_groups(groups: &[String]) -> Result<(), ServiceError> {
-    if groups.is_empty() {
-        Ok(())
-    } else {
-        Err(ServiceError::Invalid("groups are not supported yet".into()))
+    if groups.len() > 64 {
+        return Err(ServiceError::Invalid("at most 64 groups per user".into()));
     }
+    for g in groups {
+        crate::services::validate_text("group", g, 64, true)?;
+    }
+    Ok(())
 }
 
 impl UserService {

@@ -64,7 +64,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<KeyVersionView>>, ApiError> {
-    let versions = key_rings::list(&state.rt.keys, &caller)?;
+    let versions = key_rings::list(&state.rt, &caller).await?;
     Ok(Json(
         versions
             .iter()
@@ -208,6 +208,6 @@ pub async fn sign(
         audience,
         typ: body.typ,
     };
-    let (token, kid) = state.rt.tokens.sign_for(&caller, &ring, req, now()).await?;
+    let (token, kid) = key_rings::sign(&state.rt, &caller, &ring, req, now()).await?;
     Ok(Json(Signed { token, kid }))
 }

@@ -3,8 +3,11 @@
 pub mod api_keys;
 pub mod auth;
 pub mod discovery;
+pub mod groups;
 pub mod health;
+pub mod key_files;
 pub mod keys;
+pub mod roles;
 pub mod users;
 
 use super::error::ApiError;
@@ -49,6 +52,48 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/users/{username}",
             get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/api/v1/key-files",
+            get(key_files::list).post(key_files::create),
+        )
+        .route(
+            "/api/v1/key-files/{access_id}",
+            get(key_files::get)
+                .patch(key_files::update)
+                .delete(key_files::delete),
+        )
+        .route(
+            "/api/v1/key-files/{access_id}/regenerate",
+            post(key_files::regenerate),
+        )
+        .route("/api/v1/roles", get(roles::list).post(roles::create))
+        .route(
+            "/api/v1/roles/{name}",
+            get(roles::get).patch(roles::update).delete(roles::delete),
+        )
+        .route("/api/v1/groups", get(groups::list).post(groups::create))
+        .route(
+            "/api/v1/groups/{name}",
+            get(groups::get)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route(
+            "/api/v1/groups/{name}/members",
+            get(groups::members).post(groups::add_member),
+        )
+        .route(
+            "/api/v1/groups/{name}/members/{principal}",
+            delete(groups::remove_member),
+        )
+        .route(
+            "/api/v1/groups/{name}/grants",
+            get(groups::grants).post(groups::put_grant),
+        )
+        .route(
+            "/api/v1/groups/{name}/grants/{resource}",
+            delete(groups::delete_grant),
         )
 }
 

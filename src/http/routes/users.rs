@@ -2,8 +2,8 @@
 //!
 //! Requests are strict (`deny_unknown_fields`), so a misspelt field is a 400 instead of
 //! being silently ignored. Responses never carry the password hash, only
-//! `has_password`. `groups` is accepted for the contract's sake and always `[]` until the
-//! groups feature exists.
+//! `has_password`. `groups` sets the user's group memberships (see
+//! [`crate::services::groups`]); the groups are checked before the user is stored.
 
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 pub struct UserView {
     pub username: String,
     pub role: Role,
-    /// Always empty: groups are not supported yet.
+    /// The groups the user belongs to.
     pub groups: Vec<String>,
     /// Whether the user can use the password grant.
     pub has_password: bool,
@@ -33,12 +33,12 @@ pub struct UserView {
     pub updated_at: Option<String>,
 }
 
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
+impl UserView {
+    fn new(u: User, groups: Vec<String>) -> Self {
         UserView {
             username: u.username,
             role: u.role,
-            groups: Vec::new(),
+            groups,
             has_password: u.has_password,
             created_at: rfc3339(u.created_at),
             updated_at: u.updated_at.map(rfc3339),
@@ -56,7 +56,8 @@ pub struct CreateUser {
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
     pub role: Role,
-    /// Must be empty or absent: groups are not supported yet.
+    /// Groups to put the user in; each must exist, and the caller must hold every grant
+    /// a group carries.
     pub groups: Option<Vec<String>>,
 }
 
@@ -72,7 +73,7 @@ pub struct UpdateUser {
     pub current_password: Option<SecretString>,
     /// A new role; revokes the user's sessions when it differs.
     pub role: Option<Role>,
-    /// Must be empty or absent: groups are not supported yet.
+    /// Replaces the user's group memberships.
     pub groups: Option<Vec<String>>,
 }
 
@@ -89,22 +90,33 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let rt = state.rt.clone();
-    let user = detached(async move {
-        rt.users
+    let (user, groups) = detached(async move {
+        let groups = req.groups.unwrap_or_default();
+        // Checked before the user exists, so a bad group stores nothing.
+        rt.groups.check_assignable(&caller, &groups).await?;
+        let at = now();
+        let user = rt
+            .users
             .create(
                 &caller,
                 NewUser {
                     username: req.username,
                     password: req.password,
                     role: req.role,
-                    groups: req.groups.unwrap_or_default(),
+                    groups: groups.clone(),
                 },
-                now(),
+                at,
             )
-            .await
+            .await?;
+        if !groups.is_empty() {
+            rt.groups
+                .set_groups_of(&caller, &user.username, &groups, at)
+                .await?;
+        }
+        Ok((user, groups))
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(user.into())))
+    Ok((StatusCode::CREATED, Json(UserView::new(user, groups))))
 }
 
 /// Lists users.
@@ -116,7 +128,19 @@ pub async fn list(
     Caller(caller): Caller,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     let users = state.rt.users.list(&caller).await?;
-    Ok(Json(users.into_iter().map(UserView::from).collect()))
+    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (principal, group) in state.rt.groups.all_memberships().await? {
+        groups.entry(principal).or_default().push(group);
+    }
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| {
+                let g = groups.remove(&u.username).unwrap_or_default();
+                UserView::new(u, g)
+            })
+            .collect(),
+    ))
 }
 
 /// One user.
@@ -130,7 +154,9 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(state.rt.users.get(&caller, &username).await?.into()))
+    let user = state.rt.users.get(&caller, &username).await?;
+    let groups = state.rt.groups.groups_of(&user.username).await?;
+    Ok(Json(UserView::new(user, groups)))
 }
 
 /// Changes password and/or role; either revokes the user's sessions.
@@ -149,6 +175,10 @@ pub async fn update(
     let rt = state.rt.clone();
     let user = detached(async move {
         let at = now();
+        if let Some(groups) = &req.groups {
+            rt.groups.check_assignable(&caller, groups).await?;
+        }
+        let groups = req.groups.clone();
         let (user, revoked) = rt
             .users
             .update(
@@ -166,10 +196,16 @@ pub async fn update(
         // Their access tokens carry the old role or predate the new password: end them
         // with their sessions.
         rt.tokens.sessions_ended(&revoked, at);
-        Ok(user)
+        if let Some(groups) = groups {
+            rt.groups
+                .set_groups_of(&caller, &user.username, &groups, at)
+                .await?;
+        }
+        let groups = rt.groups.groups_of(&user.username).await?;
+        Ok(UserView::new(user, groups))
     })
     .await?;
-    Ok(Json(user.into()))
+    Ok(Json(user))
 }
 
 /// Deletes a user, revokes their sessions and deletes the API keys they own.

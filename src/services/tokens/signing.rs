@@ -37,8 +37,8 @@ impl TokenService {
             .is_some_and(|s| s.iter().any(|e| *e == caller.name || *e == role_entry))
     }
 
-    /// Signs the caller's claims with the active version of `ring`. Returns the token and
-    /// the kid that verifies it.
+    /// Signs the caller's claims with the active version of `ring`, if [`Self::may_sign`]
+    /// allows it. Returns the token and the kid that verifies it.
     pub async fn sign_for(
         &self,
         caller: &Principal,
@@ -52,6 +52,19 @@ impl TokenService {
                 "no sign grant on ring {ring:?} for this caller"
             )));
         }
+        self.sign_authorized(caller, ring, req, now).await
+    }
+
+    /// Signs for a caller whose `sign` grant on `ring` (and on every resource the request
+    /// touches) was already checked, by group grants included
+    /// ([`crate::services::key_rings::sign`]).
+    pub(crate) async fn sign_authorized(
+        &self,
+        caller: &Principal,
+        ring: &str,
+        req: SignRequest,
+        now: i64,
+    ) -> Result<(String, String), ServiceError> {
         let active = self.keys.active(ring)?;
         if active.purpose != Purpose::Jwt {
             return Err(ServiceError::Invalid(format!(
