@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(p) = std::env::var("KEYGATE_PYTHON") {
         return p;
     }
@@ -18,6 +18,32 @@ fn python() -> String {
         return "/usr/bin/python3".into();
     }
     "python3".into()
+}
+
+/// Runs `tests/interop/<script>` with `input` on stdin; returns stdout, panicking with
+/// stderr when the script fails. Blocking: call from `spawn_blocking` in async tests.
+pub fn run_python(script: &str, input: &serde_json::Value) -> String {
+    let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python())
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n(needs python3-jwt and python3-cryptography: ./ci/setup.sh installs them)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn tamper(token: &str) -> String {

@@ -204,7 +204,7 @@ async fn malformed_users_and_passwords_are_400() {
     )
     .await;
     let problem = expect_problem(r, 400, "invalid-request").await;
-    assert_eq!(problem["detail"], "groups are not supported yet");
+    assert_eq!(problem["detail"], "no group \"ops\"");
     let r = create_user(
         &s,
         &s.admin_key,

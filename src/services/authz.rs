@@ -239,6 +239,7 @@ const HELP_DESK: PermSet = PermSet::of(&[
     UsersWrite,
     KeyFilesRead,
     KeyFilesWrite,
+    OAuthServersRead,
     RolesRead,
     GroupsRead,
 ]);
@@ -460,5 +461,36 @@ mod tests {
             assert_eq!(r.name().parse::<Role>(), Ok(r));
         }
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn a_union_holds_every_permission_of_its_roles_and_nothing_more() {
+        let u = Role::union(&[Role::Gateway, Role::ReadOnly]).unwrap();
+        assert_eq!(u.name(), "gateway+read-only");
+        assert!(u.has(Permission::TokensIntrospect) && u.has(Permission::KeysRead));
+        assert!(!u.has(Permission::KeysCreate));
+        assert!(u.covers(Role::Gateway) && u.covers(Role::ReadOnly));
+        assert!(
+            !u.read_only(),
+            "only the built-in read-only role is GET-only"
+        );
+        assert_eq!(Role::union(&[Role::Admin]), Some(Role::Admin));
+        assert_eq!(Role::union(&[]), None);
+    }
+
+    #[test]
+    fn permission_names_round_trip_and_the_set_lists_them_in_order() {
+        for p in Permission::ALL {
+            assert_eq!(p.name().parse::<Permission>(), Ok(p));
+        }
+        let set = PermSet::of(&[Permission::UsersRead, Permission::KeysRead]);
+        assert_eq!(set.names(), ["keys:read", "users:read"]);
+        assert!(PermSet::of(&Permission::ALL).is_superset(set));
+    }
+
+    #[test]
+    fn help_desk_covers_read_only_so_it_can_hand_out_read_only_credentials() {
+        assert!(Role::HelpDesk.covers(Role::ReadOnly));
+        assert!(Role::Admin.covers(Role::HelpDesk));
     }
 }

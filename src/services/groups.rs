@@ -9,8 +9,9 @@
 //!
 //! What a principal may do on a ring is the union of: its role (`keys:read` views,
 //! `keys:sign` signs, `keys:rotate` rotates, and all three with `keys:create` make
-//! `admin`), ownership (whoever created a ring holds `admin` on it), and its groups'
-//! grants. An action must hold its permission on *every* resource it touches
+//! `admin`), ownership (whoever created a ring holds `admin` on it, when acting with a
+//! credential whose role holds `keys:create`: a narrower key owned by the same
+//! principal does not inherit it), and its groups' grants. An action must hold its permission on *every* resource it touches
 //! ([`GroupService::require_all`]).
 //!
 //! Managing groups needs `groups:write`. Nobody hands out what they do not hold: adding
@@ -137,7 +138,11 @@ impl GroupService {
         if by_role {
             return Ok(true);
         }
-        if self.store.ring_owner(ring).await?.as_deref() == Some(who.name.as_str()) {
+        // Ownership speaks only through credentials that could have created the ring:
+        // a gateway key owned by the same principal does not inherit admin over it.
+        if role.has(Permission::KeysCreate)
+            && self.store.ring_owner(ring).await?.as_deref() == Some(who.name.as_str())
+        {
             return Ok(true);
         }
         let granted = self

@@ -1,0 +1,296 @@
+//! Groups and grants: who may view, sign with, rotate or administer which ring.
+//! An action needs its permission on every resource it touches.
+
+use crate::common::server::Server;
+use serde_json::{json, Value};
+
+/// A user `name` with role `role`, and an API key owned by them (so the key's principal
+/// is the user).
+async fn principal(s: &Server, name: &str, role: &str) -> String {
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": name, "role": role}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": name, "role": role, "owner": name}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn sign(s: &Server, key: &str, ring: &str, aud: &str) -> u16 {
+    s.post_json(
+        &format!("/api/v1/keys/{ring}/sign"),
+        key,
+        json!({"claims": {"sub": "device"}, "audience": aud}),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+async fn rotate(s: &Server, key: &str, ring: &str) -> u16 {
+    s.post_json(&format!("/api/v1/keys/{ring}/rotate"), key, json!({}))
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn grant(s: &Server, group: &str, ring: &str, perms: &[&str]) {
+    let r = s
+        .post_json(
+            &format!("/api/v1/groups/{group}/grants"),
+            &s.admin_key,
+            json!({"resource": format!("ring:{ring}"), "permissions": perms}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "grant {perms:?} on {ring}");
+}
+
+async fn visible_rings(s: &Server, key: &str) -> Result<Vec<String>, u16> {
+    let r = s.get("/api/v1/keys", key).await;
+    if r.status() != 200 {
+        return Err(r.status().as_u16());
+    }
+    let v: Vec<Value> = r.json().await.unwrap();
+    let mut rings: Vec<String> = v
+        .iter()
+        .map(|x| x["ring"].as_str().unwrap().into())
+        .collect();
+    rings.dedup();
+    Ok(rings)
+}
+
+#[tokio::test]
+async fn each_grant_allows_exactly_its_permission_on_exactly_its_ring() {
+    let s = Server::start();
+    s.create_ring("g-a", "ES256").await;
+    s.create_ring("g-b", "ES256").await;
+    let gw = principal(&s, "gw", "gateway").await;
+    let r = s
+        .post_json("/api/v1/groups", &s.admin_key, json!({"name": "payments"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .post_json(
+            "/api/v1/groups/payments/members",
+            &s.admin_key,
+            json!({"principal": "gw"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    // Nothing granted yet: refused for each permission.
+    assert_eq!(sign(&s, &gw, "g-a", "https://api.example").await, 403);
+    assert_eq!(rotate(&s, &gw, "g-a").await, 403);
+    assert_eq!(visible_rings(&s, &gw).await, Err(403));
+
+    grant(&s, "payments", "g-a", &["sign"]).await;
+    assert_eq!(sign(&s, &gw, "g-a", "https://api.example").await, 200);
+    assert_eq!(
+        sign(&s, &gw, "g-b", "https://api.example").await,
+        403,
+        "other ring"
+    );
+    assert_eq!(rotate(&s, &gw, "g-a").await, 403, "sign is not rotate");
+    assert_eq!(visible_rings(&s, &gw).await, Err(403), "sign is not view");
+
+    grant(&s, "payments", "g-a", &["view"]).await;
+    assert_eq!(visible_rings(&s, &gw).await, Ok(vec!["g-a".to_string()]));
+    assert_eq!(
+        sign(&s, &gw, "g-a", "https://api.example").await,
+        403,
+        "a grant replaces the earlier one"
+    );
+
+    grant(&s, "payments", "g-a", &["rotate"]).await;
+    assert_eq!(rotate(&s, &gw, "g-a").await, 201);
+    assert_eq!(rotate(&s, &gw, "g-b").await, 403);
+
+    grant(&s, "payments", "g-b", &["admin"]).await;
+    assert_eq!(sign(&s, &gw, "g-b", "https://api.example").await, 200);
+    assert_eq!(rotate(&s, &gw, "g-b").await, 201);
+    let mut rings = visible_rings(&s, &gw).await.unwrap();
+    rings.sort();
+    assert_eq!(rings, ["g-b"], "g-a now has only rotate");
+
+    // Leaving the group takes every grant away.
+    let r = s
+        .delete("/api/v1/groups/payments/members/gw", &s.admin_key)
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(sign(&s, &gw, "g-b", "https://api.example").await, 403);
+}
+
+#[tokio::test]
+async fn signing_for_an_audience_that_is_a_ring_needs_sign_on_both() {
+    let s = Server::start();
+    s.create_ring("g-src", "ES256").await;
+    s.create_ring("g-dst", "ES256").await;
+    let gw = principal(&s, "gw", "gateway").await;
+    let r = s
+        .post_json(
+            "/api/v1/groups",
+            &s.admin_key,
+            json!({"name": "g", "description": "gateways"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    s.post_json(
+        "/api/v1/groups/g/members",
+        &s.admin_key,
+        json!({"principal": "gw"}),
+    )
+    .await;
+    grant(&s, "g", "g-src", &["sign"]).await;
+    assert_eq!(sign(&s, &gw, "g-src", "ring:g-dst").await, 403);
+    grant(&s, "g", "g-dst", &["sign"]).await;
+    assert_eq!(sign(&s, &gw, "g-src", "ring:g-dst").await, 200);
+}
+
+#[tokio::test]
+async fn the_creator_of_a_ring_holds_admin_on_it() {
+    let s = Server::start();
+    // A custom role that may create rings but holds no ring-wide sign or rotate.
+    let r = s
+        .post_json(
+            "/api/v1/roles",
+            &s.admin_key,
+            json!({"name": "ring-maker", "permissions": ["keys:create"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let maker = principal(&s, "maker", "ring-maker").await;
+    let r = s
+        .post_json(
+            "/api/v1/keys",
+            &maker,
+            json!({"ring": "mine", "algorithm": "ES256"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    s.create_ring("theirs", "ES256").await;
+    assert_eq!(sign(&s, &maker, "mine", "https://api.example").await, 200);
+    assert_eq!(rotate(&s, &maker, "mine").await, 201);
+    assert_eq!(
+        visible_rings(&s, &maker).await,
+        Ok(vec!["mine".to_string()])
+    );
+    assert_eq!(sign(&s, &maker, "theirs", "https://api.example").await, 403);
+}
+
+#[tokio::test]
+async fn users_carry_their_groups_and_nobody_hands_out_what_they_do_not_hold() {
+    let s = Server::start();
+    s.create_ring("g-a", "ES256").await;
+    s.post_json("/api/v1/groups", &s.admin_key, json!({"name": "ops"}))
+        .await;
+    grant(&s, "ops", "g-a", &["admin"]).await;
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "bob", "role": "gateway", "groups": ["ops"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["groups"], json!(["ops"]));
+    let v: Value = s.get_json("/api/v1/users/bob", &s.admin_key).await;
+    assert_eq!(v["groups"], json!(["ops"]));
+    let g: Value = s.get_json("/api/v1/groups/ops", &s.admin_key).await;
+    assert_eq!(g["members"][0]["principal"], "bob");
+    assert_eq!(g["grants"][0]["resource"], "ring:g-a");
+
+    // An unknown group stores nothing.
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "carol", "role": "gateway", "groups": ["nope"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        s.get("/api/v1/users/carol", &s.admin_key).await.status(),
+        404
+    );
+
+    // A role that may manage groups but holds no ring permission cannot grant any.
+    s.post_json(
+        "/api/v1/roles",
+        &s.admin_key,
+        json!({"name": "group-clerk", "permissions": ["groups:read", "groups:write"]}),
+    )
+    .await;
+    let clerk = principal(&s, "clerk", "group-clerk").await;
+    let r = s
+        .post_json(
+            "/api/v1/groups/ops/grants",
+            &clerk,
+            json!({"resource": "ring:g-a", "permissions": ["sign"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .post_json(
+            "/api/v1/groups/ops/members",
+            &clerk,
+            json!({"principal": "clerk"}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        403,
+        "joining ops would hand the clerk admin on g-a"
+    );
+    let (_, help_desk) = s.create_key("help-desk").await;
+    let r = s
+        .post_json("/api/v1/groups", &help_desk, json!({"name": "x"}))
+        .await;
+    assert_eq!(r.status(), 403);
+
+    // Bad grants are clear 400s.
+    for (body, what) in [
+        (
+            json!({"resource": "ring:missing", "permissions": ["view"]}),
+            "unknown ring",
+        ),
+        (
+            json!({"resource": "user:bob", "permissions": ["view"]}),
+            "not a ring",
+        ),
+        (
+            json!({"resource": "ring:g-a", "permissions": ["fly"]}),
+            "unknown permission",
+        ),
+    ] {
+        let r = s
+            .post_json("/api/v1/groups/ops/grants", &s.admin_key, body)
+            .await;
+        assert_eq!(r.status(), 400, "{what}");
+    }
+    // Deleting the user drops the membership; a new bob starts with no groups.
+    assert_eq!(
+        s.delete("/api/v1/users/bob", &s.admin_key).await.status(),
+        204
+    );
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "bob", "role": "gateway"}),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["groups"], json!([]));
+}
