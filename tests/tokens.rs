@@ -353,7 +353,12 @@ async fn discovery_names_the_endpoints_and_the_jwks_cache_fits_the_publish_delay
         d["introspection_endpoint"],
         format!("{}/api/v1/auth/introspect", s.base)
     );
-    for g in ["password", "refresh_token", "custom_token"] {
+    for g in [
+        "password",
+        "refresh_token",
+        "custom_token",
+        "client_credentials",
+    ] {
         assert!(
             d["grant_types_supported"]
                 .as_array()
@@ -362,7 +367,10 @@ async fn discovery_names_the_endpoints_and_the_jwks_cache_fits_the_publish_delay
             "{g}"
         );
     }
-    assert!(d["token_endpoint_auth_methods_supported"].is_array());
+    assert!(d["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("private_key_jwt")));
     let r = s
         .http
         .get(s.url("/.well-known/jwks.json"))

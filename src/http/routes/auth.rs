@@ -49,7 +49,7 @@ pub struct OAuthErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TokenRequest {
-    /// password | refresh_token | custom_token
+    /// password | refresh_token | custom_token | client_credentials
     grant_type: String,
     username: Option<String>,
     password: Option<String>,
@@ -65,6 +65,12 @@ pub struct TokenRequest {
     claims: Option<String>,
     /// At most the caller's own role (custom_token).
     role: Option<Role>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` (client_credentials).
+    client_assertion_type: Option<String>,
+    /// A key-file assertion (client_credentials, RFC 7523).
+    client_assertion: Option<String>,
+    /// Optional; must equal the assertion's issuer, the accessID (client_credentials).
+    client_id: Option<String>,
 }
 
 /// `token` and optional `token_type_hint` (RFC 7009 / RFC 7662).

@@ -36,12 +36,13 @@ pub async fn openid_configuration(State(state): State<AppState>) -> impl IntoRes
             "token_endpoint": format!("{iss}/api/v1/auth/token"),
             "revocation_endpoint": format!("{iss}/api/v1/auth/revoke"),
             "introspection_endpoint": format!("{iss}/api/v1/auth/introspect"),
-            "grant_types_supported": ["password", "refresh_token", "custom_token"],
-            "token_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": ["password", "refresh_token", "custom_token", "client_credentials"],
+            // private_key_jwt: key-file assertions (RFC 7523) for client_credentials.
+            "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["bearer", "api_key"],
             "response_types_supported": [],
-            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "access_token_signing_alg_values_supported": algs,
         })),
     )
