@@ -41,6 +41,11 @@ fn group(row: &sqlx::sqlite::SqliteRow) -> Result<GroupRow, StoreError> {
     })
 }
 
+/// Adds a membership if the group exists (no row otherwise) and it is not there yet.
+const INSERT_MEMBER: &str = "INSERT INTO group_members (group_name, principal, added_by, added_at)
+     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM groups WHERE name = $1)
+     ON CONFLICT (group_name, principal) DO NOTHING";
+
 fn not_found_group(name: &str) -> StoreError {
     StoreError::Conflict(format!("no group {name:?}"))
 }
@@ -143,17 +148,13 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO group_members (group_name, principal, added_by, added_at)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM groups WHERE name = $1)
-             ON CONFLICT (group_name, principal) DO NOTHING",
-        )
-        .bind(group)
-        .bind(principal)
-        .bind(by)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let r = sqlx::query(INSERT_MEMBER)
+            .bind(group)
+            .bind(principal)
+            .bind(by)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         if r.rows_affected() == 1 {
             return Ok(true);
         }
@@ -210,17 +211,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for g in groups {
-            let r = sqlx::query(
-                "INSERT INTO group_members (group_name, principal, added_by, added_at)
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM groups WHERE name = $1)
-                 ON CONFLICT (group_name, principal) DO NOTHING",
-            )
-            .bind(g)
-            .bind(principal)
-            .bind(by)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let r = sqlx::query(INSERT_MEMBER)
+                .bind(g)
+                .bind(principal)
+                .bind(by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             if r.rows_affected() == 0 {
                 let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE name = $1")
                     .bind(g)
