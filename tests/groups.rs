@@ -294,3 +294,107 @@ async fn users_carry_their_groups_and_nobody_hands_out_what_they_do_not_hold() {
         .await;
     assert_eq!(r.json::<Value>().await.unwrap()["groups"], json!([]));
 }
+
+#[tokio::test]
+async fn what_belongs_to_a_name_needs_a_credential_that_proves_the_name() {
+    let s = Server::start();
+    s.create_ring("g-a", "ES256").await;
+    let gw = principal(&s, "gw", "gateway").await;
+    s.post_json("/api/v1/groups", &s.admin_key, json!({"name": "signers"}))
+        .await;
+    s.post_json(
+        "/api/v1/groups/signers/members",
+        &s.admin_key,
+        json!({"principal": "gw"}),
+    )
+    .await;
+    grant(&s, "signers", "g-a", &["sign"]).await;
+    assert_eq!(sign(&s, &gw, "g-a", "https://api.example").await, 200);
+
+    // A custom token naming "gw" as its subject proves nothing about gw: it signs with
+    // its role alone. The minter holds tokens:custom but not gw's grant.
+    s.post_json(
+        "/api/v1/roles",
+        &s.admin_key,
+        json!({"name": "minter", "permissions": ["tokens:custom", "tokens:introspect"]}),
+    )
+    .await;
+    let minter = principal(&s, "minter", "minter").await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/token",
+            &minter,
+            json!({"grant_type": "custom_token", "subject": "gw", "expires_in": 300, "role": "gateway"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .http
+        .post(s.url("/api/v1/keys/g-a/sign"))
+        .bearer_auth(&token)
+        .json(&json!({"claims": {}, "audience": "https://api.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // help-desk manages gateway users' keys, but a key in gw's name would carry gw's
+    // sign grant, which help-desk does not hold.
+    let (_, help_desk) = s.create_key("help-desk").await;
+    s.post_json(
+        "/api/v1/roles",
+        &s.admin_key,
+        json!({"name": "desk-plus", "permissions": ["api-keys:read", "api-keys:write", "users:read", "users:write", "tokens:introspect", "keys:read"]}),
+    )
+    .await;
+    let desk = principal(&s, "desk", "desk-plus").await;
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &desk,
+            json!({"name": "x", "role": "gateway", "owner": "gw"}),
+        )
+        .await;
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let _ = help_desk;
+
+    // UUIDs are key-file accessIDs, never usernames.
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": uuid::Uuid::new_v4().to_string(), "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_deleted_creator_leaves_no_ownership_behind_for_a_later_namesake() {
+    let s = Server::start();
+    s.post_json(
+        "/api/v1/roles",
+        &s.admin_key,
+        json!({"name": "ring-maker", "permissions": ["keys:create"]}),
+    )
+    .await;
+    let maker = principal(&s, "maker", "ring-maker").await;
+    let r = s
+        .post_json(
+            "/api/v1/keys",
+            &maker,
+            json!({"ring": "mine", "algorithm": "ES256"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        s.delete("/api/v1/users/maker", &s.admin_key).await.status(),
+        204
+    );
+    let again = principal(&s, "maker", "ring-maker").await;
+    assert_eq!(sign(&s, &again, "mine", "https://api.example").await, 403);
+}

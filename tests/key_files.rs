@@ -522,3 +522,72 @@ async fn the_key_file_limit_answers_409_and_permissions_follow_the_role_rules() 
     let r = s.get("/api/v1/key-files", &read_only).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn a_new_role_ends_tokens_minted_under_the_old_one_and_rekeying_keeps_spent_ids() {
+    let s = Server::start();
+    let pair = tokio::task::spawn_blocking(|| {
+        run_python("pyjwt_sign.py", &json!({"op": "keygen", "kind": "ec"}))
+    })
+    .await
+    .unwrap();
+    let pair: Value = serde_json::from_str(&pair).unwrap();
+    let private = pair["private_pem"].as_str().unwrap().to_string();
+    let file = create_ok(
+        &s,
+        json!({"description": "own key", "role": "help-desk", "public_key_pem": pair["public_pem"]}),
+    )
+    .await;
+    let id = file["accessID"].as_str().unwrap().to_string();
+    let mut c = claims(&file);
+    c["aud"] = json!(format!("{}/api/v1/auth/token", s.base));
+    let assertion = pyjwt(&private, None, "ES256", c).await;
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.get_bearer("/api/v1/key-files", &access).await.status(),
+        200
+    );
+    let r = s
+        .patch_json(
+            &format!("/api/v1/key-files/{id}"),
+            &s.admin_key,
+            json!({"role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.get_bearer("/api/v1/key-files", &access).await.status(),
+        401,
+        "a token carrying the old role ends with it"
+    );
+    // Registering the same client key again does not revive spent assertions.
+    let spent = pyjwt(&private, None, "ES256", claims(&file)).await;
+    assert_eq!(status_with(&s, &spent).await, 200);
+    let r = s
+        .post_json(
+            &format!("/api/v1/key-files/{id}/regenerate"),
+            &s.admin_key,
+            json!({"public_key_pem": pair["public_pem"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(status_with(&s, &spent).await, 401);
+}

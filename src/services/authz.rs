@@ -188,18 +188,25 @@ enum Perms {
 
 /// The custom roles of this process, kept current by [`crate::services::roles`]. One
 /// keygate runtime per process: the table mirrors that runtime's `roles` table.
-static CUSTOM: RwLock<Option<Arc<HashMap<&'static str, PermSet>>>> = RwLock::new(None);
+static CUSTOM: RwLock<Option<Arc<HashMap<&'static str, CustomRole>>>> = RwLock::new(None);
 
-fn custom_table() -> Arc<HashMap<&'static str, PermSet>> {
+/// A custom role's permissions and when it was created.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomRole {
+    pub perms: PermSet,
+    pub created_at: i64,
+}
+
+fn custom_table() -> Arc<HashMap<&'static str, CustomRole>> {
     match CUSTOM.read() {
         Ok(g) => g.clone().unwrap_or_default(),
         Err(poisoned) => poisoned.into_inner().clone().unwrap_or_default(),
     }
 }
 
-/// Replaces the process's custom role table (name → permissions).
-pub fn install_custom_roles(roles: impl IntoIterator<Item = (String, PermSet)>) {
-    let table: HashMap<&'static str, PermSet> =
+/// Replaces the process's custom role table.
+pub fn install_custom_roles(roles: impl IntoIterator<Item = (String, CustomRole)>) {
+    let table: HashMap<&'static str, CustomRole> =
         roles.into_iter().map(|(n, p)| (intern(&n), p)).collect();
     let table = Some(Arc::new(table));
     match CUSTOM.write() {
@@ -359,7 +366,19 @@ impl Role {
     pub fn permissions(self) -> PermSet {
         match self.perms {
             Perms::Fixed(p) => p,
-            Perms::Custom => custom_table().get(self.name).copied().unwrap_or_default(),
+            Perms::Custom => custom_table()
+                .get(self.name)
+                .map(|c| c.perms)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// When a custom role was created (`None` for built-in roles and unions). A token
+    /// issued before then named an earlier role of the same name.
+    pub fn custom_since(self) -> Option<i64> {
+        match self.perms {
+            Perms::Fixed(_) => None,
+            Perms::Custom => custom_table().get(self.name).map(|c| c.created_at),
         }
     }
 

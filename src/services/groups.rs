@@ -17,7 +17,7 @@
 //! Managing groups needs `groups:write`. Nobody hands out what they do not hold: adding
 //! a grant, or a member to a group, needs every permission that grant or group carries.
 
-use crate::services::authz::{self, Permission};
+use crate::services::authz::{self, Permission, ROOT_PRINCIPAL};
 use crate::services::{validate_text, Principal, ServiceError};
 use crate::store::groups::{GrantRow, GroupRow, MemberRow};
 use crate::store::{Store, StoreError};
@@ -138,9 +138,16 @@ impl GroupService {
         if by_role {
             return Ok(true);
         }
+        // What belongs to a name needs a credential that proves the name: a custom token
+        // (whose subject its minter chose) acts with its role alone.
+        if !who.proves_identity() {
+            return Ok(false);
+        }
         // Ownership speaks only through credentials that could have created the ring:
-        // a gateway key owned by the same principal does not inherit admin over it.
+        // a gateway key owned by the same principal does not inherit admin over it. Rings
+        // made by `root` (configuration, CLI, bootstrap) are the installation's, nobody's.
         if role.has(Permission::KeysCreate)
+            && who.name != ROOT_PRINCIPAL
             && self.store.ring_owner(ring).await?.as_deref() == Some(who.name.as_str())
         {
             return Ok(true);
@@ -409,16 +416,45 @@ impl GroupService {
         Ok(self.store.all_memberships().await?)
     }
 
-    /// Checks that `caller` may put a principal into each of `groups` (they exist, and
-    /// the caller holds all their grants), before anything is stored.
+    /// Refuses unless `caller` holds everything that belongs to the name `principal`:
+    /// every grant of its groups, and admin on the rings it owns. Checked before anything
+    /// that lets the caller act as `principal` (an API key in its name, a new password, a
+    /// regenerated key file, a new user of a name groups already list), so managing a
+    /// credential never hands out more than the manager holds.
+    pub async fn require_can_act_as(
+        &self,
+        caller: &Principal,
+        principal: &str,
+    ) -> Result<(), ServiceError> {
+        if caller.name == principal && caller.proves_identity() {
+            return Ok(());
+        }
+        for g in self.store.groups_of(principal).await? {
+            let grants = self.store.list_grants(&g).await?;
+            self.require_grants(caller, &grants).await.map_err(|_| {
+                ServiceError::Forbidden(format!(
+                    "{principal:?} belongs to group {g:?}, whose grants you do not hold"
+                ))
+            })?;
+        }
+        for ring in self.store.rings_owned_by(principal).await? {
+            if !self.allows(caller, &ring, RingPermission::Admin).await? {
+                return Err(ServiceError::Forbidden(format!(
+                    "{principal:?} owns ring {ring:?}, and you do not hold admin on it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `caller` may set a principal's groups to `groups` (they exist, and
+    /// the caller holds all their grants), before anything is stored. Changing
+    /// memberships at all, even to none, needs `groups:write`.
     pub async fn check_assignable(
         &self,
         caller: &Principal,
         groups: &[String],
     ) -> Result<(), ServiceError> {
-        if groups.is_empty() {
-            return Ok(());
-        }
         authz::require(
             caller.role,
             Permission::GroupsWrite,

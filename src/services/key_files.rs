@@ -286,10 +286,12 @@ fn client_public_key(
     for alg in &candidates {
         if let Ok(key) = PublicKey::from_spki_der(*alg, &der) {
             if let crate::hardware::public_key::PublicKeyMaterial::Rsa { n, .. } = &key.material {
-                if !(256..=512).contains(&n.len()) {
+                let bits = n
+                    .first()
+                    .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
+                if !(2048..=4096).contains(&bits) {
                     return Err(bad(format!(
-                        "RSA keys must have 2048 to 4096 bits, not {}",
-                        n.len() * 8
+                        "RSA keys must have 2048 to 4096 bits, not {bits}"
                     )));
                 }
             }
@@ -422,12 +424,19 @@ impl KeyFileService {
     }
 
     /// Applies a local change at once, then reloads (see the API key index).
+    /// `generation`: the file's new generation, or `None` when it is gone.
     async fn after_change(&self, access_id: &str, generation: Option<i64>) {
         if let Ok(mut live) = self.live.write() {
             live.0.clear();
             match generation {
-                Some(g) => live.1.insert(access_id.to_string(), g),
-                None => live.1.remove(access_id),
+                // Never move a file back to an older generation than one already seen.
+                Some(g) => {
+                    let e = live.1.entry(access_id.to_string()).or_insert(g);
+                    *e = (*e).max(g);
+                }
+                None => {
+                    live.1.remove(access_id);
+                }
             };
         }
         if let Err(e) = self.reload().await {
@@ -524,12 +533,20 @@ impl KeyFileService {
 
     pub async fn list(&self, caller: &Principal) -> Result<Vec<KeyFile>, ServiceError> {
         authz::require(caller.role, Permission::KeyFilesRead, "read key files")?;
-        self.store
+        // One unreadable record must not hide the others.
+        Ok(self
+            .store
             .list_key_files()
             .await?
             .into_iter()
-            .map(KeyFile::try_from)
-            .collect()
+            .filter_map(|r| {
+                KeyFile::try_from(r)
+                    .map_err(
+                        |e| tracing::error!(error = %e, "skipping an unreadable key file record"),
+                    )
+                    .ok()
+            })
+            .collect())
     }
 
     pub async fn get(&self, caller: &Principal, access_id: &str) -> Result<KeyFile, ServiceError> {
@@ -561,7 +578,13 @@ impl KeyFileService {
                 now,
             )
             .await?;
-        self.after_change(access_id, Some(current.generation)).await;
+        // A new role bumps the generation in the store (tokens minted under the old role
+        // end); a description change leaves it.
+        let generation = match patch.role {
+            Some(r) if r != current.role => current.generation + 1,
+            _ => current.generation,
+        };
+        self.after_change(access_id, Some(generation)).await;
         tracing::info!(key_file = %access_id, role = ?patch.role.map(Role::name), by = %caller.name,
             "changed key file");
         self.load(access_id).await
@@ -595,8 +618,17 @@ impl KeyFileService {
             .await;
         tracing::info!(key_file = %access_id, algorithm = %m.algorithm, source = m.source,
             by = %caller.name, "regenerated key file");
+        // Built from what is known, not read back: the old key is already dead, so a
+        // failed read here must not lose the only copy of the new private key.
         Ok(KeyFileDocument {
-            file: self.load(access_id).await?,
+            file: KeyFile {
+                algorithm: m.algorithm,
+                key_source: m.source.to_string(),
+                generation: current.generation + 1,
+                updated_at: now,
+                public_key: m.public_key,
+                ..current
+            },
             access_key: m.access_key,
             admin_rest_api_url: self.admin_rest_api_url.clone(),
         })
@@ -658,7 +690,14 @@ impl KeyFileService {
             return Err(Ok(R::UnknownFile));
         }
         let file = match self.store.get_key_file(iss).await {
-            Ok(r) => KeyFile::try_from(r).map_err(Err)?,
+            Ok(r) => match KeyFile::try_from(r) {
+                Ok(f) => f,
+                // A role deleted meanwhile, say: the file cannot act until it is fixed.
+                Err(e) => {
+                    tracing::error!(error = %e, "unusable key file record");
+                    return Err(Ok(R::UnknownFile));
+                }
+            },
             Err(StoreError::NotFound) => return Err(Ok(R::UnknownFile)),
             Err(e) => return Err(Err(e.into())),
         };
@@ -698,7 +737,10 @@ impl KeyFileService {
         let exp = int(&claims, "exp").map_err(Ok)?.ok_or(Ok(R::Claims))?;
         let iat = int(&claims, "iat").map_err(Ok)?.ok_or(Ok(R::Claims))?;
         let nbf = int(&claims, "nbf").map_err(Ok)?;
-        if exp <= iat || exp - iat > MAX_ASSERTION_LIFETIME {
+        if exp
+            .checked_sub(iat)
+            .is_none_or(|life| life <= 0 || life > MAX_ASSERTION_LIFETIME)
+        {
             return Err(Ok(R::Lifetime));
         }
         crate::services::tokens::claims::TimeRules {

@@ -15,6 +15,8 @@ pub enum AuthMethod {
         exp: i64,
         /// The API-key binding it carries, if it was minted with a key.
         key_binding: Option<String>,
+        /// A custom token: the caller chose its subject, so it proves no identity.
+        minted: bool,
     },
     /// A key-file assertion, by accessID; `binding` is what tokens minted with it carry.
     KeyFile { access_id: String, binding: String },
@@ -36,4 +38,13 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub method: AuthMethod,
+}
+
+impl Principal {
+    /// Whether the credential proves the principal's identity, so that what belongs to
+    /// the name (group grants, ring ownership, `signers` entries) applies. A custom token
+    /// names a subject its minter chose: it acts with its role only.
+    pub fn proves_identity(&self) -> bool {
+        !matches!(self.method, AuthMethod::AccessToken { minted: true, .. })
+    }
 }

@@ -115,7 +115,13 @@ impl RoleService {
         let mut table = Vec::with_capacity(rows.len());
         for r in rows {
             match parse_permissions(&r.permissions) {
-                Ok(p) => table.push((r.name, p)),
+                Ok(perms) => table.push((
+                    r.name,
+                    authz::CustomRole {
+                        perms,
+                        created_at: r.created_at,
+                    },
+                )),
                 Err(e) => {
                     tracing::error!(role = %r.name, error = %e, "skipping an unreadable custom role; it grants nothing")
                 }
@@ -223,11 +229,6 @@ impl RoleService {
         validate_text("description", &description, 1024, false)?;
         let perms = parse_permissions(&req.permissions)?;
         Self::check_grant(caller, perms)?;
-        if self.store.list_roles().await?.len() >= MAX_CUSTOM_ROLES {
-            return Err(ServiceError::Conflict(format!(
-                "at most {MAX_CUSTOM_ROLES} custom roles"
-            )));
-        }
         let row = RoleRow {
             name: req.name,
             description,
@@ -236,7 +237,7 @@ impl RoleService {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_role(&row).await?;
+        self.store.insert_role(&row, MAX_CUSTOM_ROLES).await?;
         self.after_change().await;
         tracing::info!(role = %row.name, permissions = ?row.permissions, by = %caller.name, "created role");
         Ok(Self::info(row))

@@ -129,6 +129,9 @@ pub fn validate_username(name: &str) -> Result<(), ServiceError> {
     if name.starts_with('-') {
         return invalid("username must not start with '-'".into());
     }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return invalid("username must not be a UUID (reserved for key-file accessIDs)".into());
+    }
     if name == ROOT_PRINCIPAL {
         return invalid(format!(
             "username {ROOT_PRINCIPAL:?} is reserved for the built-in super-admin principal"

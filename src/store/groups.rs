@@ -316,6 +316,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The rings `principal` created.
+    pub async fn rings_owned_by(&self, principal: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM rings WHERE created_by = $1 ORDER BY name")
+                .bind(principal)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Who created ring `name` (its owner), if the ring exists.
     pub async fn ring_owner(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(
@@ -325,4 +335,23 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// Forgets everything that belongs to the name of a deleted principal, inside `tx`: its
+/// group memberships, and its ownership of rings (the creator is kept for the record as
+/// `deleted:<name>`, which no principal can be). A later principal of the same name starts
+/// with nothing.
+pub(super) async fn forget_principal(
+    tx: &mut sqlx::SqliteConnection,
+    principal: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM group_members WHERE principal = $1")
+        .bind(principal)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE rings SET created_by = 'deleted:' || created_by WHERE created_by = $1")
+        .bind(principal)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }

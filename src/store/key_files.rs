@@ -111,8 +111,10 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // A new role bumps the generation: tokens minted under the old role end.
         let r = sqlx::query(
             "UPDATE key_files SET description = COALESCE($2, description),
+                 generation = generation + (CASE WHEN $3 IS NOT NULL AND $3 <> role THEN 1 ELSE 0 END),
                  role = COALESCE($3, role), updated_at = $4 WHERE access_id = $1",
         )
         .bind(access_id)
@@ -160,10 +162,8 @@ impl Store {
                 "the key file changed meanwhile; fetch it and try again".into(),
             ));
         }
-        sqlx::query("DELETE FROM assertion_jtis WHERE access_id = $1")
-            .bind(access_id)
-            .execute(&mut *tx)
-            .await?;
+        // Spent assertion ids stay until they expire: a client key registered again must
+        // not make its spent assertions work a second time.
         super::meta::bump_counter(&mut tx, COUNTER).await?;
         tx.commit().await?;
         Ok(())
@@ -182,10 +182,7 @@ impl Store {
             .bind(access_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM group_members WHERE principal = $1")
-            .bind(access_id)
-            .execute(&mut *tx)
-            .await?;
+        super::groups::forget_principal(&mut tx, access_id).await?;
         super::meta::bump_counter(&mut tx, COUNTER).await?;
         tx.commit().await?;
         Ok(())

@@ -48,10 +48,13 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    pub async fn insert_role(&self, r: &RoleRow) -> Result<(), StoreError> {
+    /// Inserts a role unless `max` exist already (`Conflict`); the count and the insert
+    /// are one statement.
+    pub async fn insert_role(&self, r: &RoleRow, max: usize) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO roles ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        let done = sqlx::query(&format!(
+            "INSERT INTO roles ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6
+             WHERE (SELECT COUNT(*) FROM roles) < $7"
         ))
         .bind(&r.name)
         .bind(&r.description)
@@ -59,12 +62,18 @@ impl Store {
         .bind(&r.created_by)
         .bind(r.created_at)
         .bind(r.updated_at)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!("role {} exists", r.name)),
             other => other,
         })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "at most {max} custom roles; delete one first"
+            )));
+        }
         super::meta::bump_counter(&mut tx, COUNTER).await?;
         tx.commit().await?;
         Ok(())

@@ -238,11 +238,8 @@ impl Store {
             return Err(missing_or_changed(&mut tx, username).await?);
         }
         let revoked = revoke_sessions(&mut tx, username, now, REVOKED_USER_DELETED).await?;
-        // A later user of the same name must not inherit this one's groups.
-        sqlx::query("DELETE FROM group_members WHERE principal = $1")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
+        // A later user of the same name must not inherit this one's groups or rings.
+        super::groups::forget_principal(&mut tx, username).await?;
         let keys = sqlx::query("DELETE FROM api_keys WHERE owner = $1")
             .bind(username)
             .execute(&mut *tx)

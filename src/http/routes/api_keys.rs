@@ -121,6 +121,11 @@ pub async fn create(
         .map_err(ApiError::bad_request)?;
     let rt = state.rt.clone();
     let (key, secret) = detached(async move {
+        // A key in another principal's name acts as them: the caller must hold what
+        // belongs to that name (group grants, owned rings).
+        if let Some(owner) = req.owner.as_deref().filter(|o| *o != caller.name) {
+            rt.groups.require_can_act_as(&caller, owner).await?;
+        }
         rt.api_keys
             .create(
                 &caller,
@@ -211,7 +216,13 @@ pub async fn regenerate(
     ApiPath(id): ApiPath<String>,
 ) -> Result<([(HeaderName, &'static str); 1], Json<ApiKeyWithSecret>), ApiError> {
     let rt = state.rt.clone();
-    let (key, secret) = detached(async move { rt.api_keys.regenerate(&caller, &id).await }).await?;
+    let (key, secret) = detached(async move {
+        // The new secret lets the caller act as the key's owner.
+        let owner = rt.api_keys.get(&caller, &id).await?.owner;
+        rt.groups.require_can_act_as(&caller, &owner).await?;
+        rt.api_keys.regenerate(&caller, &id).await
+    })
+    .await?;
     Ok((NO_STORE, Json(ApiKeyWithSecret::new(key, secret))))
 }
 

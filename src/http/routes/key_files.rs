@@ -263,6 +263,8 @@ pub async fn regenerate(
     };
     let rt = state.rt.clone();
     let doc = detached(async move {
+        // The new private key lets the caller act as the file.
+        rt.groups.require_can_act_as(&caller, &access_id).await?;
         rt.key_files
             .regenerate(
                 &caller,

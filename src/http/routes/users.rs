@@ -92,8 +92,12 @@ pub async fn create(
     let rt = state.rt.clone();
     let (user, groups) = detached(async move {
         let groups = req.groups.unwrap_or_default();
-        // Checked before the user exists, so a bad group stores nothing.
-        rt.groups.check_assignable(&caller, &groups).await?;
+        // Checked before the user exists, so a bad group stores nothing. A name that
+        // groups already list would inherit their grants: the creator must hold them.
+        if !groups.is_empty() {
+            rt.groups.check_assignable(&caller, &groups).await?;
+        }
+        rt.groups.require_can_act_as(&caller, &req.username).await?;
         let at = now();
         let user = rt
             .users
@@ -177,6 +181,10 @@ pub async fn update(
         let at = now();
         if let Some(groups) = &req.groups {
             rt.groups.check_assignable(&caller, groups).await?;
+        }
+        // Setting someone else's password lets the caller act as them.
+        if req.password.is_some() && caller.name != username {
+            rt.groups.require_can_act_as(&caller, &username).await?;
         }
         let groups = req.groups.clone();
         let (user, revoked) = rt

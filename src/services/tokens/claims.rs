@@ -54,6 +54,11 @@ pub struct AccessClaims {
     /// the key's binding. The token verifies only while that key lives with that secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kgk: Option<String>,
+    /// Set on custom tokens: the subject was chosen by the caller, so the token proves no
+    /// identity. It carries its role's permissions, never the subject's group grants,
+    /// ring ownership or `signers` entries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kgm: bool,
     /// Caller-supplied claims of a custom token.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -61,7 +66,7 @@ pub struct AccessClaims {
 
 /// Claims a caller may never set through `claims`: keygate sets them itself.
 pub const RESERVED: &[&str] = &[
-    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role", "sid", "kgk", "typ",
+    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "role", "sid", "kgk", "kgm", "typ",
 ];
 
 /// Checks caller-supplied audience values (custom tokens, the signing service): each

@@ -186,6 +186,8 @@ pub(crate) struct AccessSpec<'a> {
     pub sid: Option<&'a str>,
     /// The API-key binding the token must carry (custom tokens minted with a key).
     pub key_binding: Option<String>,
+    /// A custom token: its subject proves no identity (claim `kgm`).
+    pub minted: bool,
     /// Caller-chosen claims (custom tokens); `scope` among them becomes the scope.
     pub extra: Map<String, Value>,
 }
@@ -313,6 +315,7 @@ impl TokenService {
             extra_aud,
             sid,
             key_binding,
+            minted,
             mut extra,
         } = spec;
         let mut aud = vec![self.settings.audience.clone()];
@@ -338,6 +341,7 @@ impl TokenService {
             scope,
             sid: sid.map(str::to_string),
             kgk: key_binding,
+            kgm: minted,
             extra,
         };
         let value = serde_json::to_value(&claims)
@@ -401,6 +405,11 @@ impl TokenService {
             .role
             .parse()
             .map_err(|_| refuse(TokenError::UnknownRole))?;
+        // A custom role deleted and made again under the same name is a new role: tokens
+        // issued before it existed do not get its permissions.
+        if role.custom_since().is_some_and(|since| c.iat < since) {
+            return Err(refuse(TokenError::UnknownRole));
+        }
         Ok(Principal {
             name: c.sub,
             role,
@@ -409,6 +418,7 @@ impl TokenService {
                 sid: c.sid,
                 exp: c.exp,
                 key_binding: c.kgk,
+                minted: c.kgm,
             },
         })
     }

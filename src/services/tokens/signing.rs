@@ -31,10 +31,12 @@ impl TokenService {
             return true;
         }
         let role_entry = format!("role:{}", caller.role.name());
-        self.settings
-            .signers
-            .get(ring)
-            .is_some_and(|s| s.iter().any(|e| *e == caller.name || *e == role_entry))
+        // A name entry needs a credential that proves the name (not a custom token).
+        let by_name = caller.proves_identity();
+        self.settings.signers.get(ring).is_some_and(|s| {
+            s.iter()
+                .any(|e| *e == role_entry || (by_name && *e == caller.name))
+        })
     }
 
     /// Signs the caller's claims with the active version of `ring`, if [`Self::may_sign`]
