@@ -17,5 +17,6 @@ mod roles;
 mod sessions;
 mod token_rules;
 mod tokens;
+mod tpm;
 mod users;
 mod wycheproof;
