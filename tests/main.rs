@@ -9,6 +9,7 @@ mod api_keys;
 mod bad_input;
 mod cli;
 mod common;
+mod conformance;
 mod hardware;
 mod interop;
 mod keys;
