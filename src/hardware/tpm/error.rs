@@ -20,7 +20,8 @@ const LAYER_RM: u32 = 11;
 /// What a TSS error means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Meaning {
-    /// The transport broke or the TPM was reset: drop the context and reconnect.
+    /// The transport broke or the TPM was reset (our handles are gone): drop the
+    /// context and reconnect.
     ConnectionLost,
     /// No room for another loaded object: flush what we hold and retry.
     ObjectMemory,
@@ -76,6 +77,25 @@ pub(crate) fn meaning(e: &Error) -> Meaning {
             | Tss2ResponseCodeKind::NeedsTest
             | Tss2ResponseCodeKind::Retry
             | Tss2ResponseCodeKind::Yielded,
+        ) => Meaning::ConnectionLost,
+        // A handle keygate loaded is not loaded any more: the TPM was reset under a
+        // transport that reconnects by itself (the swtpm TCTI does), or someone flushed
+        // our objects. Either way the context's handles are stale: start over.
+        Some(
+            Tss2ResponseCodeKind::ReferenceH0
+            | Tss2ResponseCodeKind::ReferenceH1
+            | Tss2ResponseCodeKind::ReferenceH2
+            | Tss2ResponseCodeKind::ReferenceH3
+            | Tss2ResponseCodeKind::ReferenceH4
+            | Tss2ResponseCodeKind::ReferenceH5
+            | Tss2ResponseCodeKind::ReferenceH6
+            | Tss2ResponseCodeKind::ReferenceS0
+            | Tss2ResponseCodeKind::ReferenceS1
+            | Tss2ResponseCodeKind::ReferenceS2
+            | Tss2ResponseCodeKind::ReferenceS3
+            | Tss2ResponseCodeKind::ReferenceS4
+            | Tss2ResponseCodeKind::ReferenceS5
+            | Tss2ResponseCodeKind::ReferenceS6,
         ) => Meaning::ConnectionLost,
         Some(
             Tss2ResponseCodeKind::ObjectMemory
