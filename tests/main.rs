@@ -19,5 +19,6 @@ mod sessions;
 mod token_rules;
 mod tokens;
 mod tpm;
+mod tpm_server;
 mod users;
 mod wycheproof;
