@@ -126,4 +126,7 @@ pub trait Backend: Send + Sync {
     fn random(&self, out: &mut [u8]) -> Result<(), HardwareError>;
     /// Probes the device.
     fn health(&self) -> Health;
+    /// Releases what the device holds for keygate (a TPM flushes its loaded keys and
+    /// primary) before the process exits. The next call reconnects.
+    fn shutdown(&self) {}
 }

@@ -394,6 +394,10 @@ impl Backend for TpmBackend {
         })
     }
 
+    fn shutdown(&self) {
+        self.disconnect();
+    }
+
     fn health(&self) -> Health {
         let probe = self.call(|dev| {
             let primary = dev.primary;
