@@ -6,7 +6,10 @@ set -euo pipefail
 # procps: the tests stop servers with `kill`.
 # python3-jwt, python3-cryptography: the interoperability test verifies keygate's tokens
 # with PyJWT, a JOSE library nobody here wrote.
-packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography "$@")
+# libtss2-dev, pkg-config: tss-esapi links tpm2-tss 3.2; swtpm, swtpm-tools and the swtpm
+# TCTI: the TPM 2.0 simulator the TPM backend's tests run against.
+packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography
+  libtss2-dev pkg-config swtpm swtpm-tools libtss2-tcti-swtpm0 "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -19,3 +22,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 [ -f /usr/lib/softhsm/libsofthsm2.so ] || { echo "ci/setup.sh: SoftHSM module missing after install" >&2; exit 1; }
+command -v swtpm >/dev/null || { echo "ci/setup.sh: swtpm missing after install" >&2; exit 1; }

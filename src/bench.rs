@@ -262,7 +262,9 @@ fn raw(
     threads: usize,
     dur: Duration,
 ) -> anyhow::Result<f64> {
-    let KeyLocator::Pkcs11 { id, .. } = key;
+    let KeyLocator::Pkcs11 { id, .. } = key else {
+        anyhow::bail!("{} is not a PKCS#11 key", key.uri());
+    };
     let id = crate::hardware::pkcs11::decode_hex(id).context("key id")?;
     let ctx = shared_context(&s.module)?;
     let slot = find_token(&ctx, &s.label)?;

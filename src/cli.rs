@@ -162,7 +162,15 @@ pub async fn run(
             rounds,
         } => {
             let rt = Runtime::open(config).await?;
-            keygate::bench::run(&rt, seconds, concurrency, rounds).await
+            keygate::bench::run(&rt, seconds, concurrency, rounds).await?;
+            // Every configured TPM backend: keygate against raw tss-esapi, same run.
+            for (name, cfg) in &rt.config.backends {
+                if let keygate::config::BackendConfig::Tpm(t) = cfg {
+                    keygate::bench_tpm::run(&rt, name, &t.tcti, seconds, concurrency, rounds)
+                        .await?;
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -274,6 +282,18 @@ async fn serve(
         .with_graceful_shutdown(shutdown())
         .await
         .context("server failed")?;
+    // A TPM without a resource manager keeps what we loaded until it is flushed.
+    for exec in rt.keys.backends().values() {
+        if let Err(e) = exec
+            .run("shutdown", |b| {
+                b.shutdown();
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(backend = %exec.name(), error = %e, "backend shutdown failed");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

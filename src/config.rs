@@ -126,7 +126,16 @@ fn default_profile() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmBackendConfig {
+    /// TCTI configuration: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ...
     pub tcti: String,
+    /// File holding the owner hierarchy's authorization value (trailing newline ignored).
+    /// Without this and `owner_auth_env`, the owner auth is empty, as on most TPMs.
+    pub owner_auth_file: Option<PathBuf>,
+    /// Environment variable holding the owner authorization value.
+    pub owner_auth_env: Option<String>,
+    /// Child keys kept loaded in the TPM at once (default 2, which fits swtpm without a
+    /// resource manager: 3 transient objects, one of them the storage primary).
+    pub max_loaded: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

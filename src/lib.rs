@@ -5,6 +5,7 @@
 
 pub mod background;
 pub mod bench;
+pub mod bench_tpm;
 pub mod config;
 pub mod dev;
 pub mod hardware;

@@ -174,6 +174,7 @@ fn main() -> ExitCode {
     let layout = DevLayout::new(&cli.data_dir);
     // Everything that touches process-wide state (env vars, PKCS#11 init) happens here,
     // before the async runtime starts any thread.
+    keygate::hardware::tpm::quiet_tss_log();
     let mut created = Vec::new();
     if dev {
         match layout.create() {

@@ -6,6 +6,7 @@ use crate::config::{BackendConfig, Config};
 use crate::hardware::executor::HardwareExecutor;
 use crate::hardware::pkcs11::{Pkcs11Backend, Pkcs11Settings};
 use crate::hardware::profile::HsmProfile;
+use crate::hardware::tpm::{TpmBackend, TpmSettings};
 use crate::hardware::{Algorithm, Backend};
 use crate::keys::{KeyRegistry, KeysError, API_KEY_MAC_RING, JWT_DEFAULT_RING};
 use crate::services::api_keys::ApiKeyService;
@@ -145,9 +146,41 @@ fn connect_backend(
             let size = backend.pool_size();
             Ok((Arc::new(backend), size))
         }
-        BackendConfig::Tpm(_) => Err(err(
-            "the TPM backend is not part of this release; use a pkcs11 backend".into(),
-        )),
+        BackendConfig::Tpm(t) => {
+            let owner_auth = if t.owner_auth_file.is_some() || t.owner_auth_env.is_some() {
+                let auth = read_pin(
+                    name,
+                    t.owner_auth_file.as_deref(),
+                    t.owner_auth_env.as_deref(),
+                )?;
+                Some(zeroize::Zeroizing::new(
+                    secrecy::ExposeSecret::expose_secret(&auth)
+                        .as_bytes()
+                        .to_vec(),
+                ))
+            } else {
+                None
+            };
+            let max_loaded = t
+                .max_loaded
+                .unwrap_or(crate::hardware::tpm::DEFAULT_MAX_LOADED);
+            if max_loaded == 0 {
+                return Err(err("max_loaded must be at least 1".into()));
+            }
+            let backend = TpmBackend::new(TpmSettings {
+                tcti: t.tcti.clone(),
+                owner_auth,
+                max_loaded,
+            });
+            // A TPM that is down must not stop the rings on other backends: report it and
+            // go on; readyz shows it, and every call on its keys fails with 503 until it
+            // answers.
+            if let Err(e) = backend.connect() {
+                tracing::error!(backend = %name, error = %e, "TPM backend is not reachable; its rings are unavailable until it is");
+            }
+            // One ESAPI context, one command stream: one pool thread.
+            Ok((Arc::new(backend), 1))
+        }
     }
 }
 
@@ -225,6 +258,14 @@ impl Runtime {
             match keys.ensure_ring(&name, alg, &backend, now()).await {
                 Ok(true) => tracing::info!(ring = %name, "created missing key ring"),
                 Ok(false) => {}
+                // A configured ring on a backend that is down right now: keygate still
+                // serves everything else; the ring can be created once the device answers.
+                Err(KeysError::Hardware(e @ crate::hardware::HardwareError::Unavailable(_)))
+                    if name != API_KEY_MAC_RING && name != config.tokens.ring =>
+                {
+                    tracing::error!(ring = %name, backend = %backend, error = %e,
+                        "could not create the configured ring: its backend is unavailable; restart keygate or POST /api/v1/keys once it answers");
+                }
                 Err(KeysError::Hardware(e)) => {
                     return Err(StartupError::Keys(format!("creating ring {name}: {e}")))
                 }

@@ -46,6 +46,7 @@ fn id_of(loc: &KeyLocator) -> Vec<u8> {
             assert_eq!(token, LABEL, "keys are generated on the test token");
             unhex(id)
         }
+        other => panic!("{other:?} is not a PKCS#11 locator"),
     }
 }
 
@@ -429,7 +430,9 @@ fn destroy_removes_an_hs256_key() {
 fn a_locator_naming_another_token_is_not_found() {
     let hsm = backend();
     let real = generate(Algorithm::ES256, "other-token");
-    let KeyLocator::Pkcs11 { id, .. } = real.clone();
+    let KeyLocator::Pkcs11 { id, .. } = real.clone() else {
+        panic!("a SoftHSM key has a PKCS#11 locator");
+    };
     let elsewhere = KeyLocator::Pkcs11 {
         token: format!("{LABEL}-elsewhere"),
         id,
@@ -513,7 +516,9 @@ fn generated_keys_get_distinct_ids_and_a_pkcs11_uri() {
     let b = generate(Algorithm::ES256, "uri");
     assert_ne!(a, b, "two keys never share a locator");
     assert_eq!(id_of(&a).len(), 16, "ids are 16 random bytes");
-    let KeyLocator::Pkcs11 { id, .. } = &a;
+    let KeyLocator::Pkcs11 { id, .. } = &a else {
+        panic!("a SoftHSM key has a PKCS#11 locator");
+    };
     let uri = a.uri();
     assert!(
         uri.starts_with(&format!("pkcs11:token={LABEL};id=%")),

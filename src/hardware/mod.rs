@@ -1,7 +1,7 @@
 //! The hardware boundary.
 //!
 //! Everything secret lives behind [`Backend`]: key generation, signing, MAC, destruction
-//! and random numbers all happen inside a PKCS#11 token (or, later, a TPM). Nothing above
+//! and random numbers all happen inside a PKCS#11 token or a TPM 2.0. Nothing above
 //! this module ever sees private or secret key bytes; it holds only [`KeyLocator`]s and
 //! public keys. The trait is deliberately narrow (smallstep's `KeyManager` shape): every
 //! method is something every backend can really do.
@@ -15,6 +15,7 @@ pub mod executor;
 pub mod pkcs11;
 pub mod profile;
 pub mod public_key;
+pub mod tpm;
 
 pub use algorithm::Algorithm;
 pub use error::HardwareError;
@@ -36,6 +37,17 @@ pub struct KeySpec {
 pub enum KeyLocator {
     /// A PKCS#11 token object, addressed by token label and `CKA_ID` (hex).
     Pkcs11 { token: String, id: String },
+    /// A TPM 2.0 child key: its `TPM2B_PUBLIC` and `TPM2B_PRIVATE` (base64url), as
+    /// `TPM2_Create` returned them, and the TPM name (hex) of the storage primary they
+    /// were created under. The private part is encrypted and integrity-protected by that
+    /// parent, which never leaves the TPM: the blobs are useless anywhere else, so they
+    /// may sit in the store like any other locator (docs/tpm.md).
+    Tpm {
+        parent: String,
+        label: String,
+        public: String,
+        private: String,
+    },
 }
 
 impl KeyLocator {
@@ -50,11 +62,12 @@ impl KeyLocator {
                 }
                 format!("pkcs11:token={};id={}", percent_encode(token), pct_id)
             }
+            KeyLocator::Tpm { label, public, .. } => tpm::blobs::display_uri(label, public),
         }
     }
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -113,4 +126,7 @@ pub trait Backend: Send + Sync {
     fn random(&self, out: &mut [u8]) -> Result<(), HardwareError>;
     /// Probes the device.
     fn health(&self) -> Health;
+    /// Releases what the device holds for keygate (a TPM flushes its loaded keys and
+    /// primary) before the process exits. The next call reconnects.
+    fn shutdown(&self) {}
 }

@@ -3,6 +3,7 @@
 
 pub mod hsm;
 pub mod server;
+pub mod swtpm;
 pub mod tokens;
 
 /// Asserts a problem+json response with this status and `type` slug; returns the body.

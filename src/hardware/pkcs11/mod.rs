@@ -94,6 +94,10 @@ impl Pkcs11Backend {
                 decode_hex(id)
                     .ok_or_else(|| HardwareError::InvalidInput(format!("malformed key id {id:?}")))
             }
+            other => Err(HardwareError::KeyNotFound(format!(
+                "{} is not a PKCS#11 key",
+                other.uri()
+            ))),
         }
     }
 }
