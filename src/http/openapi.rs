@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, health, keys, users};
+use super::routes::{api_keys, auth, discovery, health, keys, oauth_servers, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -20,6 +20,10 @@ impl Modify for Security {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "idp_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-oauth2-token"))),
+        );
     }
 }
 
@@ -34,6 +38,8 @@ impl Modify for Security {
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
         users::create, users::list, users::get, users::update, users::delete,
+        oauth_servers::create, oauth_servers::list, oauth_servers::get,
+        oauth_servers::update, oauth_servers::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -42,7 +48,9 @@ impl Modify for Security {
         keys::RotateRequest, keys::SignBody, keys::Signed,
         auth::TokenResponse, auth::OAuthErrorBody, auth::TokenRequest, auth::TokenParam,
         auth::SessionView, crate::services::tokens::Introspection,
-        users::UserView, users::CreateUser, users::UpdateUser)),
+        users::UserView, users::CreateUser, users::UpdateUser,
+        oauth_servers::OAuthServerView, oauth_servers::CreateOAuthServer,
+        oauth_servers::UpdateOAuthServer)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

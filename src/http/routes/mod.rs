@@ -5,6 +5,7 @@ pub mod auth;
 pub mod discovery;
 pub mod health;
 pub mod keys;
+pub mod oauth_servers;
 pub mod users;
 
 use super::error::ApiError;
@@ -49,6 +50,16 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/users/{username}",
             get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/api/v1/oauth-servers",
+            get(oauth_servers::list).post(oauth_servers::create),
+        )
+        .route(
+            "/api/v1/oauth-servers/{oauth_id}",
+            get(oauth_servers::get)
+                .patch(oauth_servers::update)
+                .delete(oauth_servers::delete),
         )
 }
 
