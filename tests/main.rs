@@ -12,6 +12,7 @@ mod common;
 mod hardware;
 mod interop;
 mod keys;
+mod oauth_servers;
 mod operations;
 mod roles;
 mod sessions;
