@@ -83,6 +83,11 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/auth/introspect", "post"),
         ("/api/v1/auth/sessions", "get"),
         ("/api/v1/auth/sessions/{id}", "delete"),
+        ("/api/v1/oauth-servers", "get"),
+        ("/api/v1/oauth-servers", "post"),
+        ("/api/v1/oauth-servers/{oauth_id}", "get"),
+        ("/api/v1/oauth-servers/{oauth_id}", "patch"),
+        ("/api/v1/oauth-servers/{oauth_id}", "delete"),
     ];
     for (p, m) in expected {
         assert!(
@@ -97,6 +102,7 @@ async fn the_openapi_document_lists_every_route() {
         "UpdateUser",
         "TokenResponse",
         "Introspection",
+        "OAuthServerView",
     ] {
         assert!(schemas[s].is_object(), "schema {s} missing");
     }
