@@ -314,7 +314,10 @@ impl Runtime {
         let oauth = Arc::new(
             OAuthServerService::new(store.clone(), &config)
                 .await
-                .map_err(|e| StartupError::Store(format!("loading OAuth servers: {e}")))?,
+                .map_err(|e| match e {
+                    crate::services::ServiceError::Invalid(m) => StartupError::Config(m),
+                    e => StartupError::Store(format!("loading OAuth servers: {e}")),
+                })?,
         );
         let groups = Arc::new(GroupService::new(store.clone()));
         let tokens = Arc::new(

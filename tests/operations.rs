@@ -105,6 +105,11 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/groups/{name}/grants", "get"),
         ("/api/v1/groups/{name}/grants", "post"),
         ("/api/v1/groups/{name}/grants/{resource}", "delete"),
+        ("/api/v1/oauth-servers", "get"),
+        ("/api/v1/oauth-servers", "post"),
+        ("/api/v1/oauth-servers/{oauth_id}", "get"),
+        ("/api/v1/oauth-servers/{oauth_id}", "patch"),
+        ("/api/v1/oauth-servers/{oauth_id}", "delete"),
     ];
     for (p, m) in expected {
         assert!(
@@ -119,6 +124,7 @@ async fn the_openapi_document_lists_every_route() {
         "UpdateUser",
         "TokenResponse",
         "Introspection",
+        "OAuthServerView",
     ] {
         assert!(schemas[s].is_object(), "schema {s} missing");
     }

@@ -2,7 +2,9 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, groups, health, key_files, keys, roles, users};
+use super::routes::{
+    api_keys, auth, discovery, groups, health, key_files, keys, oauth_servers, roles, users,
+};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -19,6 +21,10 @@ impl Modify for Security {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "idp_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-oauth2-token"))),
         );
     }
 }
@@ -40,6 +46,8 @@ impl Modify for Security {
         groups::create, groups::list, groups::get, groups::update, groups::delete,
         groups::members, groups::add_member, groups::remove_member,
         groups::grants, groups::put_grant, groups::delete_grant,
+        oauth_servers::create, oauth_servers::list, oauth_servers::get,
+        oauth_servers::update, oauth_servers::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -53,7 +61,9 @@ impl Modify for Security {
         key_files::UpdateKeyFile, key_files::RegenerateKeyFile,
         roles::RoleView, roles::CreateRole, roles::UpdateRole,
         groups::GroupView, groups::MemberView, groups::GrantView, groups::CreateGroup,
-        groups::UpdateGroup, groups::AddMember, groups::PutGrant)),
+        groups::UpdateGroup, groups::AddMember, groups::PutGrant,
+        oauth_servers::OAuthServerView, oauth_servers::CreateOAuthServer,
+        oauth_servers::UpdateOAuthServer)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

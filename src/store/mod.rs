@@ -12,6 +12,7 @@ pub mod groups;
 pub mod key_files;
 pub mod keys;
 pub mod meta;
+pub mod oauth_servers;
 pub mod revocations;
 pub mod roles;
 pub mod sessions;

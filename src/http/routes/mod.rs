@@ -7,6 +7,7 @@ pub mod groups;
 pub mod health;
 pub mod key_files;
 pub mod keys;
+pub mod oauth_servers;
 pub mod roles;
 pub mod users;
 
@@ -94,6 +95,16 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/groups/{name}/grants/{resource}",
             delete(groups::delete_grant),
+        )
+        .route(
+            "/api/v1/oauth-servers",
+            get(oauth_servers::list).post(oauth_servers::create),
+        )
+        .route(
+            "/api/v1/oauth-servers/{oauth_id}",
+            get(oauth_servers::get)
+                .patch(oauth_servers::update)
+                .delete(oauth_servers::delete),
         )
 }
 

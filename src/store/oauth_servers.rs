@@ -1,0 +1,171 @@
+//! External OAuth 2.0 / OIDC servers (`oauth_servers` table). Every change bumps
+//! `meta.oauth_servers_version` in the same transaction, so every process can keep its
+//! in-memory table of registered issuers current.
+
+use super::{Store, StoreError};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+const COUNTER: &str = "oauth_servers_version";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthServerRow {
+    pub oauth_id: String,
+    pub name: String,
+    pub issuer: String,
+    /// SubjectPublicKeyInfo PEM; exactly one of this and `jwks_uri` is set.
+    pub public_key_pem: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub audience: Option<String>,
+    pub role_claim: String,
+    /// IdP value → local role name.
+    pub role_mapping: BTreeMap<String, String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "oauth_id, name, issuer, public_key_pem, jwks_uri, audience, role_claim, \
+     role_mapping, created_by, created_at, updated_at";
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OAuthServerRow, StoreError> {
+    let mapping: String = row.try_get(7)?;
+    Ok(OAuthServerRow {
+        oauth_id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        issuer: row.try_get(2)?,
+        public_key_pem: row.try_get(3)?,
+        jwks_uri: row.try_get(4)?,
+        audience: row.try_get(5)?,
+        role_claim: row.try_get(6)?,
+        role_mapping: serde_json::from_str(&mapping)
+            .map_err(|e| StoreError::Corrupt(format!("oauth server role_mapping: {e}")))?,
+        created_by: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+    })
+}
+
+fn json(mapping: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(mapping).unwrap_or_else(|_| "{}".into())
+}
+
+/// A unique-constraint failure, in words: which of name and issuer is taken.
+fn conflict(e: sqlx::Error, r: &OAuthServerRow) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(m) if m.contains("oauth_servers.issuer") => StoreError::Conflict(
+            format!("an OAuth server with issuer {:?} is registered", r.issuer),
+        ),
+        StoreError::Conflict(m) if m.contains("oauth_servers.name") => {
+            StoreError::Conflict(format!("an OAuth server named {:?} exists", r.name))
+        }
+        other => other,
+    }
+}
+
+impl Store {
+    pub async fn oauth_servers_version(&self) -> Result<String, StoreError> {
+        self.counter(COUNTER).await
+    }
+
+    pub async fn list_oauth_servers(&self) -> Result<Vec<OAuthServerRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM oauth_servers ORDER BY created_at, oauth_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn get_oauth_server(&self, oauth_id: &str) -> Result<OAuthServerRow, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM oauth_servers WHERE oauth_id = $1"
+        ))
+        .bind(oauth_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        from_row(&row)
+    }
+
+    /// Inserts a server unless `max` servers exist already (`Conflict`); a taken name or
+    /// issuer is a `Conflict` too.
+    pub async fn insert_oauth_server(
+        &self,
+        r: &OAuthServerRow,
+        max: u32,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&format!(
+            "INSERT INTO oauth_servers ({COLUMNS})
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             WHERE (SELECT COUNT(*) FROM oauth_servers) < $12"
+        ))
+        .bind(&r.oauth_id)
+        .bind(&r.name)
+        .bind(&r.issuer)
+        .bind(&r.public_key_pem)
+        .bind(&r.jwks_uri)
+        .bind(&r.audience)
+        .bind(&r.role_claim)
+        .bind(json(&r.role_mapping))
+        .bind(&r.created_by)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(i64::from(max))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, r))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "the limit of {max} OAuth servers is reached; delete one first"
+            )));
+        }
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces every field but the id and the creation facts with `r`'s.
+    pub async fn update_oauth_server(&self, r: &OAuthServerRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE oauth_servers SET name = $2, issuer = $3, public_key_pem = $4,
+                 jwks_uri = $5, audience = $6, role_claim = $7, role_mapping = $8,
+                 updated_at = $9
+             WHERE oauth_id = $1",
+        )
+        .bind(&r.oauth_id)
+        .bind(&r.name)
+        .bind(&r.issuer)
+        .bind(&r.public_key_pem)
+        .bind(&r.jwks_uri)
+        .bind(&r.audience)
+        .bind(&r.role_claim)
+        .bind(json(&r.role_mapping))
+        .bind(r.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, r))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_oauth_server(&self, oauth_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM oauth_servers WHERE oauth_id = $1")
+            .bind(oauth_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

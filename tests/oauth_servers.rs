@@ -1,0 +1,940 @@
+//! External OAuth servers (IdPs): registration, and IdP tokens verified end to end.
+//!
+//! Each test starts a small IdP of its own on loopback: an axum server publishing a JWKS
+//! it can rotate (and counting how often keygate fetches it), plus raw TCP servers that
+//! hang or send an endless body. Tokens are signed in the test with aws-lc-rs. keygate
+//! runs as the real binary with `oauth.allow_insecure_loopback_jwks` so it may fetch
+//! `http://127.0.0.1` JWKS URIs.
+
+use crate::common::expect_problem;
+use crate::common::server::{Options, Server};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
+use keygate::hardware::{Algorithm, PublicKey};
+use keygate::services::tokens::jws;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+const NOW_SLACK: i64 = 600;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+// ---------------------------------------------------------------- the test IdP
+
+/// A signing key of the test IdP.
+enum SigningKey {
+    Ec(EcdsaKeyPair),
+    Rsa(signature::RsaKeyPair),
+}
+
+struct IdpKey {
+    kid: String,
+    key: SigningKey,
+}
+
+impl IdpKey {
+    fn p256(kid: &str) -> IdpKey {
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        IdpKey {
+            kid: kid.into(),
+            key: SigningKey::Ec(pair),
+        }
+    }
+
+    fn rsa(kid: &str) -> IdpKey {
+        let pair = signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        IdpKey {
+            kid: kid.into(),
+            key: SigningKey::Rsa(pair),
+        }
+    }
+
+    fn public(&self) -> PublicKey {
+        match &self.key {
+            SigningKey::Ec(p) => {
+                PublicKey::ec(Algorithm::ES256, p.public_key().as_ref().to_vec()).unwrap()
+            }
+            SigningKey::Rsa(p) => {
+                use aws_lc_rs::encoding::AsDer;
+                let der: aws_lc_rs::encoding::PublicKeyX509Der = p.public_key().as_der().unwrap();
+                PublicKey::from_spki_der(Algorithm::RS256, der.as_ref()).unwrap()
+            }
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        self.public().jwk(&self.kid)
+    }
+
+    fn pem(&self) -> String {
+        let der = self.public().spki_der().unwrap();
+        pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::LineEnding::LF, &der).unwrap()
+    }
+
+    /// A compact JWS with this key; `alg` is what the header says (ES256 or RS256/PS256).
+    fn sign(&self, alg: &str, header_extra: Value, claims: &Value) -> String {
+        let mut header = json!({"alg": alg, "typ": "JWT", "kid": self.kid});
+        for (k, v) in header_extra.as_object().unwrap() {
+            header[k] = v.clone();
+        }
+        let input = jws::signing_input(&header, claims).unwrap();
+        let rng = SystemRandom::new();
+        let sig = match &self.key {
+            SigningKey::Ec(p) => p.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
+            SigningKey::Rsa(p) => {
+                let padding = if alg == "PS256" {
+                    &signature::RSA_PSS_SHA256
+                } else {
+                    &signature::RSA_PKCS1_SHA256
+                };
+                let mut sig = vec![0; p.public_modulus_len()];
+                p.sign(padding, &rng, input.as_bytes(), &mut sig).unwrap();
+                sig
+            }
+        };
+        jws::finish(input, &sig)
+    }
+
+    fn es256(&self, claims: &Value) -> String {
+        self.sign("ES256", json!({}), claims)
+    }
+}
+
+/// A token "signed" with HMAC-SHA256 keyed by `secret` (the classic public-key-as-HMAC
+/// key confusion attack).
+fn hs256_token(kid: &str, secret: &[u8], claims: &Value) -> String {
+    let input =
+        jws::signing_input(&json!({"alg": "HS256", "typ": "JWT", "kid": kid}), claims).unwrap();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    jws::finish(input, tag.as_ref())
+}
+
+#[derive(Default)]
+struct JwksState {
+    jwks: Value,
+    fetches: usize,
+}
+
+/// The test IdP's JWKS endpoint.
+struct Idp {
+    base: String,
+    state: Arc<Mutex<JwksState>>,
+}
+
+impl Idp {
+    async fn start() -> Idp {
+        let state = Arc::new(Mutex::new(JwksState {
+            jwks: json!({"keys": []}),
+            fetches: 0,
+        }));
+        let st = state.clone();
+        let app = axum::Router::new()
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let st = st.clone();
+                    async move {
+                        let mut s = st.lock().unwrap();
+                        s.fetches += 1;
+                        axum::Json(s.jwks.clone())
+                    }
+                }),
+            )
+            .route(
+                "/huge",
+                axum::routing::get(|| async { vec![b' '; 10 * 1024 * 1024] }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Idp {
+            base: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    fn publish(&self, keys: &[&IdpKey]) {
+        self.publish_jwks(json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}));
+    }
+
+    fn publish_jwks(&self, jwks: Value) {
+        self.state.lock().unwrap().jwks = jwks;
+    }
+
+    fn fetches(&self) -> usize {
+        self.state.lock().unwrap().fetches
+    }
+
+    fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.base)
+    }
+
+    /// The issuer this IdP signs as (any absolute URL; keygate never fetches it).
+    fn issuer(&self) -> String {
+        format!("{}/realms/test", self.base)
+    }
+}
+
+/// A raw TCP server that accepts connections and never answers.
+async fn hanging_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    format!("http://{addr}/jwks")
+}
+
+/// A raw TCP server that answers 200 with a chunked body of 10 MiB of JSON whitespace
+/// (no Content-Length, so only the reader's own count can stop it).
+async fn flooding_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+                for _ in 0..160 {
+                    if sock.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}/jwks")
+}
+
+// ---------------------------------------------------------------- keygate side
+
+fn keygate_for_idps(refetch_interval: &str) -> Server {
+    Server::start_with(Options {
+        env: vec![
+            (
+                "KEYGATE__OAUTH__ALLOW_INSECURE_LOOPBACK_JWKS".into(),
+                "true".into(),
+            ),
+            ("KEYGATE__OAUTH__JWKS_FETCH_TIMEOUT".into(), "1s".into()),
+            (
+                "KEYGATE__OAUTH__JWKS_REFETCH_INTERVAL".into(),
+                refetch_interval.into(),
+            ),
+        ],
+        ..Options::default()
+    })
+}
+
+/// Registers a server as the bootstrap admin; returns its JSON.
+async fn register(s: &Server, body: Value) -> Value {
+    let r = s
+        .post_json("/api/v1/oauth-servers", &s.admin_key, body)
+        .await;
+    assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn count_servers(s: &Server) -> usize {
+    let r = s.get("/api/v1/oauth-servers", &s.admin_key).await;
+    assert_eq!(r.status(), 200);
+    r.json::<Vec<Value>>().await.unwrap().len()
+}
+
+async fn with_idp_header(s: &Server, path: &str, token: &str) -> reqwest::Response {
+    s.http
+        .get(s.url(path))
+        .header("x-oauth2-token", token)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn claims(idp: &Idp, sub: &str, roles: Value) -> Value {
+    let t = now();
+    json!({"iss": idp.issuer(), "sub": sub, "aud": "keygate-api", "iat": t, "nbf": t,
+           "exp": t + 300, "jti": uuid::Uuid::new_v4().to_string(), "roles": roles})
+}
+
+fn standard_mapping() -> Value {
+    json!({"readers": "read-only", "gateways": "gateway", "admins": "admin"})
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn an_idp_token_is_accepted_through_either_header_and_acts_as_its_mapped_role() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    idp.publish(&[&key]);
+    let s = keygate_for_idps("0s");
+    let server = register(
+        &s,
+        json!({"name": "test-idp", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "audience": "keygate-api", "role_mapping": standard_mapping()}),
+    )
+    .await;
+    let oauth_id = server["oauth_id"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&oauth_id).is_ok(), "{server}");
+    assert_eq!(server["role_claim"], "roles", "the default role claim");
+    assert_eq!(server["jwks_uri"], idp.jwks_uri());
+    assert!(server.get("public_key_pem").is_none(), "{server}");
+    for f in [
+        "name",
+        "issuer",
+        "audience",
+        "role_mapping",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(!server[f].is_null(), "{f} missing in {server}");
+    }
+
+    let reader = key.es256(&claims(&idp, "alice", json!(["readers"])));
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &reader).await.status(),
+        200
+    );
+    assert_eq!(s.get_bearer("/api/v1/keys", &reader).await.status(), 200);
+    // read-only: GET only.
+    let r = s
+        .http
+        .post(s.url("/api/v1/oauth-servers"))
+        .header("x-oauth2-token", &reader)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403, "forbidden").await;
+
+    // An admin from the IdP acts as <oauth_id>:<sub>.
+    let admin = key.es256(&claims(&idp, "bob", json!("admins")));
+    let r = s
+        .http
+        .post(s.url("/api/v1/oauth-servers"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "second", "issuer": "https://idp2.example",
+                      "jwks_uri": "https://idp2.example/jwks", "role_mapping": {"x": "read-only"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(second["created_by"], format!("{oauth_id}:bob"));
+
+    // Deleting the server ends its tokens at once.
+    assert_eq!(
+        s.delete(&format!("/api/v1/oauth-servers/{oauth_id}"), &s.admin_key)
+            .await
+            .status(),
+        204
+    );
+    let r = with_idp_header(&s, "/api/v1/keys", &reader).await;
+    expect_problem(r, 401, "unauthenticated").await;
+    let r = s.get_bearer("/api/v1/keys", &reader).await;
+    expect_problem(r, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_rotated_idp_key_is_fetched_when_its_kid_first_appears() {
+    let idp = Idp::start().await;
+    let (old, new) = (IdpKey::p256("2024"), IdpKey::rsa("2025"));
+    idp.publish(&[&old]);
+    let s = keygate_for_idps("0s");
+    register(
+        &s,
+        json!({"name": "rotating", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    let c = claims(&idp, "alice", json!(["readers"]));
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &old.es256(&c))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(idp.fetches(), 1);
+    // Cached: no fetch for a known kid.
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &old.es256(&c))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(idp.fetches(), 1);
+
+    // The new JWK states no alg, so both RSA algorithms may use it.
+    let mut jwk = new.jwk();
+    jwk.as_object_mut().unwrap().remove("alg");
+    idp.publish_jwks(json!({"keys": [jwk]}));
+    for alg in ["RS256", "PS256"] {
+        let t = new.sign(alg, json!({}), &c);
+        assert_eq!(
+            with_idp_header(&s, "/api/v1/keys", &t).await.status(),
+            200,
+            "{alg}"
+        );
+    }
+    assert_eq!(idp.fetches(), 2, "one refetch for the new kid");
+    // The withdrawn key went with that refetch: its tokens now fail, after one more
+    // (unrewarded) refetch for its kid.
+    let r = with_idp_header(&s, "/api/v1/keys", &old.es256(&c)).await;
+    let body = expect_problem(r, 401, "unauthenticated").await;
+    assert!(body["detail"].as_str().unwrap().contains("kid"), "{body}");
+    assert_eq!(idp.fetches(), 3);
+}
+
+#[tokio::test]
+async fn jwks_refetches_are_shared_and_rate_limited() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    idp.publish(&[&key]);
+    let s = keygate_for_idps("1h");
+    register(
+        &s,
+        json!({"name": "limited", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    // Eight concurrent first requests: one fetch, shared by all of them.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let token = key.es256(&claims(&idp, &format!("user{i}"), json!(["readers"])));
+        let (http, url) = (s.http.clone(), s.url("/api/v1/keys"));
+        tasks.push(tokio::spawn(async move {
+            http.get(url)
+                .header("x-oauth2-token", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(idp.fetches(), 1);
+    // Unknown kids within the interval: refused without another fetch.
+    let stranger = IdpKey::p256("made-up");
+    for _ in 0..3 {
+        let t = stranger.es256(&claims(&idp, "mallory", json!(["readers"])));
+        let r = with_idp_header(&s, "/api/v1/keys", &t).await;
+        expect_problem(r, 401, "unauthenticated").await;
+    }
+    assert_eq!(idp.fetches(), 1);
+}
+
+#[tokio::test]
+async fn tokens_that_do_not_verify_are_refused_with_401() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    let rsa = IdpKey::rsa("r1");
+    idp.publish(&[&key, &rsa]);
+    let s = keygate_for_idps("0s");
+    register(
+        &s,
+        json!({"name": "strict", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "audience": "keygate-api", "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    let good = claims(&idp, "alice", json!(["readers"]));
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    let t = now();
+    let mut tampered = key.es256(&good);
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    let jwk_json = serde_json::to_vec(&key.jwk()).unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "unknown issuer",
+            key.es256(&with("iss", json!("https://evil.example"))),
+        ),
+        (
+            "wrong audience",
+            key.es256(&with("aud", json!("someone-else"))),
+        ),
+        ("no audience", key.es256(&without("aud"))),
+        ("expired", key.es256(&with("exp", json!(t - NOW_SLACK)))),
+        (
+            "not yet valid",
+            key.es256(&with("nbf", json!(t + NOW_SLACK))),
+        ),
+        (
+            "issued in the future",
+            key.es256(&with("iat", json!(t + NOW_SLACK))),
+        ),
+        ("no exp", key.es256(&without("exp"))),
+        ("no sub", key.es256(&without("sub"))),
+        ("bad signature", tampered),
+        (
+            "alg none",
+            format!(
+                "{}.",
+                jws::signing_input(&json!({"alg": "none", "kid": "k1"}), &good).unwrap()
+            ) + "c2ln",
+        ),
+        (
+            "HS256 keyed with the JWK",
+            hs256_token("k1", &jwk_json, &good),
+        ),
+        (
+            "HS256 keyed with the PEM",
+            hs256_token("k1", key.pem().as_bytes(), &good),
+        ),
+        (
+            "ES384 header on a P-256 key",
+            key.sign("ES384", json!({}), &good),
+        ),
+        (
+            "RS256 header on an EC kid",
+            key.sign("RS256", json!({}), &good),
+        ),
+        (
+            "ES256 header on an RSA kid",
+            rsa.sign("ES256", json!({}), &good),
+        ),
+        (
+            "crit header",
+            key.sign("ES256", json!({"crit": ["exp"]}), &good),
+        ),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (what, token) in &cases {
+        for via_header in [true, false] {
+            let r = if via_header {
+                with_idp_header(&s, "/api/v1/keys", token).await
+            } else {
+                s.get_bearer("/api/v1/keys", token).await
+            };
+            assert_eq!(
+                r.status(),
+                401,
+                "{what} (x-oauth2-token: {via_header}): {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+    // The same token, properly made, passes: the cases above fail for their one flaw.
+    let ok = key.es256(&good);
+    assert_eq!(with_idp_header(&s, "/api/v1/keys", &ok).await.status(), 200);
+    let ok_rsa = rsa.sign("RS256", json!({}), &good);
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &ok_rsa).await.status(),
+        200
+    );
+    let signature = ok.rsplit('.').next().unwrap();
+    assert!(
+        !s.log_text().contains(signature),
+        "tokens never reach the log"
+    );
+}
+
+#[tokio::test]
+async fn an_unmapped_role_is_403_and_several_mapped_roles_give_their_union() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    idp.publish(&[&key]);
+    let s = keygate_for_idps("0s");
+    register(
+        &s,
+        json!({"name": "roles", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "role_claim": "realm_access.roles", "role_mapping": standard_mapping()}),
+    )
+    .await;
+    let token = |roles: Value| {
+        let mut c = claims(&idp, "carol", Value::Null);
+        c.as_object_mut().unwrap().remove("roles");
+        c["realm_access"] = json!({"roles": roles});
+        key.es256(&c)
+    };
+    for roles in [json!(["unmapped"]), json!([]), json!("unmapped"), json!(42)] {
+        let r = with_idp_header(&s, "/api/v1/keys", &token(roles.clone())).await;
+        let body = expect_problem(r, 403, "forbidden").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("maps to no local role"),
+            "{roles}: {body}"
+        );
+    }
+    let introspect = |t: String| {
+        let s = &s;
+        async move {
+            s.http
+                .post(s.url("/api/v1/auth/introspect"))
+                .header("x-oauth2-token", t)
+                .form(&[("token", "kg_unknown")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // One role: read-only reads keys but may not introspect; gateway the other way round.
+    let reader = token(json!(["readers", "unmapped"]));
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &reader).await.status(),
+        200
+    );
+    assert_eq!(introspect(reader).await, 403);
+    let gateway = token(json!("gateways"));
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &gateway).await.status(),
+        403
+    );
+    assert_eq!(introspect(gateway).await, 200);
+    // Both: the union of their permissions.
+    let both = token(json!(["readers", "gateways"]));
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &both).await.status(),
+        200
+    );
+    assert_eq!(introspect(both).await, 200);
+}
+
+#[tokio::test]
+async fn a_hanging_or_flooding_jwks_is_refused_and_keygate_stays_healthy() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    idp.publish(&[&key]);
+    let s = keygate_for_idps("0s");
+    let hang = hanging_server().await;
+    let flood = flooding_server().await;
+    let sized = format!("{}/huge", idp.base);
+    for (name, uri) in [
+        ("hang-idp", &hang),
+        ("flood-idp", &flood),
+        ("sized-idp", &sized),
+    ] {
+        register(
+            &s,
+            json!({"name": name, "issuer": format!("https://{name}.example"), "jwks_uri": uri,
+                   "role_mapping": {"readers": "read-only"}}),
+        )
+        .await;
+    }
+    register(
+        &s,
+        json!({"name": "good-idp", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    for name in ["hang-idp", "flood-idp", "sized-idp"] {
+        let mut c = claims(&idp, "alice", json!(["readers"]));
+        c["iss"] = json!(format!("https://{name}.example"));
+        let r = with_idp_header(&s, "/api/v1/keys", &key.es256(&c)).await;
+        expect_problem(r, 401, "unauthenticated").await;
+        assert_eq!(
+            s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+        // The failure is logged with the server's name (the log is read asynchronously).
+        let mut logged = false;
+        for _ in 0..100 {
+            let log = s.log_text();
+            if log
+                .lines()
+                .any(|l| l.contains("JWKS fetch failed") && l.contains(name))
+            {
+                logged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            logged,
+            "no fetch failure logged for {name}:\n{}",
+            s.log_text()
+        );
+    }
+    // Other IdPs are unaffected.
+    let t = key.es256(&claims(&idp, "alice", json!(["readers"])));
+    assert_eq!(with_idp_header(&s, "/api/v1/keys", &t).await.status(), 200);
+    let log = s.log_text();
+    assert!(log.contains("larger than"), "{log}");
+    assert!(
+        !log.contains(t.rsplit('.').next().unwrap()),
+        "no token in the log"
+    );
+}
+
+#[tokio::test]
+async fn a_server_registered_with_a_pem_key_verifies_its_tokens() {
+    let rsa = IdpKey::rsa("ignored");
+    let ec = IdpKey::p256("ignored");
+    let s = keygate_for_idps("0s");
+    let server = register(
+        &s,
+        json!({"name": "pem-rsa", "issuer": "https://pem.example", "public_key_pem": rsa.pem(),
+               "role_claim": "groups", "role_mapping": {"kg-readers": "read-only"}}),
+    )
+    .await;
+    assert_eq!(
+        server["public_key_pem"].as_str().unwrap().trim(),
+        rsa.pem().trim()
+    );
+    assert!(server.get("jwks_uri").is_none());
+    let t = now();
+    let c = json!({"iss": "https://pem.example", "sub": "svc-1", "exp": t + 60,
+                   "groups": ["kg-readers"]});
+    for alg in ["RS256", "PS256"] {
+        let token = rsa.sign(alg, json!({}), &c);
+        assert_eq!(
+            s.get_bearer("/api/v1/keys", &token).await.status(),
+            200,
+            "{alg}"
+        );
+    }
+    // Another key, the PEM as an HMAC secret, and a wrong alg are all refused.
+    for token in [
+        ec.es256(&c),
+        hs256_token("x", rsa.pem().as_bytes(), &c),
+        rsa.sign("ES256", json!({}), &c),
+    ] {
+        let r = with_idp_header(&s, "/api/v1/keys", &token).await;
+        expect_problem(r, 401, "unauthenticated").await;
+    }
+}
+
+#[tokio::test]
+async fn bad_registrations_are_400_and_store_nothing() {
+    let s = keygate_for_idps("0s");
+    let key = IdpKey::p256("k");
+    let base = json!({"name": "idp", "issuer": "https://idp.example",
+                      "jwks_uri": "https://idp.example/jwks", "role_mapping": {"r": "read-only"}});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let private_pem = {
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.to_pkcs8v1().unwrap();
+        pkcs8::der::pem::encode_string("PRIVATE KEY", pkcs8::LineEnding::LF, der.as_ref()).unwrap()
+    };
+    let mut pem_only = base.clone();
+    pem_only.as_object_mut().unwrap().remove("jwks_uri");
+    let pem = |p: &str| {
+        let mut b = pem_only.clone();
+        b["public_key_pem"] = json!(p);
+        b
+    };
+    let cases = vec![
+        (
+            "malformed PEM",
+            pem("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"),
+        ),
+        ("not PEM at all", pem("hello")),
+        ("private key PEM", pem(&private_pem)),
+        ("both key sources", with("public_key_pem", json!(key.pem()))),
+        ("neither key source", pem_only.clone()),
+        (
+            "http JWKS off loopback",
+            with("jwks_uri", json!("http://idp.example/jwks")),
+        ),
+        ("relative JWKS", with("jwks_uri", json!("/jwks"))),
+        ("issuer not a URL", with("issuer", json!("idp.example"))),
+        (
+            "issuer not http(s)",
+            with("issuer", json!("urn:idp:example")),
+        ),
+        (
+            "keygate's own issuer",
+            with("issuer", json!(s.base.clone())),
+        ),
+        (
+            "unknown local role",
+            with("role_mapping", json!({"r": "no-such-role"})),
+        ),
+        ("empty mapping", with("role_mapping", json!({}))),
+        ("empty name", with("name", json!(""))),
+        ("empty role claim", with("role_claim", json!(""))),
+        ("wrong type", with("role_mapping", json!(["read-only"]))),
+        ("unknown field", with("client_secret", json!("x"))),
+    ];
+    for (what, body) in cases {
+        let r = s
+            .post_json("/api/v1/oauth-servers", &s.admin_key, body)
+            .await;
+        let problem = expect_problem(r, 400, "invalid-request").await;
+        eprintln!("{what}: {}", problem["detail"]);
+    }
+    assert_eq!(count_servers(&s).await, 0, "nothing stored");
+
+    // A valid one; then duplicates conflict, and a bad PATCH changes nothing.
+    let created = register(&s, base.clone()).await;
+    let id = created["oauth_id"].as_str().unwrap();
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &s.admin_key,
+            with("issuer", json!("https://other.example")),
+        )
+        .await;
+    expect_problem(r, 409, "conflict").await;
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &s.admin_key,
+            with("name", json!("other")),
+        )
+        .await;
+    expect_problem(r, 409, "conflict").await;
+    let path = format!("/api/v1/oauth-servers/{id}");
+    for patch in [
+        json!({"role_mapping": {"r": "no-such-role"}}),
+        json!({"public_key_pem": "nope"}),
+        json!({"public_key_pem": key.pem(), "jwks_uri": "https://idp.example/jwks"}),
+        json!({"issuer": "not a url"}),
+        json!({"jwks_uri": "http://idp.example/jwks"}),
+    ] {
+        let r = s.patch_json(&path, &s.admin_key, patch.clone()).await;
+        expect_problem(r, 400, "invalid-request").await;
+    }
+    let now_stored: Value = s.get_json(&path, &s.admin_key).await;
+    assert_eq!(now_stored, created, "bad patches changed nothing");
+    assert_eq!(count_servers(&s).await, 1);
+}
+
+#[tokio::test]
+async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping() {
+    // A keygate without the loopback exception: http JWKS URIs are refused outright.
+    let s = Server::start();
+    let (_, ro) = s.create_key("read-only").await;
+    let (_, help) = s.create_key("help-desk").await;
+    let (_, admin) = s.create_key("admin").await;
+    let body = json!({"name": "corp", "issuer": "https://login.corp.example/realms/x",
+                      "jwks_uri": "https://login.corp.example/realms/x/certs",
+                      "role_mapping": {"kg-admin": "admin"}});
+    for caller in [&ro, &help] {
+        let r = s
+            .post_json("/api/v1/oauth-servers", caller, body.clone())
+            .await;
+        expect_problem(r, 403, "forbidden").await;
+    }
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &admin,
+            json!({"name": "escalate", "issuer": "https://evil.example",
+                   "jwks_uri": "https://evil.example/jwks", "role_mapping": {"x": "super-admin"}}),
+        )
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &admin,
+            json!({"name": "loop", "issuer": "https://loop.example",
+                   "jwks_uri": "http://127.0.0.1:9/jwks", "role_mapping": {"x": "read-only"}}),
+        )
+        .await;
+    expect_problem(r, 400, "invalid-request").await;
+
+    let r = s.post_json("/api/v1/oauth-servers", &admin, body).await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let path = format!(
+        "/api/v1/oauth-servers/{}",
+        created["oauth_id"].as_str().unwrap()
+    );
+    // read-only reads, and nothing more.
+    assert_eq!(s.get("/api/v1/oauth-servers", &ro).await.status(), 200);
+    assert_eq!(s.get(&path, &ro).await.status(), 200);
+    expect_problem(
+        s.patch_json(&path, &ro, json!({"name": "x"})).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(s.delete(&path, &help).await, 403, "forbidden").await;
+
+    // PATCH: 200 with the object; audience set, then removed with null.
+    let r = s
+        .patch_json(
+            &path,
+            &admin,
+            json!({"audience": "api://keygate", "role_claim": "groups"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["audience"].as_str(), v["role_claim"].as_str()),
+        (Some("api://keygate"), Some("groups"))
+    );
+    let v: Value = s
+        .patch_json(&path, &admin, json!({"audience": null}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v.get("audience").is_none(), "{v}");
+    assert_eq!(v["role_mapping"], json!({"kg-admin": "admin"}));
+    // Switching to a PEM key drops the JWKS URI.
+    let pem = IdpKey::p256("k").pem();
+    let v: Value = s
+        .patch_json(&path, &admin, json!({"public_key_pem": pem}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v.get("jwks_uri").is_none() && v["public_key_pem"].is_string(),
+        "{v}"
+    );
+
+    // A super-admin's IdP is out of an admin's reach.
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &s.admin_key,
+            json!({"name": "root-idp", "issuer": "https://root.example",
+                   "jwks_uri": "https://root.example/jwks", "role_mapping": {"x": "super-admin"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let root_idp: Value = r.json().await.unwrap();
+    let root_path = format!(
+        "/api/v1/oauth-servers/{}",
+        root_idp["oauth_id"].as_str().unwrap()
+    );
+    expect_problem(
+        s.patch_json(
+            &root_path,
+            &admin,
+            json!({"jwks_uri": "https://evil.example/jwks"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(s.delete(&root_path, &admin).await, 403, "forbidden").await;
+
+    assert_eq!(s.delete(&path, &admin).await.status(), 204);
+    expect_problem(s.get(&path, &admin).await, 404, "not-found").await;
+    expect_problem(s.delete(&path, &admin).await, 404, "not-found").await;
+}
