@@ -2,7 +2,9 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, groups, health, key_files, keys, roles, users};
+use super::routes::{
+    api_keys, approvals, audit, auth, discovery, groups, health, key_files, keys, roles, users,
+};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -40,6 +42,9 @@ impl Modify for Security {
         groups::create, groups::list, groups::get, groups::update, groups::delete,
         groups::members, groups::add_member, groups::remove_member,
         groups::grants, groups::put_grant, groups::delete_grant,
+        keys::regenerate, keys::destroy,
+        approvals::list, approvals::get, approvals::approve, approvals::reject,
+        audit::list, audit::keys,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -53,7 +58,9 @@ impl Modify for Security {
         key_files::UpdateKeyFile, key_files::RegenerateKeyFile,
         roles::RoleView, roles::CreateRole, roles::UpdateRole,
         groups::GroupView, groups::MemberView, groups::GrantView, groups::CreateGroup,
-        groups::UpdateGroup, groups::AddMember, groups::PutGrant)),
+        groups::UpdateGroup, groups::AddMember, groups::PutGrant,
+        keys::RegenerateRequest, crate::services::approvals::Approval,
+        crate::services::approvals::Vote, audit::AuditEntryView)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;
