@@ -591,18 +591,25 @@ impl Config {
         }
         self.approvals.validate()?;
         if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval.0.is_zero() {
-            return Err("audit.checkpoint_every and audit.checkpoint_interval must be positive".into());
+            return Err(
+                "audit.checkpoint_every and audit.checkpoint_interval must be positive".into(),
+            );
         }
         for (name, period) in self
             .rings
             .iter()
-            .filter_map(|(n, r)| r.rotation_period.map(|p| (format!("rings.{n}.rotation_period"), p)))
-            .chain(self.rotation.period.map(|p| ("rotation.period".to_string(), p)))
+            .filter_map(|(n, r)| {
+                r.rotation_period
+                    .map(|p| (format!("rings.{n}.rotation_period"), p))
+            })
+            .chain(
+                self.rotation
+                    .period
+                    .map(|p| ("rotation.period".to_string(), p)),
+            )
         {
             if period <= self.rotation.publish_delay {
-                return Err(format!(
-                    "{name} must be longer than rotation.publish_delay"
-                ));
+                return Err(format!("{name} must be longer than rotation.publish_delay"));
             }
         }
         self.validate_tokens()

@@ -15,6 +15,7 @@ mod hardware;
 mod interop;
 mod key_files;
 mod keys;
+mod lifecycle;
 mod operations;
 mod roles;
 mod sessions;

@@ -88,8 +88,8 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let auth_failure = matches!(status, 401 | 403)
-        || (route == "/api/v1/auth/token" && status == 400);
+    let auth_failure =
+        matches!(status, 401 | 403) || (route == "/api/v1/auth/token" && status == 400);
     let wanted = if hot_path(&route) {
         auth_failure
     } else {

@@ -168,10 +168,7 @@ impl KeyRegistry {
             })
             .filter(|v| {
                 period_of(&v.ring).is_some_and(|p| {
-                    v.activated_at
-                        .unwrap_or(v.created_at)
-                        .saturating_add(p)
-                        <= now
+                    v.activated_at.unwrap_or(v.created_at).saturating_add(p) <= now
                 })
             })
             .map(|v| v.ring.clone())

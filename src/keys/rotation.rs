@@ -25,9 +25,18 @@ pub struct RotationTimes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     /// Scheduled rotation created a pending version.
-    Created { ring: String, version: i64 },
-    Activated { ring: String, version: i64 },
-    Retired { ring: String, version: i64 },
+    Created {
+        ring: String,
+        version: i64,
+    },
+    Activated {
+        ring: String,
+        version: i64,
+    },
+    Retired {
+        ring: String,
+        version: i64,
+    },
 }
 
 impl KeyRegistry {
@@ -101,7 +110,12 @@ impl KeyRegistry {
         let audit = NewAuditEntry {
             time: now,
             actor: actor.clone(),
-            action: if immediate { "key.rotate-now" } else { "key.rotate" }.into(),
+            action: if immediate {
+                "key.rotate-now"
+            } else {
+                "key.rotate"
+            }
+            .into(),
             target: format!("ring:{ring}/version:{next}"),
             outcome: format!(
                 "created {} on {backend_name}{}",

@@ -184,7 +184,11 @@ pub fn vote_bytes(a: &ApprovalRow, v: &VoteRow) -> Vec<u8> {
 
 /// Checks the caller may ask for `op` at all, and that `op` is possible now (so a
 /// request that could never run is refused at once, with nothing recorded).
-async fn check_request(rt: &Runtime, caller: &Principal, op: &Operation) -> Result<(), ServiceError> {
+async fn check_request(
+    rt: &Runtime,
+    caller: &Principal,
+    op: &Operation,
+) -> Result<(), ServiceError> {
     match op {
         Operation::Rotate { ring, backend, .. } => {
             rt.groups
@@ -229,13 +233,11 @@ async fn check_request(rt: &Runtime, caller: &Principal, op: &Operation) -> Resu
             rt.keys.check_destroyable(ring, *version)?;
             Ok(())
         }
-        Operation::DeleteOauthServer { .. } => {
-            crate::services::authz::require(
-                caller.role,
-                Permission::OAuthServersWrite,
-                "delete OAuth servers",
-            )
-        }
+        Operation::DeleteOauthServer { .. } => crate::services::authz::require(
+            caller.role,
+            Permission::OAuthServersWrite,
+            "delete OAuth servers",
+        ),
     }
 }
 
@@ -336,7 +338,9 @@ pub async fn decide(
     let row = match rt.store.get_approval(id).await {
         Ok(r) => r,
         Err(StoreError::NotFound) => {
-            return Err(ServiceError::NotFound(format!("no approval request {id:?}")))
+            return Err(ServiceError::NotFound(format!(
+                "no approval request {id:?}"
+            )))
         }
         Err(e) => return Err(e.into()),
     };
@@ -433,8 +437,12 @@ async fn run_approved(rt: &Runtime, row: &ApprovalRow, now: i64) {
         .finish_approval(&row.id, state, &outcome, now, &audit)
         .await
     {
-        Ok(true) => tracing::info!(approval = %row.id, state, outcome = %outcome, "approved operation finished"),
-        Ok(false) => tracing::error!(approval = %row.id, "approval left the executing state while it ran"),
+        Ok(true) => {
+            tracing::info!(approval = %row.id, state, outcome = %outcome, "approved operation finished")
+        }
+        Ok(false) => {
+            tracing::error!(approval = %row.id, "approval left the executing state while it ran")
+        }
         Err(e) => tracing::error!(approval = %row.id, error = %e, outcome = %outcome,
             "could not record how an approved operation ended; it stays `executing`"),
     }
@@ -443,14 +451,26 @@ async fn run_approved(rt: &Runtime, row: &ApprovalRow, now: i64) {
 /// Every signature problem on request `row` and its votes (empty when intact).
 pub async fn verify_request(rt: &Runtime, row: &ApprovalRow) -> Result<Vec<String>, ServiceError> {
     let mut problems = Vec::new();
-    if !rt.audit.verify(&row.sig_kid, &request_bytes(row), &row.request_sig) {
-        problems.push(format!("approval {}: the request's signature does not verify", row.id));
+    if !rt
+        .audit
+        .verify(&row.sig_kid, &request_bytes(row), &row.request_sig)
+    {
+        problems.push(format!(
+            "approval {}: the request's signature does not verify",
+            row.id
+        ));
     }
     for v in rt.store.votes(&row.id).await? {
         if v.principal == row.requested_by && v.decision == "approve" {
-            problems.push(format!("approval {}: the requester's own approval is recorded", row.id));
+            problems.push(format!(
+                "approval {}: the requester's own approval is recorded",
+                row.id
+            ));
         }
-        if !rt.audit.verify(&v.sig_kid, &vote_bytes(row, &v), &v.signature) {
+        if !rt
+            .audit
+            .verify(&v.sig_kid, &vote_bytes(row, &v), &v.signature)
+        {
             problems.push(format!(
                 "approval {}: the {} by {} does not verify",
                 row.id, v.decision, v.principal
@@ -478,7 +498,9 @@ async fn execute(
                 .rotate_as(&ring, immediate, backend.as_deref(), actor, now)
                 .await?;
             rt.keys.advance(rt.rotation_times(), now).await?;
-            Ok(Done::Version(rt.keys.version(&v.ring, v.version).unwrap_or(v)))
+            Ok(Done::Version(
+                rt.keys.version(&v.ring, v.version).unwrap_or(v),
+            ))
         }
         Operation::Regenerate { ring, .. } => {
             let v = rt.keys.regenerate(&ring, actor, now).await?;
@@ -493,12 +515,16 @@ async fn execute(
             Ok(Done::Destroyed)
         }
         other @ Operation::DeleteOauthServer { .. } => {
-            let hook = rt.approval_hooks.get(other.name()).cloned().ok_or_else(|| {
-                ServiceError::Invalid(format!(
-                    "{} is not available in this build",
-                    other.name()
-                ))
-            })?;
+            let hook = rt
+                .approval_hooks
+                .get(other.name())
+                .cloned()
+                .ok_or_else(|| {
+                    ServiceError::Invalid(format!(
+                        "{} is not available in this build",
+                        other.name()
+                    ))
+                })?;
             Ok(Done::Other(hook(other, actor.clone(), now).await?))
         }
     }

@@ -88,9 +88,7 @@ impl AuditService {
             let (head, _) = self.store.audit_head().await?;
             let last = self.store.last_checkpoint_seq().await?;
             let every = i64::try_from(self.config.checkpoint_every).unwrap_or(i64::MAX);
-            Ok::<bool, crate::store::StoreError>(
-                head > last && (on_timer || head - last >= every),
-            )
+            Ok::<bool, crate::store::StoreError>(head > last && (on_timer || head - last >= every))
         };
         match due.await {
             Ok(true) => {
@@ -148,7 +146,11 @@ impl AuditService {
         self.audit_versions()
             .iter()
             .find(|v| v.kid == kid)
-            .and_then(|v| v.public_key.as_ref().map(|p| verify_signature(p, v.algorithm, msg, sig)))
+            .and_then(|v| {
+                v.public_key
+                    .as_ref()
+                    .map(|p| verify_signature(p, v.algorithm, msg, sig))
+            })
             .unwrap_or(false)
     }
 
@@ -186,13 +188,20 @@ impl AuditService {
                 continue;
             }
             let Ok(backend) = self.keys.backend(&v.backend) else {
-                problems.push(format!("audit key v{}: backend {:?} is not configured", v.version, v.backend));
+                problems.push(format!(
+                    "audit key v{}: backend {:?} is not configured",
+                    v.version, v.backend
+                ));
                 continue;
             };
             let loc = v.locator.clone();
             match backend.run("public_key", move |b| b.public_key(&loc)).await {
                 Ok(found) => {
-                    if v.public_key.as_ref().map(|p| p.material != found.material).unwrap_or(true) {
+                    if v.public_key
+                        .as_ref()
+                        .map(|p| p.material != found.material)
+                        .unwrap_or(true)
+                    {
                         problems.push(format!(
                             "audit key v{} ({}): the stored public key is not the key in the hardware",
                             v.version, v.kid
@@ -313,10 +322,7 @@ impl AuditService {
                 // Not reached by an intact chain: missing, or after the first break.
                 None if chain_ok => candidates.push(Broken {
                     seq: c.seq,
-                    reason: format!(
-                        "entry {} is missing: a signed checkpoint covers it",
-                        c.seq
-                    ),
+                    reason: format!("entry {} is missing: a signed checkpoint covers it", c.seq),
                 }),
                 None => {}
             }

@@ -207,9 +207,7 @@ impl Store {
             .bind(&v.approval_id)
             .fetch_one(&mut *tx)
             .await?;
-            if approvals >= required
-                && claim_in(&mut tx, &v.approval_id, v.at).await?
-            {
+            if approvals >= required && claim_in(&mut tx, &v.approval_id, v.at).await? {
                 VoteResult::Execute
             } else {
                 VoteResult::Recorded
@@ -283,11 +281,7 @@ impl Store {
 }
 
 /// pending → executing, compare-and-set.
-async fn claim_in(
-    tx: &mut sqlx::SqliteConnection,
-    id: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
+async fn claim_in(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<bool, StoreError> {
     let r = sqlx::query(
         "UPDATE approvals SET state = 'executing', decided_at = $2
          WHERE id = $1 AND state = 'pending'",

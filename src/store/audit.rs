@@ -208,7 +208,11 @@ impl Store {
     }
 
     /// Up to `limit` entries with seq > `after`, in order.
-    pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit_entries(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, time, actor, auth_method, client_cert_serial, action, target, outcome,
                     request_id, prev_hash, hash
@@ -226,7 +230,11 @@ impl Store {
 
     /// The stored entry `seq`, if any.
     pub async fn audit_entry(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError> {
-        Ok(self.audit_entries(seq - 1, 1).await?.into_iter().find(|e| e.seq == seq))
+        Ok(self
+            .audit_entries(seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == seq))
     }
 
     /// The chain head as recorded: (last seq, its hash).

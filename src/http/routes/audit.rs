@@ -74,7 +74,9 @@ pub async fn list(
         ));
     }
     let entries = state.rt.audit.entries(after, limit).await?;
-    Ok(Json(entries.into_iter().map(AuditEntryView::from).collect()))
+    Ok(Json(
+        entries.into_iter().map(AuditEntryView::from).collect(),
+    ))
 }
 
 /// The audit ring's public keys (JWK Set; each key also carries `keygate_state` and

@@ -1,12 +1,12 @@
 //! Key rings (`/api/v1/keys`) and the JWKS.
 
+use crate::http::audit_log::RequestId;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::keys::KeyVersion;
 use crate::runtime::now;
-use crate::http::audit_log::RequestId;
 use crate::services::approvals::{self, Approval, Done, Submitted};
 use crate::services::key_rings;
 use axum::extract::State;
