@@ -78,7 +78,7 @@ pub enum Submitted {
     /// It ran at once (no approvals required).
     Done(Done),
     /// It waits for approvals.
-    Pending(Approval),
+    Pending(Box<Approval>),
 }
 
 /// The result of an operation that ran.
@@ -294,7 +294,7 @@ pub async fn submit(
     rt.store.insert_approval(&row, &audit).await?;
     tracing::info!(approval = %row.id, operation = %row.operation, target = %row.target,
         by = %caller.name, required, "approval requested");
-    Ok(Submitted::Pending(view(rt, row).await?))
+    Ok(Submitted::Pending(Box::new(view(rt, row).await?)))
 }
 
 /// Whether `who` satisfies one of the approver rules.
@@ -302,10 +302,8 @@ async fn eligible(rt: &Runtime, who: &Principal, rules: &str) -> Result<bool, Se
     let mut groups: Option<Vec<String>> = None;
     for rule in rules.split(',') {
         match rule.split_once(':') {
-            Some(("role", r)) => {
-                if who.role.name().split('+').any(|n| n == r) {
-                    return Ok(true);
-                }
+            Some(("role", r)) if who.role.name().split('+').any(|n| n == r) => {
+                return Ok(true);
             }
             Some(("group", g)) => {
                 if groups.is_none() {
