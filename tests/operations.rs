@@ -105,6 +105,14 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/groups/{name}/grants", "get"),
         ("/api/v1/groups/{name}/grants", "post"),
         ("/api/v1/groups/{name}/grants/{resource}", "delete"),
+        ("/api/v1/keys/{ring}/regenerate", "post"),
+        ("/api/v1/keys/{ring}/versions/{version}/destroy", "post"),
+        ("/api/v1/approvals", "get"),
+        ("/api/v1/approvals/{id}", "get"),
+        ("/api/v1/approvals/{id}/approve", "post"),
+        ("/api/v1/approvals/{id}/reject", "post"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/audit/keys", "get"),
     ];
     for (p, m) in expected {
         assert!(
