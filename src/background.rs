@@ -28,12 +28,45 @@ where
     });
 }
 
-/// Activates pending versions after the publish delay and retires old ones.
+/// How long the scheduled-rotation lease is held without renewal; the holder renews it
+/// every tick, so another replica takes over this long after the holder stops.
+const ROTATION_LEASE_SECS: i64 = 30;
+
+/// Picks up key changes made by other processes, creates versions that scheduled
+/// rotation (`rotation.period`) makes due, activates pending versions after the publish
+/// delay, retires old ones, and expires approval requests past their time.
 pub fn spawn_rotation(rt: &Arc<Runtime>) {
     every(rt, ROTATION_TICK, |rt| async move {
-        if let Err(e) = rt.keys.advance(rt.rotation_times(), now()).await {
+        let at = now();
+        match rt.keys.refresh_if_changed().await {
+            // A MAC key may have been regenerated elsewhere: drop remembered MACs.
+            Ok(true) => rt.api_keys.forget_verified(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for key changes"),
+        }
+        let periods = |ring: &str| rt.rotation_period(ring);
+        if let Err(e) = rt
+            .keys
+            .run_schedule(periods, &rt.instance_id, ROTATION_LEASE_SECS, at)
+            .await
+        {
+            tracing::warn!(error = %e, "scheduled rotation failed; retrying next tick");
+        }
+        if let Err(e) = rt.keys.advance(rt.rotation_times(), at).await {
             tracing::warn!(error = %e, "key rotation step failed; retrying next tick");
         }
+        if let Err(e) = crate::services::approvals::expire_due(&rt, at).await {
+            tracing::warn!(error = %e, "expiring approval requests failed; retrying next tick");
+        }
+    });
+}
+
+/// Signs a checkpoint of the audit chain every `audit.checkpoint_interval` when entries
+/// were added since the last one.
+pub fn spawn_audit_checkpoints(rt: &Arc<Runtime>) {
+    let period = rt.config.audit.checkpoint_interval.0;
+    every(rt, period, |rt| async move {
+        rt.audit.checkpoint_if_due(now(), true).await;
     });
 }
 

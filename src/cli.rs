@@ -1,6 +1,6 @@
 //! Command implementations behind `main`.
 
-use crate::{Command, KeysCommand};
+use crate::{AuditCommand, Command, KeysCommand};
 use anyhow::{bail, Context};
 use keygate::config::Config;
 use keygate::dev::DevLayout;
@@ -154,6 +154,27 @@ pub async fn run(
             }
             Ok(())
         }
+        Command::Audit { command } => {
+            let rt = Runtime::open(config).await?;
+            match command {
+                AuditCommand::Verify { from } => audit_verify(&rt, from).await,
+                AuditCommand::Export { format, after } => {
+                    if format != "jsonl" {
+                        bail!("unknown export format {format:?}; use jsonl");
+                    }
+                    let mut after = after;
+                    loop {
+                        let page = rt.store.audit_entries(after, 1000).await?;
+                        let Some(last) = page.last() else { break };
+                        after = last.seq;
+                        for e in &page {
+                            out!("{}", serde_json::to_string(e)?);
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
         // Handled in `main` before any configuration is read.
         Command::Client { .. } => bail!("client commands need no configuration"),
         Command::Bench {
@@ -173,6 +194,43 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// `keygate audit verify`: the chain, the checkpoints, the approvals, and the audit
+/// keys against the hardware. Any problem is an error (exit 1).
+async fn audit_verify(rt: &Runtime, from: i64) -> anyhow::Result<()> {
+    let mut problems = rt.audit.check_keys_against_hardware().await;
+    let report = rt.audit.verify_chain(from).await?;
+    let mut approvals = 0;
+    for a in rt.store.list_approvals(i64::MAX).await? {
+        approvals += 1;
+        problems.extend(keygate::services::approvals::verify_request(rt, &a).await?);
+    }
+    out!(
+        "checked {} entries (to seq {}), {} checkpoints, {} approval requests",
+        report.entries,
+        report.last_seq,
+        report.checkpoints,
+        approvals
+    );
+    if let Some(b) = &report.broken {
+        out!("BROKEN at seq {}: {}", b.seq, b.reason);
+    }
+    for p in &problems {
+        out!("PROBLEM: {p}");
+    }
+    if report.broken.is_some() || !problems.is_empty() {
+        bail!(
+            "the audit log failed verification{}",
+            report
+                .broken
+                .as_ref()
+                .map(|b| format!(" (first broken seq {})", b.seq))
+                .unwrap_or_default()
+        );
+    }
+    out!("audit log OK");
+    Ok(())
 }
 
 /// Plain HTTP is for loopback only; TLS serving arrives with the device TLS identity.
@@ -240,6 +298,7 @@ async fn serve(
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);
     keygate::background::spawn_refresh(&rt);
+    keygate::background::spawn_audit_checkpoints(&rt);
     let state = AppState { rt: rt.clone() };
     let mut out = std::io::stdout();
     if dev {

@@ -57,7 +57,8 @@ pub struct Config {
     /// Accepted for forward compatibility with API.md; not used by this release.
     pub tls: Option<toml::Value>,
     pub oauth: OAuthConfig,
-    pub approvals: Option<toml::Value>,
+    pub approvals: ApprovalsConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +149,8 @@ pub struct RingConfig {
     /// always sign.
     #[serde(default)]
     pub signers: Vec<String>,
+    /// Scheduled rotation of this ring; overrides `rotation.period`.
+    pub rotation_period: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,12 +341,156 @@ impl Default for JwksConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RotationConfig {
     pub publish_delay: Dur,
+    /// Scheduled rotation of every JWT-signing ring: a new version is created once the
+    /// active one has been active this long. Unset: rotation only on request.
+    pub period: Option<Dur>,
 }
 
 impl Default for RotationConfig {
     fn default() -> Self {
         RotationConfig {
             publish_delay: Dur(Duration::from_secs(600)),
+            period: None,
+        }
+    }
+}
+
+/// Operations gated by M-of-N approvals (API.md "Key rings and the signing service").
+pub const APPROVAL_OPERATIONS: [&str; 7] = [
+    "rotate",
+    "rotate-now",
+    "regenerate",
+    "destroy",
+    "change-backend",
+    "create-super-admin-key",
+    "delete-oauth-server",
+];
+
+/// `[approvals]`: a default expiry, and `[approvals.<operation>]` per operation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApprovalsConfig {
+    /// How long a pending approval waits for its approvals before it expires.
+    pub expire_after: Dur,
+    #[serde(flatten)]
+    pub operations: BTreeMap<String, ApprovalRuleConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            expire_after: Dur(Duration::from_secs(24 * 3600)),
+            operations: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[approvals.<operation>]`; unset fields take the operation's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRuleConfig {
+    /// Approvals needed from principals other than the requester; 0 runs at once.
+    pub required: Option<u32>,
+    /// Who may approve: `role:<name>` or `group:<name>`, one string or a list.
+    pub approvers: Option<Approvers>,
+    /// Overrides `approvals.expire_after` for this operation.
+    pub ttl: Option<Dur>,
+}
+
+/// One approver rule or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Approvers {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// An operation's effective approval rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub required: u32,
+    pub approvers: Vec<String>,
+    pub ttl_secs: i64,
+}
+
+impl ApprovalsConfig {
+    /// The defaults of API.md: rotate 0, rotate-now 1, regenerate 2, destroy 2. The
+    /// operations API.md gives no default for: change-backend 1 (it replaces the key's
+    /// hardware), create-super-admin-key and delete-oauth-server 0.
+    pub fn default_required(op: &str) -> u32 {
+        match op {
+            "rotate-now" | "change-backend" => 1,
+            "regenerate" | "destroy" => 2,
+            _ => 0,
+        }
+    }
+
+    /// The effective rule for `op`.
+    pub fn rule(&self, op: &str) -> ApprovalRule {
+        let c = self.operations.get(op).cloned().unwrap_or_default();
+        ApprovalRule {
+            required: c.required.unwrap_or_else(|| Self::default_required(op)),
+            approvers: match c.approvers {
+                None => vec!["role:super-admin".to_string()],
+                Some(Approvers::One(s)) => vec![s],
+                Some(Approvers::Many(v)) => v,
+            },
+            ttl_secs: c.ttl.unwrap_or(self.expire_after).secs(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.expire_after.0.is_zero() {
+            return Err("approvals.expire_after must be positive".into());
+        }
+        for (op, c) in &self.operations {
+            if !APPROVAL_OPERATIONS.contains(&op.as_str()) {
+                return Err(format!(
+                    "approvals.{op}: unknown operation; expected one of {}",
+                    APPROVAL_OPERATIONS.join(", ")
+                ));
+            }
+            if c.ttl.is_some_and(|t| t.0.is_zero()) {
+                return Err(format!("approvals.{op}.ttl must be positive"));
+            }
+            let rule = self.rule(op);
+            if rule.approvers.is_empty() {
+                return Err(format!("approvals.{op}.approvers is empty"));
+            }
+            for a in &rule.approvers {
+                match a.split_once(':') {
+                    Some(("role", r)) => {
+                        r.parse::<crate::services::authz::Role>()
+                            .map_err(|e| format!("approvals.{op}.approvers: {e}"))?;
+                    }
+                    Some(("group", g)) if !g.trim().is_empty() => {}
+                    _ => {
+                        return Err(format!(
+                            "approvals.{op}.approvers: {a:?} is not role:<name> or group:<name>"
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[audit]`: the hash-chained audit log and its signed checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A checkpoint (the chain head signed by the `audit` ring) every this many entries.
+    pub checkpoint_every: u64,
+    /// ... and at least this often while entries are being added.
+    pub checkpoint_interval: Dur,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every: 100,
+            checkpoint_interval: Dur(Duration::from_secs(60)),
         }
     }
 }
@@ -450,6 +597,29 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());
+        }
+        self.approvals.validate()?;
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval.0.is_zero() {
+            return Err(
+                "audit.checkpoint_every and audit.checkpoint_interval must be positive".into(),
+            );
+        }
+        for (name, period) in self
+            .rings
+            .iter()
+            .filter_map(|(n, r)| {
+                r.rotation_period
+                    .map(|p| (format!("rings.{n}.rotation_period"), p))
+            })
+            .chain(
+                self.rotation
+                    .period
+                    .map(|p| ("rotation.period".to_string(), p)),
+            )
+        {
+            if period <= self.rotation.publish_delay {
+                return Err(format!("{name} must be longer than rotation.publish_delay"));
+            }
         }
         self.validate_tokens()
     }

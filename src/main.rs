@@ -64,6 +64,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// The audit log: verify the hash chain and its signed checkpoints, or export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Measures raw SoftHSM rates against the same operations through keygate's pool.
     Bench {
         /// Seconds per measurement.
@@ -90,6 +95,27 @@ pub enum KeysCommand {
         /// Configured backend name (default: the backend of jwt-default).
         #[arg(long)]
         backend: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Checks every link of the chain, every checkpoint signature and every approval
+    /// signature against the audit ring's public keys (cross-checked with the hardware).
+    /// Names the first broken entry and exits 1 when anything is wrong.
+    Verify {
+        /// Start at this seq (the link into it is trusted).
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+    },
+    /// Writes entries to stdout, one JSON object per line.
+    Export {
+        /// Output format; only `jsonl`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Entries with a seq greater than this.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
 }
 

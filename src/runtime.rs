@@ -46,6 +46,9 @@ pub struct Runtime {
     pub key_files: Arc<KeyFileService>,
     pub oauth: Arc<OAuthServerService>,
     pub groups: Arc<GroupService>,
+    pub audit: Arc<crate::services::audit::AuditService>,
+    /// This process's name as a lease holder (scheduled rotation).
+    pub instance_id: String,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -62,6 +65,17 @@ impl Runtime {
             publish_delay: self.config.rotation.publish_delay.secs(),
             retire_after: self.tokens.settings().longest_token(),
         }
+    }
+
+    /// The scheduled rotation period of `ring` in seconds: `rings.<ring>.rotation_period`,
+    /// else `rotation.period`; `None` when neither is set.
+    pub fn rotation_period(&self, ring: &str) -> Option<i64> {
+        self.config
+            .rings
+            .get(ring)
+            .and_then(|r| r.rotation_period)
+            .or(self.config.rotation.period)
+            .map(|d| d.secs())
     }
 }
 
@@ -235,7 +249,17 @@ impl Runtime {
                 Algorithm::HS256,
                 default_backend.clone(),
             ),
-            (JWT_DEFAULT_RING.into(), Algorithm::ES256, default_backend),
+            (
+                JWT_DEFAULT_RING.into(),
+                Algorithm::ES256,
+                default_backend.clone(),
+            ),
+            // Signs approvals and audit checkpoints; never in the JWKS.
+            (
+                crate::services::audit::AUDIT_RING.into(),
+                Algorithm::ES256,
+                default_backend,
+            ),
         ];
         for (name, ring) in &config.rings {
             let alg: Algorithm = ring.algorithm.parse().map_err(StartupError::Config)?;
@@ -337,7 +361,14 @@ impl Runtime {
                 .await
                 .map_err(|e| StartupError::Config(format!("users: {e}")))?,
         );
+        let audit = Arc::new(crate::services::audit::AuditService::new(
+            store.clone(),
+            keys.clone(),
+            config.audit.clone(),
+        ));
         Ok(Runtime {
+            audit,
+            instance_id: uuid::Uuid::new_v4().to_string(),
             config,
             store,
             keys,

@@ -16,6 +16,7 @@ mod hardware;
 mod interop;
 mod key_files;
 mod keys;
+mod lifecycle;
 mod oauth_servers;
 mod operations;
 mod roles;

@@ -938,3 +938,132 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
     expect_problem(s.get(&path, &admin).await, 404, "not-found").await;
     expect_problem(s.delete(&path, &admin).await, 404, "not-found").await;
 }
+
+#[tokio::test]
+async fn deleting_a_server_can_be_gated_by_approvals_and_runs_when_approved() {
+    let rsa = IdpKey::rsa("ignored");
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__DELETE-OAUTH-SERVER__REQUIRED".into(),
+            "1".into(),
+        )],
+        ..Options::default()
+    });
+    let server = register(
+        &s,
+        json!({"name": "gated", "issuer": "https://gated.example", "public_key_pem": rsa.pem(),
+               "role_mapping": {"r": "read-only"}}),
+    )
+    .await;
+    let id = server["oauth_id"].as_str().unwrap();
+    let r = s
+        .delete(&format!("/api/v1/oauth-servers/{id}"), &s.admin_key)
+        .await;
+    assert_eq!(r.status(), 202);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["operation"], "delete-oauth-server");
+    assert_eq!(a["state"], "pending");
+    assert_eq!(
+        count_servers(&s).await,
+        1,
+        "nothing deleted before the approval"
+    );
+    // Another super-admin approves; the server is gone.
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "second", "role": "super-admin", "owner": "root"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    // The owner is root, the same principal as the requester: it may not approve.
+    let same = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approval = a["approval_id"].as_str().unwrap();
+    let r = s
+        .post_json(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            &same,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    s.post_json(
+        "/api/v1/users",
+        &s.admin_key,
+        json!({"username": "second-admin", "role": "super-admin"}),
+    )
+    .await;
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "k", "role": "super-admin", "owner": "second-admin"}),
+        )
+        .await;
+    let other = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .post_json(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            &other,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["state"], "executed", "{done}");
+    assert_eq!(count_servers(&s).await, 0);
+}
+
+#[tokio::test]
+async fn introspection_recognises_idp_tokens() {
+    let rsa = IdpKey::rsa("ignored");
+    let s = keygate_for_idps("0s");
+    let server = register(
+        &s,
+        json!({"name": "intro", "issuer": "https://intro.example", "public_key_pem": rsa.pem(),
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    let id = server["oauth_id"].as_str().unwrap();
+    let t = now();
+    let token = rsa.sign(
+        "RS256",
+        json!({}),
+        &json!({"iss": "https://intro.example", "sub": "svc-9", "exp": t + 60, "iat": t,
+                "roles": ["readers"]}),
+    );
+    let introspect = |tok: String| {
+        let s = &s;
+        async move {
+            s.post_form(
+                "/api/v1/auth/introspect",
+                Some(("x-api-key", &s.admin_key)),
+                &[("token", &tok)],
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+        }
+    };
+    let v = introspect(token).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["token_type"], "idp_token");
+    assert_eq!(v["sub"], format!("{id}:svc-9"));
+    assert_eq!(v["role"], "read-only");
+    assert_eq!(v["iss"], "https://intro.example");
+    let expired = rsa.sign(
+        "RS256",
+        json!({}),
+        &json!({"iss": "https://intro.example", "sub": "svc-9", "exp": t - 600, "iat": t - 900,
+                "roles": ["readers"]}),
+    );
+    assert_eq!(introspect(expired).await, json!({"active": false}));
+}

@@ -110,6 +110,14 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/oauth-servers/{oauth_id}", "get"),
         ("/api/v1/oauth-servers/{oauth_id}", "patch"),
         ("/api/v1/oauth-servers/{oauth_id}", "delete"),
+        ("/api/v1/keys/{ring}/regenerate", "post"),
+        ("/api/v1/keys/{ring}/versions/{version}/destroy", "post"),
+        ("/api/v1/approvals", "get"),
+        ("/api/v1/approvals/{id}", "get"),
+        ("/api/v1/approvals/{id}/approve", "post"),
+        ("/api/v1/approvals/{id}/reject", "post"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/audit/keys", "get"),
     ];
     for (p, m) in expected {
         assert!(

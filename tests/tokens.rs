@@ -470,7 +470,15 @@ async fn rotation_over_http_publishes_first_and_rotate_now_switches_signing() {
         .await;
     expect_problem(r, 409, "conflict").await;
 
-    let s2 = Server::start();
+    // Rotate-now needs one approval by default (docs/lifecycle.md); this server runs
+    // it at once.
+    let s2 = Server::start_with(crate::common::server::Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__ROTATE-NOW__REQUIRED".into(),
+            "0".into(),
+        )],
+        ..Default::default()
+    });
     let r = s2
         .post_json(
             "/api/v1/keys/jwt-default/rotate",

@@ -115,6 +115,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
             }
         }
     };
+    super::audit_log::AuditSlot::set(parts, &principal);
     Ok(principal)
 }
 

@@ -3,6 +3,7 @@
 //! [`app`] builds the whole router from an [`AppState`]; tests drive it with
 //! `tower::ServiceExt::oneshot`, `serve` puts it on a listener.
 
+pub mod audit_log;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -37,7 +38,11 @@ pub fn ops_app(state: AppState) -> Router {
 /// The complete HTTP application.
 pub fn app(state: AppState) -> Router {
     let limit = state.rt.config.server.max_body_bytes;
-    routes::router()
+    let router = routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_log::record,
+        ))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -50,8 +55,8 @@ pub fn app(state: AppState) -> Router {
                 .on_failure(
                     tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
                 ),
-        )
-        .with_state(state)
+        );
+    audit_log::request_id_layers(router).with_state(state)
 }
 
 /// Runs a state-changing operation on its own task and awaits it, so a client that

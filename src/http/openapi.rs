@@ -3,7 +3,8 @@
 
 use super::error::Problem;
 use super::routes::{
-    api_keys, auth, discovery, groups, health, key_files, keys, oauth_servers, roles, users,
+    api_keys, approvals, audit, auth, discovery, groups, health, key_files, keys, oauth_servers,
+    roles, users,
 };
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -48,6 +49,9 @@ impl Modify for Security {
         groups::grants, groups::put_grant, groups::delete_grant,
         oauth_servers::create, oauth_servers::list, oauth_servers::get,
         oauth_servers::update, oauth_servers::delete,
+        keys::regenerate, keys::destroy,
+        approvals::list, approvals::get, approvals::approve, approvals::reject,
+        audit::list, audit::keys,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -63,7 +67,9 @@ impl Modify for Security {
         groups::GroupView, groups::MemberView, groups::GrantView, groups::CreateGroup,
         groups::UpdateGroup, groups::AddMember, groups::PutGrant,
         oauth_servers::OAuthServerView, oauth_servers::CreateOAuthServer,
-        oauth_servers::UpdateOAuthServer)),
+        oauth_servers::UpdateOAuthServer,
+        keys::RegenerateRequest, crate::services::approvals::Approval,
+        crate::services::approvals::Vote, audit::AuditEntryView)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@
 //! are cached here, so verification and JWKS never call the hardware; signing and MAC
 //! always do, through each backend's [`HardwareExecutor`].
 
+pub mod lifecycle;
 pub mod rotation;
 pub mod verify;
 
@@ -150,6 +151,8 @@ pub struct KeyRegistry {
     store: Store,
     backends: HashMap<String, HardwareExecutor>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The store's `keys_version` counter as last seen by `refresh_if_changed`.
+    seen_counter: std::sync::Mutex<String>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -170,6 +173,7 @@ impl KeyRegistry {
             store,
             backends,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            seen_counter: std::sync::Mutex::new(String::new()),
         };
         reg.refresh().await?;
         Ok(reg)

@@ -7,6 +7,7 @@
 //! transaction. The current time is always a parameter, so tests drive the clock.
 
 use super::{generate_version, KeyRegistry, KeyVersion, KeysError, Purpose};
+use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::keys::NewVersion;
 use crate::store::StoreError;
 use std::sync::Arc;
@@ -23,8 +24,19 @@ pub struct RotationTimes {
 /// One state change made by [`KeyRegistry::advance`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Activated { ring: String, version: i64 },
-    Retired { ring: String, version: i64 },
+    /// Scheduled rotation created a pending version.
+    Created {
+        ring: String,
+        version: i64,
+    },
+    Activated {
+        ring: String,
+        version: i64,
+    },
+    Retired {
+        ring: String,
+        version: i64,
+    },
 }
 
 impl KeyRegistry {
@@ -37,6 +49,26 @@ impl KeyRegistry {
         by: &str,
         now: i64,
     ) -> Result<Arc<KeyVersion>, KeysError> {
+        let actor = AuditActor {
+            principal: by.to_string(),
+            method: "internal".into(),
+            client_cert_serial: None,
+            request_id: None,
+        };
+        self.rotate_as(ring, immediate, None, &actor, now).await
+    }
+
+    /// [`rotate`](Self::rotate) with the audit actor, and optionally onto another
+    /// configured backend (change-backend: the new version is generated there).
+    pub async fn rotate_as(
+        &self,
+        ring: &str,
+        immediate: bool,
+        backend_name: Option<&str>,
+        actor: &AuditActor,
+        now: i64,
+    ) -> Result<Arc<KeyVersion>, KeysError> {
+        let by = actor.principal.as_str();
         let current = self.active(ring)?;
         if current.purpose != Purpose::Jwt {
             return Err(KeysError::Invalid(format!(
@@ -60,21 +92,42 @@ impl KeyRegistry {
             .max()
             .unwrap_or(0)
             + 1;
-        let backend = self.backend(&current.backend)?.clone();
+        let backend_name = backend_name.unwrap_or(&current.backend).to_string();
+        let backend = self.backend(&backend_name)?.clone();
         let generated = generate_version(&backend, ring, next, current.algorithm).await?;
         let locator = serde_json::to_string(&generated.locator)
             .map_err(|e| KeysError::Invalid(format!("locator: {e}")))?;
         let record = NewVersion {
             ring: ring.to_string(),
             version: next,
-            backend: current.backend.clone(),
+            backend: backend_name.clone(),
             algorithm: current.algorithm.name().to_string(),
             locator,
             kid: generated.kid,
             public_key: generated.spki,
             now,
         };
-        if let Err(e) = self.store.insert_version(&record, immediate).await {
+        let audit = NewAuditEntry {
+            time: now,
+            actor: actor.clone(),
+            action: if immediate {
+                "key.rotate-now"
+            } else {
+                "key.rotate"
+            }
+            .into(),
+            target: format!("ring:{ring}/version:{next}"),
+            outcome: format!(
+                "created {} on {backend_name}{}",
+                if immediate { "active" } else { "pending" },
+                if immediate {
+                    format!("; v{} retiring", current.version)
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        if let Err(e) = self.store.insert_version(&record, immediate, &audit).await {
             let loc = generated.locator.clone();
             if let Err(de) = backend.run("destroy", move |b| b.destroy(&loc)).await {
                 tracing::error!(ring = %ring, key = %generated.locator.uri(), error = %de,
@@ -119,15 +172,30 @@ impl KeyRegistry {
             if !due {
                 continue;
             }
+            let audit = |what: &str| NewAuditEntry {
+                time: now,
+                actor: AuditActor::scheduler(),
+                action: format!("key.{what}"),
+                target: format!("ring:{}/version:{}", v.ring, v.version),
+                outcome: "ok".into(),
+            };
             if v.state == "pending" {
-                if self.store.activate_version(&v.ring, v.version, now).await? {
+                if self
+                    .store
+                    .activate_version(&v.ring, v.version, now, &audit("activate"))
+                    .await?
+                {
                     tracing::info!(ring = %v.ring, version = v.version, "key version is now active");
                     done.push(Transition::Activated {
                         ring: v.ring.clone(),
                         version: v.version,
                     });
                 }
-            } else if self.store.retire_version(&v.ring, v.version, now).await? {
+            } else if self
+                .store
+                .retire_version(&v.ring, v.version, now, &audit("retire"))
+                .await?
+            {
                 tracing::info!(ring = %v.ring, version = v.version,
                     "key version retired; it no longer verifies");
                 done.push(Transition::Retired {

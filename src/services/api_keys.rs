@@ -442,6 +442,12 @@ impl ApiKeyService {
         Ok(key.clone())
     }
 
+    /// Forgets every remembered MAC: after `api-key-mac` is regenerated no secret may
+    /// authenticate with a MAC the old key made.
+    pub fn forget_verified(&self) {
+        self.verified.clear();
+    }
+
     /// The binding and expiry of live key `id`, for tokens minted with it.
     pub fn record_live(&self, id: &str) -> Option<(String, i64)> {
         self.index().bindings.get(id).cloned()

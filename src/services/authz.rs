@@ -55,10 +55,12 @@ pub enum Permission {
     RolesWrite,
     GroupsRead,
     GroupsWrite,
+    /// Reading the audit log (`GET /api/v1/audit`).
+    AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 21] = [
         KeysRead,
         KeysCreate,
         KeysRotate,
@@ -79,6 +81,7 @@ impl Permission {
         RolesWrite,
         GroupsRead,
         GroupsWrite,
+        AuditRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +106,7 @@ impl Permission {
             RolesWrite => "roles:write",
             GroupsRead => "groups:read",
             GroupsWrite => "groups:write",
+            AuditRead => "audit:read",
         }
     }
 
@@ -237,6 +241,7 @@ const ADMIN: PermSet = PermSet::of(&[
     RolesWrite,
     GroupsRead,
     GroupsWrite,
+    AuditRead,
 ]);
 const HELP_DESK: PermSet = PermSet::of(&[
     KeysRead,
@@ -249,6 +254,7 @@ const HELP_DESK: PermSet = PermSet::of(&[
     OAuthServersRead,
     RolesRead,
     GroupsRead,
+    AuditRead,
 ]);
 const READ_ONLY: PermSet = PermSet::of(&[
     KeysRead,
@@ -258,6 +264,7 @@ const READ_ONLY: PermSet = PermSet::of(&[
     OAuthServersRead,
     RolesRead,
     GroupsRead,
+    AuditRead,
 ]);
 const GATEWAY: PermSet = PermSet::of(&[TokensIntrospect]);
 

@@ -2,6 +2,8 @@
 //! never in HTTP; the web layer maps errors to status codes.
 
 pub mod api_keys;
+pub mod approvals;
+pub mod audit;
 pub mod authz;
 pub mod error;
 pub mod groups;

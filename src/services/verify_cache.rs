@@ -61,6 +61,13 @@ impl VerifyCache {
         }
     }
 
+    /// Forgets everything (the MAC key changed, so every remembered MAC is stale).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     pub fn put(&self, digest: [u8; 32], mac: Vec<u8>, now: i64) {
         if !self.enabled() {
             return;

@@ -1,7 +1,12 @@
 //! Key rings and their versions.
 
+use super::audit::{append_in, NewAuditEntry};
+use super::meta::bump_counter;
 use super::{Store, StoreError};
 use sqlx::Row;
+
+/// The change counter bumped by every key-state change, so other processes reload.
+pub const KEYS_COUNTER: &str = "keys_version";
 
 /// One stored key version. The locator is JSON of [`crate::hardware::KeyLocator`].
 #[derive(Debug, Clone)]
@@ -82,6 +87,7 @@ impl Store {
         .bind(r.now)
         .execute(&mut *tx)
         .await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -118,9 +124,15 @@ impl Store {
     }
 
     /// Records a pending version. When `activate` is set, the same transaction makes it
-    /// the active version and moves the previous one to retiring (rotate-now).
-    pub async fn insert_version(&self, v: &NewVersion, activate: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    /// the active version and moves the previous one to retiring (rotate-now). The audit
+    /// entry is written in the same transaction.
+    pub async fn insert_version(
+        &self,
+        v: &NewVersion,
+        activate: bool,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO key_versions (ring, version, state, backend, algorithm, locator, kid,
                                        public_key, created_at)
@@ -142,6 +154,8 @@ impl Store {
                 v.ring, v.version
             )));
         }
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -153,11 +167,14 @@ impl Store {
         ring: &str,
         version: i64,
         now: i64,
+        audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if !activate_in(&mut tx, ring, version, now).await? {
             return Ok(false);
         }
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -168,7 +185,9 @@ impl Store {
         ring: &str,
         version: i64,
         now: i64,
+        audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "UPDATE key_versions SET state = 'retired', retired_at = $3
              WHERE ring = $1 AND version = $2 AND state = 'retiring'",
@@ -176,9 +195,90 @@ impl Store {
         .bind(ring)
         .bind(version)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Regeneration: in one transaction, active version `old` of the ring becomes
+    /// `compromised` and the new version `v` is recorded as active. A conflict when `old`
+    /// is no longer the active version.
+    pub async fn replace_compromised(
+        &self,
+        v: &NewVersion,
+        old: i64,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE key_versions SET state = 'compromised', compromised_at = $3,
+                    deactivated_at = COALESCE(deactivated_at, $3)
+             WHERE ring = $1 AND version = $2 AND state = 'active'",
+        )
+        .bind(&v.ring)
+        .bind(old)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "{} v{old} is no longer the active version",
+                v.ring
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO key_versions (ring, version, state, backend, algorithm, locator, kid,
+                                       public_key, created_at, activated_at)
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&v.ring)
+        .bind(v.version)
+        .bind(&v.backend)
+        .bind(&v.algorithm)
+        .bind(&v.locator)
+        .bind(&v.kid)
+        .bind(&v.public_key)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a retired or compromised version destroyed (its hardware object is gone).
+    /// False when the version is in another state.
+    pub async fn mark_destroyed(
+        &self,
+        ring: &str,
+        version: i64,
+        now: i64,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE key_versions SET state = 'destroyed', destroyed_at = $3
+             WHERE ring = $1 AND version = $2 AND state IN ('retired', 'compromised')",
+        )
+        .bind(ring)
+        .bind(version)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

@@ -8,9 +8,12 @@
 //! secret, say) survives power loss, not only a process crash.
 
 pub mod api_keys;
+pub mod approvals;
+pub mod audit;
 pub mod groups;
 pub mod key_files;
 pub mod keys;
+pub mod leases;
 pub mod meta;
 pub mod oauth_servers;
 pub mod revocations;

@@ -1,15 +1,17 @@
 //! Key rings (`/api/v1/keys`) and the JWKS.
 
+use crate::http::audit_log::RequestId;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::keys::KeyVersion;
 use crate::runtime::now;
+use crate::services::approvals::{self, Approval, Done, Submitted};
 use crate::services::key_rings;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -119,35 +121,135 @@ pub struct RotateRequest {
     /// Rotate-now: the new version signs at once instead of after `rotation.publish_delay`.
     #[serde(default)]
     pub immediate: bool,
+    /// Change-backend: generate the new version on this configured backend.
+    pub backend: Option<String>,
+}
+
+/// `POST /api/v1/keys/{ring}/regenerate` body.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateRequest {
+    /// Required for MAC rings (`api-key-mac`): regenerating one invalidates every API key
+    /// and refresh token.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// An empty body means the defaults; anything else must be the JSON object.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    }
+}
+
+/// Submits a lifecycle operation: 201/200 with the result when it ran at once, 202
+/// with the pending approval when it needs approvals.
+async fn submit(
+    state: AppState,
+    caller: crate::services::Principal,
+    request_id: Option<String>,
+    op: approvals::Operation,
+) -> Result<Response, ApiError> {
+    let rt = state.rt.clone();
+    let submitted = detached(async move {
+        let actor = approvals::actor_of(&caller, request_id);
+        approvals::submit(&rt, &caller, &actor, op, now()).await
+    })
+    .await?;
+    Ok(match submitted {
+        Submitted::Pending(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        Submitted::Done(Done::Version(v)) => {
+            (StatusCode::CREATED, Json(KeyVersionView::from(&*v))).into_response()
+        }
+        Submitted::Done(Done::Destroyed) => StatusCode::NO_CONTENT.into_response(),
+        Submitted::Done(Done::Other(s)) => {
+            (StatusCode::OK, Json(serde_json::json!({ "outcome": s }))).into_response()
+        }
+    })
 }
 
 /// Creates the ring's next version in hardware. It is published at once and starts
 /// signing after `rotation.publish_delay` (or at once with `immediate`); the previous
-/// version keeps verifying until its last token has expired.
+/// version keeps verifying until its last token has expired. Gated by
+/// `approvals.rotate`, `approvals.rotate-now` or (with `backend`)
+/// `approvals.change-backend`: 202 with the pending approval when approvals are needed.
 #[utoipa::path(post, path = "/api/v1/keys/{ring}/rotate", tag = "keys",
     params(("ring" = String, Path)), request_body(content = Option<RotateRequest>),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 201, body = KeyVersionView),
+              (status = 202, description = "Waiting for approvals", body = Approval),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 503, body = Problem)))]
 pub async fn rotate(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    RequestId(rid): RequestId,
     ApiPath(ring): ApiPath<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<KeyVersionView>), ApiError> {
-    // An empty body means the defaults; anything else must be the JSON object.
-    let req: RotateRequest = if body.is_empty() {
-        RotateRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+) -> Result<Response, ApiError> {
+    let req: RotateRequest = optional_body(&body)?;
+    let op = approvals::Operation::Rotate {
+        ring,
+        immediate: req.immediate,
+        backend: req.backend,
     };
-    let rt = state.rt.clone();
-    let v =
-        detached(async move { key_rings::rotate(&rt, &caller, &ring, req.immediate, now()).await })
-            .await?;
-    Ok((StatusCode::CREATED, Json(KeyVersionView::from(&*v))))
+    submit(state, caller, rid, op).await
+}
+
+/// Replaces the active version at once with a new one and marks the old version
+/// `compromised`: every token it signed is refused from then on. For a MAC ring
+/// (`api-key-mac`) this invalidates every API key and refresh token, so it needs
+/// `force: true` and at least one approval. Gated by `approvals.regenerate`.
+#[utoipa::path(post, path = "/api/v1/keys/{ring}/regenerate", tag = "keys",
+    params(("ring" = String, Path)), request_body(content = Option<RegenerateRequest>),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = KeyVersionView),
+              (status = 202, description = "Waiting for approvals", body = Approval),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(rid): RequestId,
+    ApiPath(ring): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: RegenerateRequest = optional_body(&body)?;
+    let op = approvals::Operation::Regenerate {
+        ring,
+        force: req.force,
+    };
+    submit(state, caller, rid, op).await
+}
+
+/// Removes a retired or compromised version from the hardware and marks it
+/// `destroyed`. Needs `keys:destroy`; gated by `approvals.destroy` (default 2). 409 for
+/// a version that is pending, active, retiring or already destroyed.
+#[utoipa::path(post, path = "/api/v1/keys/{ring}/versions/{version}/destroy", tag = "keys",
+    params(("ring" = String, Path), ("version" = i64, Path)),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Destroyed (no approvals required)"),
+              (status = 202, description = "Waiting for approvals", body = Approval),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn destroy(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(rid): RequestId,
+    ApiPath((ring, version)): ApiPath<(String, i64)>,
+) -> Result<Response, ApiError> {
+    submit(
+        state,
+        caller,
+        rid,
+        approvals::Operation::Destroy { ring, version },
+    )
+    .await
 }
 
 /// `POST /api/v1/keys/{ring}/sign` body.

@@ -1,6 +1,8 @@
 //! Route table. One module per resource.
 
 pub mod api_keys;
+pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod discovery;
 pub mod groups;
@@ -30,6 +32,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/keys", get(keys::list).post(keys::create))
         .route("/api/v1/keys/{ring}/rotate", post(keys::rotate))
         .route("/api/v1/keys/{ring}/sign", post(keys::sign))
+        .route("/api/v1/keys/{ring}/regenerate", post(keys::regenerate))
+        .route(
+            "/api/v1/keys/{ring}/versions/{version}/destroy",
+            post(keys::destroy),
+        )
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}", get(approvals::get))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/keys", get(audit::keys))
         .route("/api/v1/auth/token", post(auth::token))
         .route("/api/v1/auth/revoke", post(auth::revoke))
         .route("/api/v1/auth/introspect", post(auth::introspect))

@@ -197,18 +197,39 @@ pub async fn update(
     Ok(Json(server.into()))
 }
 
-/// Removes a registration; the IdP's tokens stop working at once.
+/// Removes a registration; the IdP's tokens stop working at once. Gated by
+/// `approvals.delete-oauth-server` (default 0: at once): 202 with the pending approval
+/// when approvals are needed.
 #[utoipa::path(delete, path = "/api/v1/oauth-servers/{oauth_id}", tag = "oauth-servers",
     params(("oauth_id" = String, Path, description = "OAuth server id")),
     security(("api_key" = []), ("bearer" = []), ("idp_token" = [])),
-    responses((status = 204, description = "Deleted"), (status = 401, body = Problem),
+    responses((status = 204, description = "Deleted"),
+              (status = 202, description = "Waiting for approvals", body = crate::services::approvals::Approval),
+              (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    crate::http::audit_log::RequestId(rid): crate::http::audit_log::RequestId,
     ApiPath(oauth_id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use crate::services::approvals::{self, Submitted};
+    use axum::response::IntoResponse;
     let rt = state.rt.clone();
-    detached(async move { rt.oauth.delete(&caller, &oauth_id).await }).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let submitted = detached(async move {
+        let actor = approvals::actor_of(&caller, rid);
+        approvals::submit(
+            &rt,
+            &caller,
+            &actor,
+            approvals::Operation::DeleteOauthServer { oauth_id },
+            crate::runtime::now(),
+        )
+        .await
+    })
+    .await?;
+    Ok(match submitted {
+        Submitted::Pending(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        Submitted::Done(_) => StatusCode::NO_CONTENT.into_response(),
+    })
 }

@@ -429,13 +429,30 @@ impl OAuthServerService {
     /// Deletes a server: its tokens stop authenticating at once in this process, and
     /// in others at their next poll.
     pub async fn delete(&self, caller: &Principal, oauth_id: &str) -> Result<(), ServiceError> {
+        self.check_delete(caller, oauth_id).await?;
+        self.delete_approved(oauth_id, &caller.name).await
+    }
+
+    /// May `caller` delete server `oauth_id`? The check of a delete request, before any
+    /// approvals ([`crate::services::approvals`], operation `delete-oauth-server`).
+    pub async fn check_delete(
+        &self,
+        caller: &Principal,
+        oauth_id: &str,
+    ) -> Result<(), ServiceError> {
         authz::require(
             caller.role,
             Permission::OAuthServersWrite,
             "manage OAuth servers",
         )?;
         let current = self.load(oauth_id).await?;
-        Self::check_manage(caller, &Self::granted(&current))?;
+        Self::check_manage(caller, &Self::granted(&current))
+    }
+
+    /// Deletes server `oauth_id` whose deletion was checked (and approved) already; `by`
+    /// is the requester, for the log.
+    pub async fn delete_approved(&self, oauth_id: &str, by: &str) -> Result<(), ServiceError> {
+        let current = self.load(oauth_id).await?;
         self.store
             .delete_oauth_server(oauth_id)
             .await
@@ -446,7 +463,7 @@ impl OAuthServerService {
                 e => e.into(),
             })?;
         self.after_change().await;
-        tracing::info!(oauth_id = %oauth_id, server = %current.name, by = %caller.name,
+        tracing::info!(oauth_id = %oauth_id, server = %current.name, by = %by,
             "deleted OAuth server");
         Ok(())
     }

@@ -236,7 +236,8 @@ pub struct Introspection {
     pub aud: Option<Audience>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// `access_token`, `refresh_token` or `api_key`.
+    /// `access_token`, `refresh_token`, `api_key`, or `idp_token` (an external IdP's token;
+    /// `sub` is then the principal `<oauth_id>:<sub>` and `role` the mapped local role).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
 }
