@@ -54,8 +54,9 @@ pub struct Config {
     pub jwks: JwksConfig,
     pub rotation: RotationConfig,
     pub log: LogConfig,
+    /// HTTPS identity, mTLS mode and CA profiles (`src/tls/settings.rs`).
+    pub tls: crate::tls::settings::TlsConfig,
     /// Accepted for forward compatibility with API.md; not used by this release.
-    pub tls: Option<toml::Value>,
     pub oauth: Option<toml::Value>,
     pub approvals: Option<toml::Value>,
 }
@@ -414,6 +415,7 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());
         }
+        self.tls.validate()?;
         self.validate_tokens()
     }
 

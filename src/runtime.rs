@@ -37,6 +37,8 @@ pub struct Runtime {
     pub api_keys: Arc<ApiKeyService>,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserService>,
+    /// The TLS configuration in force; empty unless `serve` serves HTTPS.
+    pub tls: crate::tls::state::TlsState,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -269,6 +271,7 @@ impl Runtime {
             api_keys,
             tokens,
             users,
+            tls: Default::default(),
         })
     }
 }

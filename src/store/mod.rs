@@ -8,6 +8,7 @@
 //! secret, say) survives power loss, not only a process crash.
 
 pub mod api_keys;
+pub mod ca_profiles;
 pub mod keys;
 pub mod meta;
 pub mod revocations;
