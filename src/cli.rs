@@ -301,8 +301,7 @@ async fn serve(
     if https {
         if dev {
             created.extend(
-                keygate::tls::identity::ensure_dev_identity(&rt, &rt.config.tls.cert_file)
-                    .await?,
+                keygate::tls::identity::ensure_dev_identity(&rt, &rt.config.tls.cert_file).await?,
             );
         }
         rt.tls
@@ -342,7 +341,10 @@ async fn serve(
     }
     if https {
         let cert = rt.config.tls.cert_file.display();
-        writeln!(out, "  TLS cert     {cert} (key in hardware: ring tls-identity)")?;
+        writeln!(
+            out,
+            "  TLS cert     {cert} (key in hardware: ring tls-identity)"
+        )?;
         writeln!(
             out,
             "  try          curl --cacert {cert} https://{}/healthz",

@@ -15,6 +15,7 @@ mod keys;
 mod operations;
 mod roles;
 mod sessions;
+mod tls;
 mod token_rules;
 mod tokens;
 mod users;

@@ -77,6 +77,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         }
         Credential::Bearer(s) => state.rt.tokens.authenticate(s, now())?,
     };
+    crate::tls::client_identity::check_principal(&parts.extensions, &principal)?;
     Ok(principal)
 }
 

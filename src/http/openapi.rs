@@ -2,7 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
-use super::routes::{api_keys, auth, discovery, health, keys, users};
+use super::routes::{api_keys, auth, discovery, health, keys, tls, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -34,6 +34,7 @@ impl Modify for Security {
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
         users::create, users::list, users::get, users::update, users::delete,
+        tls::status, tls::reload, tls::create, tls::list, tls::get, tls::update, tls::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -42,7 +43,12 @@ impl Modify for Security {
         keys::RotateRequest, keys::SignBody, keys::Signed,
         auth::TokenResponse, auth::OAuthErrorBody, auth::TokenRequest, auth::TokenParam,
         auth::SessionView, crate::services::tokens::Introspection,
-        users::UserView, users::CreateUser, users::UpdateUser)),
+        users::UserView, users::CreateUser, users::UpdateUser,
+        tls::CaProfileView, tls::CreateCaProfile, tls::UpdateCaProfile,
+        crate::tls::state::TlsReport, crate::tls::identity::CertSummary,
+        crate::tls::profiles::ProfileStatus, crate::tls::settings::MtlsMode,
+        crate::tls::settings::RevocationCheck, crate::tls::settings::StaleCrl,
+        crate::tls::settings::PrincipalMatch)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod authz;
+pub mod ca_profiles;
 pub mod error;
 pub mod key_rings;
 pub mod passwords;

@@ -56,10 +56,12 @@ impl Store {
     }
 
     pub async fn get_ca_profile(&self, name: &str) -> Result<CaProfileRow, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM ca_profiles WHERE name = $1"))
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ca_profiles WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(from_row(&row)?)
     }
 

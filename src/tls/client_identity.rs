@@ -44,7 +44,10 @@ fn attr_string(v: &spki::der::Any) -> Option<String> {
             v.decode_as::<PrintableStringRef<'_>>()
                 .map(|s| s.as_str().to_string())
         })
-        .or_else(|_| v.decode_as::<Ia5StringRef<'_>>().map(|s| s.as_str().to_string()))
+        .or_else(|_| {
+            v.decode_as::<Ia5StringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+        })
         .ok()
 }
 

@@ -13,8 +13,8 @@ use crate::hardware::{Algorithm, PublicKey};
 use crate::keys::KeyVersion;
 use crate::runtime::{now, Runtime};
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
@@ -42,9 +42,9 @@ pub struct CertSummary {
 pub fn parse_subject(subject: &str) -> Result<DistinguishedName, TlsError> {
     let mut dn = DistinguishedName::new();
     for part in subject.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| {
-            TlsError::Invalid(format!("subject part {part:?} is not KEY=value"))
-        })?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| TlsError::Invalid(format!("subject part {part:?} is not KEY=value")))?;
         let ty = match k.trim().to_ascii_uppercase().as_str() {
             "CN" => DnType::CommonName,
             "O" => DnType::OrganizationName,
@@ -74,7 +74,9 @@ pub fn parse_sans(items: &[String]) -> Result<Vec<SanType>, TlsError> {
             continue;
         }
         let (k, v) = item.split_once(':').ok_or_else(|| {
-            TlsError::Invalid(format!("SAN {item:?} must be DNS:..., IP:..., URI:... or EMAIL:..."))
+            TlsError::Invalid(format!(
+                "SAN {item:?} must be DNS:..., IP:..., URI:... or EMAIL:..."
+            ))
         })?;
         let bad = |e: rcgen::Error| TlsError::Invalid(format!("SAN {item:?}: {e}"));
         let san = match k.to_ascii_uppercase().as_str() {
@@ -138,7 +140,11 @@ pub async fn ensure_ring(
     }
     let backend = match backend {
         Some(b) => b.to_string(),
-        None => rt.keys.active(crate::keys::JWT_DEFAULT_RING)?.backend.clone(),
+        None => rt
+            .keys
+            .active(crate::keys::JWT_DEFAULT_RING)?
+            .backend
+            .clone(),
     };
     let v = rt
         .keys
@@ -159,7 +165,11 @@ fn public_of(v: &KeyVersion) -> Result<PublicKey, TlsError> {
 /// The rustls signing key over the ring's active version.
 pub fn signing_key(rt: &Runtime, v: &KeyVersion) -> Result<HardwareSigningKey, TlsError> {
     let exec = rt.keys.backend(&v.backend)?.clone();
-    Ok(HardwareSigningKey::new(exec, v.locator.clone(), public_of(v)?)?)
+    Ok(HardwareSigningKey::new(
+        exec,
+        v.locator.clone(),
+        public_of(v)?,
+    )?)
 }
 
 /// Runs rcgen (whose signature calls block on the hardware pool) off the async workers.
@@ -185,8 +195,14 @@ pub async fn self_signed(
     with_rcgen(key, move |kp| params.self_signed(kp).map(|c| c.pem())).await
 }
 
-/// A PKCS#10 CSR (PEM) signed by the hardware key.
-pub async fn csr(key: HardwareSigningKey, params: CertificateParams) -> Result<String, TlsError> {
+/// A PKCS#10 CSR (PEM) signed by the hardware key. The CA decides the serial number and
+/// basic constraints, so the request carries neither.
+pub async fn csr(
+    key: HardwareSigningKey,
+    mut params: CertificateParams,
+) -> Result<String, TlsError> {
+    params.is_ca = IsCa::NoCa;
+    params.serial_number = None;
     with_rcgen(key, move |kp| params.serialize_request(kp)?.pem()).await
 }
 
@@ -343,7 +359,10 @@ pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<S
         );
         let pem = self_signed(signing_key(rt, &v)?, params).await?;
         write_atomically(cert_file, &pem)?;
-        created.push(format!("self-signed dev certificate {}", cert_file.display()));
+        created.push(format!(
+            "self-signed dev certificate {}",
+            cert_file.display()
+        ));
     }
     Ok(created)
 }

@@ -92,7 +92,10 @@ async fn handshake(
     peer: SocketAddr,
     active: &Active,
     timeout: Duration,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<ClientCert>)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Option<ClientCert>,
+)> {
     let acceptor = tokio_rustls::TlsAcceptor::from(active.config.clone());
     let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,

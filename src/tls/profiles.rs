@@ -169,7 +169,18 @@ fn read_capped(path: &std::path::Path, max: usize) -> Result<Vec<u8>, String> {
 
 /// Fetches a CRL over http(s) with the client's timeout and a size cap.
 pub async fn fetch_crl(http: &reqwest::Client, url: &str, max: usize) -> Result<Vec<u8>, String> {
-    let mut resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    // reqwest's top-level message ("error sending request") hides the cause.
+    let chain = |e: reqwest::Error| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        msg
+    };
+    let mut resp = http.get(url).send().await.map_err(chain)?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
@@ -177,7 +188,7 @@ pub async fn fetch_crl(http: &reqwest::Client, url: &str, max: usize) -> Result<
         return Err(format!("larger than {max} bytes"));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(chain)? {
         if body.len() + chunk.len() > max {
             return Err(format!("larger than {max} bytes"));
         }
@@ -313,8 +324,9 @@ pub async fn load(p: &CaProfile, ctx: &LoadContext) -> LoadedProfile {
         }
     }
     let count = crls.len();
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ctx.provider.clone())
-        .with_crls(crls);
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ctx.provider.clone())
+            .with_crls(crls);
     if p.revocation_check == RevocationCheck::Crl {
         builder = match p.stale_crl {
             // A CRL that goes stale between refreshes refuses from that moment on.
@@ -347,8 +359,11 @@ pub async fn load(p: &CaProfile, ctx: &LoadContext) -> LoadedProfile {
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<T, TlsError> {
-    serde_json::from_value(serde_json::Value::String(v.to_string()))
-        .map_err(|_| TlsError::Invalid(format!("stored CA profile field {field} = {v:?} is invalid")))
+    serde_json::from_value(serde_json::Value::String(v.to_string())).map_err(|_| {
+        TlsError::Invalid(format!(
+            "stored CA profile field {field} = {v:?} is invalid"
+        ))
+    })
 }
 
 impl CaProfile {

@@ -156,7 +156,9 @@ pub fn validate_profile_rules(
         ));
     }
     if crl_refresh.0 < Duration::from_secs(1) {
-        return Err(format!("CA profile {name:?}: crl_refresh must be at least 1s"));
+        return Err(format!(
+            "CA profile {name:?}: crl_refresh must be at least 1s"
+        ));
     }
     Ok(())
 }

@@ -134,7 +134,11 @@ impl TlsState {
                 statuses.push(l.status.clone());
                 loaded.push(l);
             }
-            Some(Arc::new(ProfileSet::new(loaded, cfg.mtls, provider.clone())))
+            Some(Arc::new(ProfileSet::new(
+                loaded,
+                cfg.mtls,
+                provider.clone(),
+            )))
         };
         let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &profiles {
             Some(set) => set.clone(),

@@ -74,7 +74,10 @@ impl ClientCertVerifier for ProfileSet {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let mut refusals = Vec::with_capacity(self.profiles.len());
         for p in &self.profiles {
-            match p.verifier.verify_client_cert(end_entity, intermediates, now) {
+            match p
+                .verifier
+                .verify_client_cert(end_entity, intermediates, now)
+            {
                 Ok(v) => return Ok(v),
                 Err(e) => refusals.push((p.name.as_str(), e)),
             }
