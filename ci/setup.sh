@@ -6,7 +6,8 @@ set -euo pipefail
 # procps: the tests stop servers with `kill`.
 # python3-jwt, python3-cryptography: the interoperability test verifies keygate's tokens
 # with PyJWT, a JOSE library nobody here wrote.
-packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography "$@")
+# openssl: the TLS tests verify and sign keygate's hardware-signed CSR with it.
+packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography openssl "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

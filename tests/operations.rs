@@ -83,6 +83,13 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/auth/introspect", "post"),
         ("/api/v1/auth/sessions", "get"),
         ("/api/v1/auth/sessions/{id}", "delete"),
+        ("/api/v1/tls", "get"),
+        ("/api/v1/tls/reload", "post"),
+        ("/api/v1/ca-profiles", "get"),
+        ("/api/v1/ca-profiles", "post"),
+        ("/api/v1/ca-profiles/{name}", "get"),
+        ("/api/v1/ca-profiles/{name}", "patch"),
+        ("/api/v1/ca-profiles/{name}", "delete"),
     ];
     for (p, m) in expected {
         assert!(
