@@ -345,14 +345,14 @@ async fn serve(
             out,
             "  TLS cert     {cert} (key in hardware: ring tls-identity)"
         )?;
+        let client = if rt.config.tls.mtls == keygate::tls::settings::MtlsMode::Required {
+            " --cert CLIENT.pem --key CLIENT.key"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "  try          curl --cacert {cert} https://{}/healthz",
-            if dev && bound.ip().is_loopback() {
-                format!("localhost:{}", bound.port())
-            } else {
-                bound.to_string()
-            }
+            "  try          curl --cacert {cert}{client} https://{bound}/healthz"
         )?;
     }
     bootstrap_key(&rt, &mut out).await?;

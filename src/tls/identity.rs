@@ -366,3 +366,23 @@ pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<S
     }
     Ok(created)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_sans_parse_and_bad_ones_are_refused() {
+        let dn = parse_subject("CN=kg.example, O=Example,C=DE").unwrap();
+        assert!(dn.get(&DnType::CommonName).is_some());
+        assert!(parse_subject("O=no common name").is_err());
+        assert!(parse_subject("XX=what").is_err());
+        assert!(parse_subject("CN").is_err());
+        let sans =
+            parse_sans(&["DNS:a.example,IP:10.0.0.5".into(), "URI:https://x".into()]).unwrap();
+        assert_eq!(sans.len(), 3);
+        assert!(parse_sans(&["IP:not-an-ip".into()]).is_err());
+        assert!(parse_sans(&["FOO:bar".into()]).is_err());
+        assert!(parse_sans(&["justaname".into()]).is_err());
+    }
+}

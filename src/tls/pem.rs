@@ -73,3 +73,31 @@ pub fn crl(bytes: &[u8], what: &str) -> Result<Crl, TlsError> {
         issuer: list.tbs_cert_list.issuer.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_with_any_kind_of_private_key_is_refused() {
+        for label in [
+            "PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+        ] {
+            let pem = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+            let e = certificates(pem.as_bytes(), "ca").unwrap_err().to_string();
+            assert!(e.contains("private key"), "{label}: {e}");
+        }
+    }
+
+    #[test]
+    fn text_without_certificates_or_with_a_broken_one_is_refused() {
+        assert!(certificates(b"hello", "ca").is_err());
+        let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = certificates(broken, "ca").unwrap_err().to_string();
+        assert!(e.contains("does not parse"), "{e}");
+        assert!(crl(b"garbage", "crl").is_err());
+    }
+}

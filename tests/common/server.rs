@@ -1,5 +1,7 @@
 //! Spawns the real `keygate` binary: `serve --dev` on 127.0.0.1:0 with a fresh data
-//! directory, so each server has its own SQLite file and its own SoftHSM token.
+//! directory, so each server has its own SQLite file and its own SoftHSM token. Servers
+//! speak plain HTTP (`--insecure-http`) unless `Options::https` asks for the dev HTTPS
+//! identity.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
