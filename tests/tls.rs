@@ -904,3 +904,78 @@ async fn tls_init_makes_a_hardware_signed_csr_and_install_cert_accepts_only_a_ch
     let r = c.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn an_rsa_pss_identity_made_by_tls_init_serves_tls_1_3_and_tls_1_2() {
+    let dir = Server::start().stop();
+    let out = Command::new(keygate_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "tls",
+            "init",
+            "--subject",
+            "CN=rsa.test",
+            "--san",
+            "IP:127.0.0.1",
+        ])
+        .args(["--algorithm", "PS256"])
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second init with another algorithm keeps the existing key.
+    let out = Command::new(keygate_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "tls",
+            "init",
+            "--subject",
+            "CN=rsa.test",
+            "--algorithm",
+            "ES256",
+        ])
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists with PS256"));
+
+    let s = Server::start_in(
+        dir,
+        Options {
+            https: true,
+            ..Options::default()
+        },
+    );
+    // TLS 1.3 signs with RSA-PSS, TLS 1.2 too when offered; both in hardware.
+    for v in [
+        reqwest::tls::Version::TLS_1_3,
+        reqwest::tls::Version::TLS_1_2,
+    ] {
+        let c = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&dev_cert(&s)).unwrap())
+            .min_tls_version(v)
+            .max_tls_version(v)
+            .build()
+            .unwrap();
+        assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    }
+    let text = client(&s, None)
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&text, "tls_sign") >= 2, "{text}");
+}

@@ -331,15 +331,22 @@ pub fn certified_key(
 
 /// For `serve --dev`: makes the identity when missing (an ES256 key in the dev token and
 /// a self-signed certificate for localhost, 127.0.0.1 and ::1). Returns what it created.
+/// An existing key, and a certificate that fits it, are kept.
 pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<String>, TlsError> {
     let mut created = Vec::new();
-    let (v, made) = ensure_ring(
-        rt,
-        Algorithm::ES256,
-        None,
-        crate::services::authz::ROOT_PRINCIPAL,
-    )
-    .await?;
+    // An existing key is used whatever its algorithm (`tls init --algorithm PS256`, say).
+    let (v, made) = match rt.keys.active(TLS_IDENTITY_RING) {
+        Ok(v) => (v, false),
+        Err(_) => {
+            ensure_ring(
+                rt,
+                Algorithm::ES256,
+                None,
+                crate::services::authz::ROOT_PRINCIPAL,
+            )
+            .await?
+        }
+    };
     if made {
         created.push(format!("{TLS_IDENTITY_RING} key (ES256, in the dev token)"));
     }
