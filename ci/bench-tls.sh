@@ -34,7 +34,7 @@ start() { # start LOG [ARGS...]: starts keygate pinned to CPU 0, waits for it to
   local log=$1; shift
   taskset -c 0 env RUST_LOG=warn "$BIN" --data-dir "$DATA" serve "$@" >"$log" 2>"$log.err" &
   SERVER=$!
-  for _ in $(seq 200); do grep -q "listening on" "$log" && return 0; sleep 0.1; done
+  for _ in $(seq 200); do grep -qs "listening on" "$log" && return 0; sleep 0.1; done
   cat "$log.err" >&2; echo "keygate did not start" >&2; exit 1
 }
 stop() { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; }
@@ -74,10 +74,22 @@ for r in $(seq "$ROUNDS"); do
   if [ -n "${PEER_NGINX:-}" ]; then
     MODES=1core ROUNDS=1 TLS_PORT=$((PORT + 1)) bash "$PEER_NGINX" >"$OUT/nginx-$r.txt" 2>&1 \
       || { tail -20 "$OUT/nginx-$r.txt" >&2; exit 1; }
-    grep -E '1core' "$OUT/nginx-$r.txt" | tail -3 | sed "s/^/round $r nginx: /" | tee -a "$OUT/summary.txt"
+    grep -E '^  (hsm|file) ' "$OUT/nginx-$r.txt" | sed "s/^ */round $r nginx /" | tee -a "$OUT/summary.txt"
+    NG=$(sed -n 's/^  hsm .*: \([0-9]*\) handshakes\/s median.*/\1/p' "$OUT/nginx-$r.txt")
+    NGF=$(sed -n 's/^  file .*: \([0-9]*\) handshakes\/s median.*/\1/p' "$OUT/nginx-$r.txt")
+    printf '%s\tnginx-hsm\t%s\n%s\tnginx-file\t%s\n' "$r" "$NG" "$r" "$NGF" >>"$OUT/runs.tsv"
+    awk -v a="$RATE" -v b="$NG" -v r="$r" 'BEGIN { printf "round %s keygate/nginx-hsm: %.2f\n", r, a / b }' | tee -a "$OUT/summary.txt"
   fi
 done
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 KG=$(awk -F'\t' '$2=="keygate" {print $3}' "$OUT/runs.tsv" | med)
 echo "keygate TLS1.3 ES256 (SoftHSM) full handshakes: median $KG/s over $ROUNDS rounds" | tee -a "$OUT/summary.txt"
+if [ -n "${PEER_NGINX:-}" ]; then
+  NGM=$(awk -F'\t' '$2=="nginx-hsm" {print $3}' "$OUT/runs.tsv" | med)
+  RAT=$(for r in $(seq "$ROUNDS"); do
+    awk -F'\t' -v r="$r" '$1==r && $2=="keygate" {k=$3} $1==r && $2=="nginx-hsm" {n=$3} END {printf "%.3f\n", k / n}' "$OUT/runs.tsv"
+  done | med)
+  echo "nginx+SoftHSM (pkcs11 engine) median $NGM/s; keygate/nginx-hsm median of per-round ratios: $RAT" | tee -a "$OUT/summary.txt"
+fi
+echo "load at the end: $(uptime | sed 's/.*load average: //')" | tee -a "$OUT/summary.txt"
 echo "results in $OUT"
