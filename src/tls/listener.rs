@@ -147,8 +147,7 @@ fn log_handshake_error(peer: SocketAddr, e: &std::io::Error) {
         Some(
             err @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::NoCertificatesPresented
-            | rustls::Error::InvalidCertRevocationList(_)
-            | rustls::Error::General(_)),
+            | rustls::Error::InvalidCertRevocationList(_)),
         ) => {
             tracing::warn!(peer = %peer, error = %err, "TLS handshake refused: client certificate");
         }

@@ -93,6 +93,24 @@ pub struct LoadContext {
     pub now: i64,
 }
 
+/// Why a refusing profile refused. rustls prints it with `Debug`, so both forms are the
+/// plain message.
+struct ProfileRefuses(String);
+
+impl std::fmt::Debug for ProfileRefuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for ProfileRefuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProfileRefuses {}
+
 /// A verifier that admits nobody: a profile in this state logs why and refuses.
 #[derive(Debug)]
 struct Refusing {
@@ -112,10 +130,13 @@ impl ClientCertVerifier for Refusing {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Err(rustls::Error::General(format!(
-            "CA profile {:?} refuses clients: {}",
-            self.name, self.reason
-        )))
+        // A certificate error (alert access_denied), carrying the reason for the log.
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(ProfileRefuses(format!(
+                "CA profile {:?} refuses clients: {}",
+                self.name, self.reason
+            ))))),
+        ))
     }
 
     fn verify_tls12_signature(

@@ -96,11 +96,11 @@ impl ClientCertVerifier for ProfileSet {
         };
         tracing::warn!(client_cert = %subject, reason = %why, "client certificate refused");
         // The error of the first profile is what the client's alert reflects.
-        Err(refusals
-            .into_iter()
-            .next()
-            .map(|(_, e)| e)
-            .unwrap_or(rustls::Error::General("no CA profile is configured".into())))
+        Err(refusals.into_iter().next().map(|(_, e)| e).unwrap_or(
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ),
+        ))
     }
 
     fn verify_tls12_signature(
