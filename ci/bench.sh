@@ -4,6 +4,8 @@
 #      the same operations through keygate's hardware pool.
 #   2. HTTP: wrk against GET /healthz and against authenticated GET /api/v1/keys (API key in
 #      x-api-key) on the same release server.
+#   (These runs use plain HTTP on loopback, `--insecure-http`, so they measure keygate and
+#   not TLS; TLS handshakes are measured by ci/bench-tls.sh.)
 #   3. Tokens over HTTP: custom-token issuance, the signing service and introspection of a
 #      keygate JWT, each beside the raw ceiling from step 1 (SoftHSM ES256 sign, aws-lc-rs
 #      P-256 verify).
@@ -31,7 +33,7 @@ trap cleanup EXIT
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" | tee "$OUT/summary.txt"
 echo "== keygate bench (hardware pool vs raw cryptoki)" | tee -a "$OUT/summary.txt"
 # Create the dev layout, then stop: two processes must not share one SoftHSM token dir.
-"$BIN" --data-dir "$DATA" serve --dev --listen 127.0.0.1:0 >"$OUT/server-init.out" 2>&1 &
+"$BIN" --data-dir "$DATA" serve --dev --insecure-http --listen 127.0.0.1:0 >"$OUT/server-init.out" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do grep -q "listening on" "$OUT/server-init.out" && break; sleep 0.1; done
 KEY=$(grep -o 'kg_[A-Za-z0-9_-]*' "$OUT/server-init.out" | head -1)
@@ -47,7 +49,7 @@ p99() { awk '/ 99%/ {print $2}' "$1"; }
 # alternates /healthz and authenticated /api/v1/keys for $ROUNDS rounds.
 http_runs() {
   local label=$1; shift
-  env "$@" RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server-$label.out" 2>"$OUT/server-$label.err" &
+  env "$@" RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --insecure-http --listen 127.0.0.1:0 >"$OUT/server-$label.out" 2>"$OUT/server-$label.err" &
   SERVER=$!
   for _ in $(seq 100); do grep -q "listening on" "$OUT/server-$label.out" && break; sleep 0.1; done
   local addr
@@ -73,7 +75,7 @@ http_runs verify-cache-60s
 http_runs hardware-mac-per-req KEYGATE__API_KEYS__VERIFY_CACHE_TTL=0s
 # token_runs: custom tokens, the signing service and JWT introspection, $ROUNDS rounds.
 token_runs() {
-  RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$OUT/server-tokens.out" 2>"$OUT/server-tokens.err" &
+  RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --insecure-http --listen 127.0.0.1:0 >"$OUT/server-tokens.out" 2>"$OUT/server-tokens.err" &
   SERVER=$!
   for _ in $(seq 100); do grep -q "listening on" "$OUT/server-tokens.out" && break; sleep 0.1; done
   local addr jwt

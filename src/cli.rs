@@ -1,6 +1,6 @@
 //! Command implementations behind `main`.
 
-use crate::{AuditCommand, Command, KeysCommand};
+use crate::{AuditCommand, Command, KeysCommand, TlsCommand};
 use anyhow::{bail, Context};
 use keygate::config::Config;
 use keygate::dev::DevLayout;
@@ -177,6 +177,7 @@ pub async fn run(
         }
         // Handled in `main` before any configuration is read.
         Command::Client { .. } => bail!("client commands need no configuration"),
+        Command::Tls { command } => tls_command(command, config).await,
         Command::Bench {
             seconds,
             concurrency,
@@ -191,6 +192,83 @@ pub async fn run(
                         .await?;
                 }
             }
+            Ok(())
+        }
+    }
+}
+
+/// `keygate tls ...`: the HTTPS identity in hardware.
+async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> {
+    use keygate::tls::identity;
+    let rt = Runtime::open(config).await?;
+    let cert_file = rt.config.tls.cert_file.clone();
+    match command {
+        TlsCommand::Init {
+            subject,
+            san,
+            csr,
+            algorithm,
+            backend,
+            days,
+        } => {
+            let alg: keygate::hardware::Algorithm =
+                algorithm.parse().map_err(anyhow::Error::msg)?;
+            let params = identity::server_params(
+                identity::parse_subject(&subject)?,
+                identity::parse_sans(&san)?,
+                days,
+            );
+            let (v, made) =
+                identity::ensure_ring(&rt, alg, backend.as_deref(), ROOT_PRINCIPAL).await?;
+            if made {
+                eprintln!(
+                    "generated {} v{} ({}) in hardware: {}",
+                    v.ring,
+                    v.version,
+                    v.algorithm,
+                    v.locator.uri()
+                );
+            } else {
+                eprintln!(
+                    "using the existing {} v{} ({}): {}",
+                    v.ring,
+                    v.version,
+                    v.algorithm,
+                    v.locator.uri()
+                );
+            }
+            let key = identity::signing_key(&rt, &v)?;
+            match csr {
+                Some(path) => {
+                    let pem = identity::csr(key, params).await?;
+                    identity::write_atomically(&path, &pem)?;
+                    eprintln!("wrote a CSR signed by the hardware key to {}; have it signed, then run `keygate tls install-cert <chain.pem>`", path.display());
+                }
+                None => {
+                    let pem = identity::self_signed(key, params).await?;
+                    identity::write_atomically(&cert_file, &pem)?;
+                    eprintln!(
+                        "wrote a self-signed certificate (signed by the hardware key) to {}",
+                        cert_file.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        TlsCommand::InstallCert { chain } => {
+            let bytes = std::fs::read(&chain)
+                .with_context(|| format!("cannot read {}", chain.display()))?;
+            let s = identity::install_cert(&rt, &bytes, &cert_file).await?;
+            eprintln!(
+                "installed {} (subject {}, issuer {}, serial {}, valid until {}, {} certificate(s)); \
+                 the leaf carries the hardware key. A running server loads it on SIGHUP or POST /api/v1/tls/reload.",
+                cert_file.display(),
+                s.subject,
+                s.issuer,
+                s.serial,
+                s.not_after,
+                s.chain_length
+            );
             Ok(())
         }
     }
@@ -233,16 +311,10 @@ async fn audit_verify(rt: &Runtime, from: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Plain HTTP is for loopback only; TLS serving arrives with the device TLS identity.
+/// Plain HTTP is allowed only when asked for, and only on loopback.
 fn check_listen(config: &Config, addr: &SocketAddr) -> anyhow::Result<()> {
-    if !config.server.insecure_http {
-        bail!(
-            "HTTPS serving is not available in this release; set server.insecure_http = true \
-             (plain HTTP, loopback only) or use --dev"
-        );
-    }
-    if !addr.ip().is_loopback() {
-        bail!("plain HTTP may only listen on a loopback address, not {addr}");
+    if config.server.insecure_http && !addr.ip().is_loopback() {
+        bail!("plain HTTP (--insecure-http) may only listen on a loopback address, not {addr}");
     }
     Ok(())
 }
@@ -265,8 +337,8 @@ async fn serve(
         ),
         None => None,
     };
-    if let Some(a) = &ops_addr {
-        check_listen(&config, a)?;
+    if let Some(a) = ops_addr.filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(addr = %a, "server.ops_listen serves plain HTTP on a non-loopback address; keep it on a management network");
     }
     let _ = keygate::telemetry::metrics();
     // Bind before anything is printed or created: a port in use must not cost the
@@ -284,13 +356,31 @@ async fn serve(
         None => None,
     };
     let mut config = config;
+    let https = !config.server.insecure_http;
+    let scheme = if https { "https" } else { "http" };
     if config.tokens.issuer.is_none() {
-        let issuer = format!("http://{bound}");
+        let issuer = format!("{scheme}://{bound}");
         tracing::warn!(issuer = %issuer,
             "tokens.issuer is not set; using the listener's URL. Set it to the URL clients use.");
         config.tokens.issuer = Some(issuer);
     }
     let rt = Arc::new(Runtime::open(config).await?);
+    let mut created = created;
+    if https {
+        if dev {
+            created.extend(
+                keygate::tls::identity::ensure_dev_identity(&rt, &rt.config.tls.cert_file).await?,
+            );
+        }
+        rt.tls
+            .reload(&rt)
+            .await
+            .context("loading the TLS identity")?;
+        spawn_sighup_reload(&rt);
+        if rt.config.tls.mtls != keygate::tls::settings::MtlsMode::Off {
+            keygate::tls::state::TlsState::spawn_refresh(&rt);
+        }
+    }
     rt.keys.reconcile().await;
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);
@@ -319,11 +409,27 @@ async fn serve(
             layout.pin_file.display()
         )?;
     }
+    if https {
+        let cert = rt.config.tls.cert_file.display();
+        writeln!(
+            out,
+            "  TLS cert     {cert} (key in hardware: ring tls-identity)"
+        )?;
+        let client = if rt.config.tls.mtls == keygate::tls::settings::MtlsMode::Required {
+            " --cert CLIENT.pem --key CLIENT.key"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  try          curl --cacert {cert}{client} https://{bound}/healthz"
+        )?;
+    }
     bootstrap_key(&rt, &mut out).await?;
     if let Some(l) = &ops {
         writeln!(out, "keygate ops listening on http://{}", l.local_addr()?)?;
     }
-    writeln!(out, "keygate listening on http://{bound}")?;
+    writeln!(out, "keygate listening on {scheme}://{bound}")?;
     out.flush()?;
     tracing::info!(addr = %bound, "serving");
     if let Some(l) = ops {
@@ -337,10 +443,14 @@ async fn serve(
             }
         });
     }
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("server failed")?;
+    if https {
+        keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
+    } else {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("server failed")?;
+    }
     // A TPM without a resource manager keeps what we loaded until it is flushed.
     for exec in rt.keys.backends().values() {
         if let Err(e) = exec
@@ -424,6 +534,24 @@ fn spawn_health_watch(rt: &Arc<Runtime>) {
             }
         });
     }
+}
+
+/// SIGHUP reloads the certificate chain, the CA profiles and their CRLs.
+fn spawn_sighup_reload(rt: &Arc<Runtime>) {
+    let rt = rt.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; use POST /api/v1/tls/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS configuration");
+            if let Err(e) = rt.tls.reload(&rt).await {
+                tracing::error!(error = %e, "TLS reload failed; the previous configuration stays in force");
+            }
+        }
+    });
 }
 
 async fn shutdown() {

@@ -54,8 +54,8 @@ pub struct Config {
     pub jwks: JwksConfig,
     pub rotation: RotationConfig,
     pub log: LogConfig,
-    /// Accepted for forward compatibility with API.md; not used by this release.
-    pub tls: Option<toml::Value>,
+    /// HTTPS identity, mTLS mode and CA profiles (`src/tls/settings.rs`).
+    pub tls: crate::tls::settings::TlsConfig,
     pub oauth: OAuthConfig,
     pub approvals: ApprovalsConfig,
     pub audit: AuditConfig,
@@ -621,6 +621,7 @@ impl Config {
                 return Err(format!("{name} must be longer than rotation.publish_delay"));
             }
         }
+        self.tls.validate()?;
         self.validate_tokens()
     }
 

@@ -6,6 +6,8 @@
 //! DIR/softhsm/tokens/          the SoftHSM token labelled `keygate`
 //! DIR/pin                      the user PIN, mode 0600
 //! DIR/so-pin                   the security-officer PIN, mode 0600
+//! DIR/tls/cert.pem             the dev HTTPS certificate (self-signed by the tls-identity
+//!                              key in the dev token)
 //! ```
 //!
 //! Admin commands use the same layout (without creating anything) when no `--config` is
@@ -77,8 +79,11 @@ impl DevLayout {
         let ring = |alg: &str| table(&[("backend", s("hsm")), ("algorithm", s(alg))]);
         let mut t = toml::Table::new();
         t.insert(
-            "server".into(),
-            table(&[("insecure_http", toml::Value::Boolean(true))]),
+            "tls".into(),
+            table(&[(
+                "cert_file",
+                s(&self.dir.join("tls").join("cert.pem").display().to_string()),
+            )]),
         );
         t.insert(
             "store".into(),

@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -37,6 +37,10 @@ pub enum Command {
         /// Listen address; overrides server.listen. Port 0 picks a free port.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve plain HTTP instead of HTTPS (loopback addresses only); same as
+        /// server.insecure_http = true.
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Creates an API key (super-admin by default) and prints its secret once.
     AdminKeyCreate {
@@ -68,6 +72,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// keygate's HTTPS identity, held in hardware.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// Measures raw SoftHSM rates against the same operations through keygate's pool.
     Bench {
@@ -176,6 +185,37 @@ fn client_assertion(
     }
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// Generates the tls-identity key in hardware (unless it exists) and writes a
+    /// self-signed certificate to tls.cert_file, or a CSR with --csr. Both are signed by
+    /// the hardware key.
+    Init {
+        /// Subject, e.g. "CN=keygate.example,O=Example".
+        #[arg(long)]
+        subject: String,
+        /// Subject alternative names: DNS:name, IP:addr, URI:uri, EMAIL:addr; comma-separated
+        /// or repeated.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Write a PKCS#10 CSR here instead of a self-signed certificate.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// ES256, ES384, RS256 or PS256.
+        #[arg(long, default_value = "ES256")]
+        algorithm: String,
+        /// Configured backend name (default: the backend of jwt-default).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Validity of a self-signed certificate, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Installs a CA-signed chain (PEM, leaf first) after checking that its leaf carries
+    /// the hardware key. A running server picks it up on SIGHUP or POST /api/v1/tls/reload.
+    InstallCert { chain: PathBuf },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Client {
@@ -232,6 +272,13 @@ fn main() -> ExitCode {
     {
         config.server.listen = l.clone();
     }
+    if let Command::Serve {
+        insecure_http: true,
+        ..
+    } = &cli.command
+    {
+        config.server.insecure_http = true;
+    }
     keygate::telemetry::init_logging(&config.log.level, config.log.format == "json");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,6 +288,9 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
+    // One crypto provider for every rustls user in the process (the CRL fetcher's HTTP
+    // client among them); keygate's own TLS configs name it explicitly too.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = runtime.block_on(cli::run(cli.command, config, layout, created));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,8 @@ pub struct Runtime {
     pub audit: Arc<crate::services::audit::AuditService>,
     /// This process's name as a lease holder (scheduled rotation).
     pub instance_id: String,
+    /// The TLS configuration in force; empty unless `serve` serves HTTPS.
+    pub tls: crate::tls::state::TlsState,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -379,6 +381,7 @@ impl Runtime {
             key_files,
             oauth,
             groups,
+            tls: Default::default(),
         })
     }
 }

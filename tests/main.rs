@@ -21,6 +21,7 @@ mod oauth_servers;
 mod operations;
 mod roles;
 mod sessions;
+mod tls;
 mod token_rules;
 mod tokens;
 mod tpm;

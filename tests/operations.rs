@@ -118,6 +118,13 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/approvals/{id}/reject", "post"),
         ("/api/v1/audit", "get"),
         ("/api/v1/audit/keys", "get"),
+        ("/api/v1/tls", "get"),
+        ("/api/v1/tls/reload", "post"),
+        ("/api/v1/ca-profiles", "get"),
+        ("/api/v1/ca-profiles", "post"),
+        ("/api/v1/ca-profiles/{name}", "get"),
+        ("/api/v1/ca-profiles/{name}", "patch"),
+        ("/api/v1/ca-profiles/{name}", "delete"),
     ];
     for (p, m) in expected {
         assert!(

@@ -167,13 +167,14 @@ impl HardwareExecutor {
         .await
     }
 
-    /// Runs `f` on the pool and awaits its result. `op` names the operation in metrics.
-    pub async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
+    /// Wraps `f` into a pool job that times and records the call, then hands its result
+    /// to `reply` (run by the pool thread as part of a completion batch).
+    fn job<T, F, R>(&self, op: &'static str, f: F, reply: R) -> Job
     where
         T: Send + 'static,
         F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
+        R: FnOnce(Result<T, HardwareError>) + Send + 'static,
     {
-        let (otx, orx) = tokio::sync::oneshot::channel();
         let backend = self.backend.clone();
         let name = self.name.clone();
         let run = Box::new(move || {
@@ -184,14 +185,33 @@ impl HardwareExecutor {
                 Err(e) => e.kind(),
             };
             record(&name, op, outcome, start.elapsed().as_secs_f64());
-            Box::new(move || {
-                // The caller may have gone away (request cancelled); nothing to do then.
-                let _ = otx.send(result);
-            }) as Completion
+            Box::new(move || reply(result)) as Completion
+        });
+        Job { op, run }
+    }
+
+    fn timed_out(&self, op: &str) -> HardwareError {
+        HardwareError::Unavailable(format!(
+            "{op}: backend {} did not answer within {}s",
+            self.name,
+            CALL_TIMEOUT.as_secs()
+        ))
+    }
+
+    /// Runs `f` on the pool and awaits its result. `op` names the operation in metrics.
+    pub async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
+    {
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        // The caller may have gone away (request cancelled); nothing to do then.
+        let job = self.job(op, f, move |result| {
+            let _ = otx.send(result);
         });
         let call = async {
             self.tx
-                .send_async(Job { op, run })
+                .send_async(job)
                 .await
                 .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
             orx.await.map_err(|_| {
@@ -202,11 +222,41 @@ impl HardwareExecutor {
         // on its thread, and its result is then dropped.
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(result) => result,
-            Err(_) => Err(HardwareError::Unavailable(format!(
-                "{op}: backend {} did not answer within {}s",
-                self.name,
-                CALL_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(self.timed_out(op)),
+        }
+    }
+
+    /// Runs `f` on the pool and blocks the calling thread until it answers, for callers
+    /// that must answer synchronously (rustls's `Signer::sign` inside a TLS handshake).
+    /// The call still goes through the same bounded queue and the same threads as
+    /// [`run`](Self::run), so the device sees no more concurrent calls than it has
+    /// sessions. Never call this on an async worker directly: wrap it in
+    /// `tokio::task::block_in_place` (see `tls::signer`).
+    pub fn run_blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
+    {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let (rtx, rrx) = flume::bounded(1);
+        let job = self.job(op, f, move |result| {
+            let _ = rtx.send(result);
+        });
+        match self.tx.send_deadline(job, deadline) {
+            Ok(()) => {}
+            Err(flume::SendTimeoutError::Timeout(_)) => return Err(self.timed_out(op)),
+            Err(flume::SendTimeoutError::Disconnected(_)) => {
+                return Err(HardwareError::Unavailable(
+                    "hardware pool has stopped".into(),
+                ))
+            }
+        }
+        match rrx.recv_deadline(deadline) {
+            Ok(result) => result,
+            Err(flume::RecvTimeoutError::Timeout) => Err(self.timed_out(op)),
+            Err(flume::RecvTimeoutError::Disconnected) => Err(HardwareError::Failure(
+                "hardware call ended without a result".into(),
+            )),
         }
     }
 }

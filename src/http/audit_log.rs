@@ -80,6 +80,11 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
     let path = req.uri().path().to_string();
+    // The verified client certificate of a mutual-TLS connection, if any.
+    let client_cert_serial = req
+        .extensions()
+        .get::<crate::tls::client_identity::ClientCert>()
+        .map(|c| c.names.serial.clone());
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -111,6 +116,7 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         });
     let actor = AuditActor {
         request_id: request_id.clone(),
+        client_cert_serial: actor.client_cert_serial.or(client_cert_serial),
         ..actor
     };
     let entry = NewAuditEntry {

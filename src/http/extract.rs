@@ -115,6 +115,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
             }
         }
     };
+    crate::tls::client_identity::check_principal(&parts.extensions, &principal)?;
     super::audit_log::AuditSlot::set(parts, &principal);
     Ok(principal)
 }

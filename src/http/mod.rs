@@ -50,7 +50,7 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false))
+                .make_span_with(request_span)
                 // 5xx answers are already logged where they arise, with their cause.
                 .on_failure(
                     tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
@@ -83,6 +83,21 @@ where
             "operation task failed: {e}"
         ))
         .into()),
+    }
+}
+
+/// The request log's span: method, URI and, on an mTLS connection, the verified client
+/// certificate's subject and serial.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    match req
+        .extensions()
+        .get::<crate::tls::client_identity::ClientCert>()
+    {
+        Some(c) => tracing::debug_span!("request", method = %req.method(), uri = %req.uri(),
+            version = ?req.version(), client_cert.subject = %c.names.subject,
+            client_cert.serial = %c.names.serial),
+        None => tracing::debug_span!("request", method = %req.method(), uri = %req.uri(),
+            version = ?req.version()),
     }
 }
 

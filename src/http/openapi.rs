@@ -4,7 +4,7 @@
 use super::error::Problem;
 use super::routes::{
     api_keys, approvals, audit, auth, discovery, groups, health, key_files, keys, oauth_servers,
-    roles, users,
+    roles, tls, users,
 };
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -52,6 +52,7 @@ impl Modify for Security {
         keys::regenerate, keys::destroy,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
         audit::list, audit::keys,
+        tls::status, tls::reload, tls::create, tls::list, tls::get, tls::update, tls::delete,
         serve,
     ),
     components(schemas(Problem, keys::KeyVersionView, keys::CreateRing,
@@ -69,7 +70,12 @@ impl Modify for Security {
         oauth_servers::OAuthServerView, oauth_servers::CreateOAuthServer,
         oauth_servers::UpdateOAuthServer,
         keys::RegenerateRequest, crate::services::approvals::Approval,
-        crate::services::approvals::Vote, audit::AuditEntryView)),
+        crate::services::approvals::Vote, audit::AuditEntryView,
+        tls::CaProfileView, tls::CreateCaProfile, tls::UpdateCaProfile,
+        crate::tls::state::TlsReport, crate::tls::identity::CertSummary,
+        crate::tls::profiles::ProfileStatus, crate::tls::settings::MtlsMode,
+        crate::tls::settings::RevocationCheck, crate::tls::settings::StaleCrl,
+        crate::tls::settings::PrincipalMatch)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod approvals;
 pub mod audit;
 pub mod authz;
+pub mod ca_profiles;
 pub mod error;
 pub mod groups;
 pub mod key_files;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hsm;
+pub mod pki;
 pub mod server;
 pub mod swtpm;
 pub mod tokens;

@@ -1,5 +1,7 @@
 //! Spawns the real `keygate` binary: `serve --dev` on 127.0.0.1:0 with a fresh data
-//! directory, so each server has its own SQLite file and its own SoftHSM token.
+//! directory, so each server has its own SQLite file and its own SoftHSM token. Servers
+//! speak plain HTTP (`--insecure-http`) unless `Options::https` asks for the dev HTTPS
+//! identity.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,11 @@ pub struct Server {
 pub struct Options {
     pub env: Vec<(String, String)>,
     pub log_level: String,
+    /// Serve HTTPS with the dev identity instead of `--insecure-http`; `http` then trusts
+    /// the dev certificate.
+    pub https: bool,
+    /// Extra arguments after `serve` (e.g. `--config F`, which goes before it).
+    pub config: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -33,8 +40,15 @@ impl Default for Options {
         Options {
             env: Vec::new(),
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            https: false,
+            config: None,
         }
     }
+}
+
+/// Installs the process-wide rustls provider the test clients (reqwest) use.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 impl Server {
@@ -49,14 +63,24 @@ impl Server {
 
     /// Starts (or restarts) a server on an existing data directory.
     pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Server {
+        install_crypto_provider();
         let (child, base, admin_key, log) = spawn(dir.path(), &opts);
+        let http = if opts.https {
+            let pem = std::fs::read(dir.path().join("tls").join("cert.pem")).expect("dev cert");
+            reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("cert"))
+                .build()
+                .expect("https client")
+        } else {
+            reqwest::Client::new()
+        };
         Server {
             child,
             base,
             admin_key: admin_key.unwrap_or_default(),
             dir,
             log,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -243,10 +267,15 @@ fn terminate(child: &mut Child) {
 
 fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mutex<String>>) {
     let mut cmd = Command::new(keygate_bin());
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .env_remove("SOFTHSM2_CONF")
+    cmd.arg("--data-dir").arg(dir);
+    if let Some(c) = &opts.config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0"]);
+    if !opts.https {
+        cmd.arg("--insecure-http");
+    }
+    cmd.env_remove("SOFTHSM2_CONF")
         .env_remove("KEYGATE_CONFIG")
         .env("RUST_LOG", &opts.log_level)
         // Cheap argon2 parameters keep password tests fast; the hasher's own tests use

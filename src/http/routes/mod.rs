@@ -11,6 +11,7 @@ pub mod key_files;
 pub mod keys;
 pub mod oauth_servers;
 pub mod roles;
+pub mod tls;
 pub mod users;
 
 use super::error::ApiError;
@@ -61,6 +62,13 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/api-keys/{id}/regenerate",
             post(api_keys::regenerate),
+        )
+        .route("/api/v1/tls", get(tls::status))
+        .route("/api/v1/tls/reload", post(tls::reload))
+        .route("/api/v1/ca-profiles", get(tls::list).post(tls::create))
+        .route(
+            "/api/v1/ca-profiles/{name}",
+            get(tls::get).patch(tls::update).delete(tls::delete),
         )
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(

@@ -1,0 +1,157 @@
+//! The HTTPS accept loop. `axum::serve` speaks plain HTTP only, so this loop accepts TCP
+//! connections, runs each TLS handshake in its own task under a timeout (a slow or
+//! garbage handshake never holds the loop or another client), and serves the router over
+//! hyper-util's HTTP/1.1 + HTTP/2 connection builder.
+//!
+//! Each connection uses the `ServerConfig` that was in force when it was accepted, so a
+//! reload never touches open connections. On shutdown the loop stops accepting, asks
+//! every open connection to finish its in-flight requests, and waits for them (bounded).
+
+use super::client_identity::{self, ClientCert};
+use super::state::Active;
+use crate::runtime::Runtime;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+/// How long shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` over TLS on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    rt: Arc<Runtime>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let handshake_timeout = rt.config.tls.handshake_timeout.0;
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(active) = rt.tls.active() else {
+            tracing::error!("no TLS configuration is loaded; closing the connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let (router, builder) = (router.clone(), builder.clone());
+        tokio::spawn(async move {
+            let Some((stream, client)) = handshake(tcp, peer, &active, handshake_timeout).await
+            else {
+                return;
+            };
+            let svc = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+                if let Some(c) = &client {
+                    req.extensions_mut().insert(c.clone());
+                }
+                req
+            });
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(svc),
+            );
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+        }
+    }
+}
+
+/// Runs the handshake; logs and returns `None` when it fails or takes too long.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    active: &Active,
+    timeout: Duration,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Option<ClientCert>,
+)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(active.config.clone());
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            log_handshake_error(peer, &e);
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, timeout_secs = timeout.as_secs(), "TLS handshake timed out");
+            return None;
+        }
+    };
+    let client = client_cert(&stream, active);
+    if let Some(c) = &client {
+        tracing::info!(peer = %peer, client_cert.subject = %c.names.subject,
+            client_cert.serial = %c.names.serial, profile = %c.profile,
+            "client certificate verified");
+    }
+    Some((stream, client))
+}
+
+/// The verified client certificate of a finished handshake, with the profile that
+/// accepted it.
+fn client_cert(
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    active: &Active,
+) -> Option<ClientCert> {
+    let certs = stream.get_ref().1.peer_certificates()?;
+    let (ee, intermediates) = certs.split_first()?;
+    let names = client_identity::names(ee.as_ref())?;
+    let profile = active
+        .profiles
+        .as_ref()
+        .and_then(|set| set.identify(ee, intermediates));
+    Some(ClientCert {
+        profile: profile.map(|p| p.name.clone()).unwrap_or_default(),
+        principal_match: profile.map(|p| p.principal_match).unwrap_or_default(),
+        names,
+    })
+}
+
+/// Certificate problems are logged at warn (an operator wants to see refused clients);
+/// other failures (scanners, clients that hang up, wrong protocol) at info.
+fn log_handshake_error(peer: SocketAddr, e: &std::io::Error) {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(
+            err @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_)),
+        ) => {
+            tracing::warn!(peer = %peer, error = %err, "TLS handshake refused: client certificate");
+        }
+        Some(err) => tracing::info!(peer = %peer, error = %err, "TLS handshake failed"),
+        None => tracing::info!(peer = %peer, error = %e, "TLS handshake failed"),
+    }
+}

@@ -1,0 +1,192 @@
+//! The TLS configuration in force, swapped whole on reload.
+//!
+//! A reload (SIGHUP, `POST /api/v1/tls/reload`, a CA-profile change, or the CRL refresh
+//! timer) reads the certificate chain and every CA profile again, builds a new rustls
+//! `ServerConfig`, and swaps it in atomically. New handshakes use the new one; open
+//! connections keep the one they started with, so nothing is dropped. A reload whose
+//! certificate does not fit the hardware key changes nothing and reports why.
+
+use super::identity::{self, CertSummary};
+use super::profiles::{self, CaProfile, LoadContext, ProfileStatus};
+use super::settings::MtlsMode;
+use super::verifier::ProfileSet;
+use super::TlsError;
+use crate::runtime::{now, Runtime};
+use arc_swap::ArcSwapOption;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use serde::Serialize;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// What a handshake needs: the rustls config and the profiles behind its verifier.
+#[derive(Debug)]
+pub struct Active {
+    pub config: Arc<ServerConfig>,
+    pub profiles: Option<Arc<ProfileSet>>,
+}
+
+/// The outcome of the last reload, for the admin endpoint and the logs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TlsReport {
+    pub certificate: CertSummary,
+    pub mtls: MtlsMode,
+    pub profiles: Vec<ProfileStatus>,
+    /// When this configuration was loaded (RFC 3339).
+    pub loaded_at: String,
+}
+
+/// The TLS state of a running server. Empty until `serve` loads it (plain-HTTP servers
+/// and CLI commands never do).
+#[derive(Default)]
+pub struct TlsState {
+    active: ArcSwapOption<Active>,
+    report: RwLock<Option<TlsReport>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    http: OnceLock<reqwest::Client>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("serving", &self.active.load().is_some())
+            .finish()
+    }
+}
+
+/// The crypto provider of every TLS config keygate builds: aws-lc-rs, whose TLS 1.2
+/// suites are all ECDHE (forward secret) and whose TLS 1.3 suites are forward secret by
+/// design.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl TlsState {
+    /// The configuration for the next handshake, if this server serves TLS.
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.active.load_full()
+    }
+
+    pub fn report(&self) -> Option<TlsReport> {
+        self.report.read().ok().and_then(|r| r.clone())
+    }
+
+    fn http(&self, rt: &Runtime) -> Result<reqwest::Client, TlsError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c.clone());
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(format!("CRL client: {e}")))?
+            .with_root_certificates(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(rt.config.tls.crl_fetch_timeout.0)
+            .connect_timeout(rt.config.tls.crl_fetch_timeout.0)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| TlsError::Invalid(format!("CRL client: {e}")))?;
+        Ok(self.http.get_or_init(|| client).clone())
+    }
+
+    /// Every CA profile: the configuration's, then the store's.
+    pub async fn profiles(rt: &Runtime) -> Result<Vec<CaProfile>, TlsError> {
+        let mut out: Vec<CaProfile> = rt
+            .config
+            .tls
+            .ca_profiles
+            .iter()
+            .map(CaProfile::from)
+            .collect();
+        for row in rt.store.list_ca_profiles().await? {
+            if out.iter().any(|p| p.name == row.name) {
+                tracing::warn!(profile = %row.name, "a stored CA profile has the name of a configured one; the configured one wins");
+                continue;
+            }
+            out.push(CaProfile::from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Builds the configuration from the certificate file and the CA profiles and swaps
+    /// it in. On error nothing changes.
+    pub async fn reload(&self, rt: &Runtime) -> Result<TlsReport, TlsError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let cfg = &rt.config.tls;
+        let (certified, certificate) = identity::certified_key(rt, &cfg.cert_file)?;
+        let provider = provider();
+        let mut statuses = Vec::new();
+        let profiles = if cfg.mtls == MtlsMode::Off {
+            None
+        } else {
+            let ctx = LoadContext {
+                provider: provider.clone(),
+                http: self.http(rt)?,
+                crl_max_bytes: cfg.crl_max_bytes,
+                now: now(),
+            };
+            let mut loaded = Vec::new();
+            for p in Self::profiles(rt).await? {
+                let l = profiles::load(&p, &ctx).await;
+                statuses.push(l.status.clone());
+                loaded.push(l);
+            }
+            Some(Arc::new(ProfileSet::new(
+                loaded,
+                cfg.mtls,
+                provider.clone(),
+            )))
+        };
+        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &profiles {
+            Some(set) => set.clone(),
+            None => WebPkiClientVerifier::no_client_auth(),
+        };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Invalid(format!("TLS versions: {e}")))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self.active.store(Some(Arc::new(Active {
+            config: Arc::new(config),
+            profiles,
+        })));
+        let report = TlsReport {
+            certificate,
+            mtls: cfg.mtls,
+            profiles: statuses,
+            loaded_at: crate::http::time_fmt::rfc3339(now()),
+        };
+        if let Ok(mut r) = self.report.write() {
+            *r = Some(report.clone());
+        }
+        tracing::info!(subject = %report.certificate.subject, serial = %report.certificate.serial,
+            not_after = %report.certificate.not_after, mtls = ?report.mtls,
+            profiles = report.profiles.len(), "TLS configuration loaded");
+        Ok(report)
+    }
+
+    /// Reloads every `interval` (the shortest `crl_refresh` of the profiles), so CRLs
+    /// stay fresh without a restart.
+    pub fn spawn_refresh(rt: &Arc<Runtime>) {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            loop {
+                let interval = rt
+                    .tls
+                    .active()
+                    .and_then(|a| a.profiles.clone())
+                    .and_then(|p| p.profiles().iter().map(|l| l.refresh).min())
+                    .unwrap_or(Duration::from_secs(300))
+                    .max(Duration::from_secs(1));
+                tokio::time::sleep(interval).await;
+                if let Err(e) = rt.tls.reload(&rt).await {
+                    tracing::error!(error = %e, "scheduled TLS reload failed; the previous configuration stays in force");
+                }
+            }
+        });
+    }
+}
