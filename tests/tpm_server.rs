@@ -197,3 +197,72 @@ async fn keygate_starts_and_serves_its_hsm_rings_while_the_tpm_is_unreachable() 
     let r = sign(&s, "jwt-default").await;
     assert_eq!(r.status(), 200, "the HSM ring signs");
 }
+
+/// Handshake signatures counted by the hardware metrics for `backend`.
+async fn tls_signs_on(s: &Server, backend: &str) -> u64 {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("keygate_hardware_call_duration_seconds_count{")
+                && l.contains("op=\"tls_sign\"")
+                && l.contains(&format!("backend=\"{backend}\""))
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn keygate_serves_https_with_its_identity_key_on_the_tpm() {
+    let tpm = Swtpm::start();
+    let mut env = tpm_env(&tpm);
+    env.push(("KEYGATE__RINGS__TLS-IDENTITY__BACKEND".into(), "tpm".into()));
+    env.push((
+        "KEYGATE__RINGS__TLS-IDENTITY__ALGORITHM".into(),
+        "ES256".into(),
+    ));
+    let s = Server::start_with(Options {
+        env,
+        https: true,
+        ..Options::default()
+    });
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let keys: Vec<Value> = s.get_json("/api/v1/keys", &s.admin_key).await;
+    let identity = keys
+        .iter()
+        .find(|k| k["ring"] == "tls-identity")
+        .expect("tls-identity ring");
+    assert_eq!(identity["backend"], "tpm", "{identity}");
+    let jwt = keys.iter().find(|k| k["ring"] == "jwt-default").unwrap();
+    assert_eq!(jwt["backend"], "hsm");
+
+    // Every new connection is a full handshake whose signature the TPM makes.
+    let before = tls_signs_on(&s, "tpm").await;
+    for _ in 0..3 {
+        let fresh = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(
+                    &std::fs::read(s.data_dir().join("tls").join("cert.pem")).unwrap(),
+                )
+                .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let r = fresh.get(s.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let after = tls_signs_on(&s, "tpm").await;
+    assert!(
+        after >= before + 3,
+        "handshakes signed on the TPM: {before} -> {after}"
+    );
+    assert_eq!(tls_signs_on(&s, "hsm").await, 0, "none on the HSM");
+}
