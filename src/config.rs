@@ -459,10 +459,9 @@ impl ApprovalsConfig {
             }
             for a in &rule.approvers {
                 match a.split_once(':') {
-                    Some(("role", r)) => {
-                        r.parse::<crate::services::authz::Role>()
-                            .map_err(|e| format!("approvals.{op}.approvers: {e}"))?;
-                    }
+                    // Whether the role exists is checked once custom roles are loaded
+                    // (`Runtime::open`).
+                    Some(("role", r)) if !r.trim().is_empty() => {}
                     Some(("group", g)) if !g.trim().is_empty() => {}
                     _ => {
                         return Err(format!(
@@ -686,10 +685,11 @@ impl Config {
         }
         for (name, ring) in &self.rings {
             for s in &ring.signers {
-                if let Some(role) = s.strip_prefix("role:") {
-                    role.parse::<crate::services::authz::Role>()
-                        .map_err(|e| format!("rings.{name}.signers: {e}"))?;
-                } else if s.trim().is_empty() {
+                // Whether a `role:` entry names an existing role is checked once custom
+                // roles are loaded (`Runtime::open`).
+                if s.strip_prefix("role:").is_some_and(|r| r.trim().is_empty())
+                    || s.trim().is_empty()
+                {
                     return Err(format!("rings.{name}.signers holds an empty name"));
                 }
             }

@@ -200,6 +200,39 @@ fn connect_backend(
     }
 }
 
+/// Roles named by configuration (`role:<name>` approvers and signers) must exist, built-in
+/// or custom; checked once the custom roles are loaded. An approval gate that is not
+/// wired to its endpoint must not look configured.
+fn check_role_names(config: &Config) -> Result<(), StartupError> {
+    let mut named: Vec<(String, String)> = Vec::new();
+    for op in crate::config::APPROVAL_OPERATIONS {
+        for a in config.approvals.rule(op).approvers {
+            if let Some(r) = a.strip_prefix("role:") {
+                named.push((format!("approvals.{op}.approvers"), r.to_string()));
+            }
+        }
+    }
+    for (ring, rc) in &config.rings {
+        for s in &rc.signers {
+            if let Some(r) = s.strip_prefix("role:") {
+                named.push((format!("rings.{ring}.signers"), r.to_string()));
+            }
+        }
+    }
+    for (key, role) in named {
+        role.parse::<crate::services::authz::Role>()
+            .map_err(|e| StartupError::Config(format!("{key}: {e}")))?;
+    }
+    if config.approvals.rule("create-super-admin-key").required > 0 {
+        return Err(StartupError::Config(
+            "approvals.create-super-admin-key.required > 0 is not supported in this release: \
+             the new key's secret could not be handed to the requester after approval"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Runtime {
     /// Opens the store and every backend, loads the key rings, and makes sure the rings
     /// keygate cannot work without (`api-key-mac`, `jwt-default`) exist.
@@ -213,6 +246,7 @@ impl Runtime {
                 .await
                 .map_err(|e| StartupError::Store(format!("loading roles: {e}")))?,
         );
+        check_role_names(&config)?;
         if config.backends.is_empty() {
             return Err(StartupError::Config(
                 "no [backends.*] configured (use --dev for a SoftHSM dev token)".into(),
@@ -345,7 +379,12 @@ impl Runtime {
                     e => StartupError::Store(format!("loading OAuth servers: {e}")),
                 })?,
         );
-        let groups = Arc::new(GroupService::new(store.clone()));
+        let approver_groups: Vec<String> = crate::config::APPROVAL_OPERATIONS
+            .iter()
+            .flat_map(|op| config.approvals.rule(op).approvers)
+            .filter_map(|a| a.strip_prefix("group:").map(str::to_string))
+            .collect();
+        let groups = Arc::new(GroupService::new(store.clone(), approver_groups));
         let tokens = Arc::new(
             TokenService::new(
                 store.clone(),

@@ -781,3 +781,72 @@ async fn scheduled_rotation_runs_the_full_cycle_once_across_replicas() {
         .iter()
         .all(|e| e.actor == "keygate" && e.auth_method == "scheduler"));
 }
+
+#[tokio::test]
+async fn custom_tokens_cannot_vote_and_approver_groups_are_guarded() {
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__REGENERATE__APPROVERS".into(),
+            "group:key-officers".into(),
+        )],
+        ..Options::default()
+    });
+    s.create_ring("pay", "ES256").await;
+    let alice = principal(&s, "alice", "super-admin").await;
+    let r = s
+        .post_json("/api/v1/keys/pay/regenerate", &alice, json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A custom token for another subject proves nobody's identity: it may not vote.
+    let r = s
+        .post_json(
+            "/api/v1/auth/token",
+            &alice,
+            json!({"grant_type": "custom_token", "subject": "x1", "expires_in": 300, "role": "super-admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let minted = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .http
+        .post(s.url(&format!("/api/v1/approvals/{id}/approve")))
+        .bearer_auth(&minted)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // An admin manages groups, but not the members of an approver group.
+    s.post_json(
+        "/api/v1/groups",
+        &s.admin_key,
+        json!({"name": "key-officers"}),
+    )
+    .await;
+    let admin = principal(&s, "adam", "admin").await;
+    let r = s
+        .post_json(
+            "/api/v1/groups/key-officers/members",
+            &admin,
+            json!({"principal": "adam"}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .post_json(
+            "/api/v1/groups/key-officers/members",
+            &s.admin_key,
+            json!({"principal": "bob"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "a super-admin may");
+}

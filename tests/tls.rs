@@ -979,3 +979,41 @@ async fn an_rsa_pss_identity_made_by_tls_init_serves_tls_1_3_and_tls_1_2() {
         .unwrap();
     assert!(metric(&text, "tls_sign") >= 2, "{text}");
 }
+
+#[tokio::test]
+async fn only_super_admins_decide_which_cas_admit_clients() {
+    let pki = tempfile::tempdir().unwrap();
+    let s = start(pki.path(), "[tls]\nmtls = \"optional\"\n");
+    let c = client(&s, None);
+    let admin = {
+        let r = c
+            .post(s.url("/api/v1/api-keys"))
+            .header("x-api-key", &s.admin_key)
+            .json(&json!({"name": "a", "role": "admin"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let root = Ca::root("Admin's Own Root");
+    let body = json!({"name": "mine", "ca_pem": root.cert.pem(), "revocation_check": "none"});
+    let r = c
+        .post(s.url("/api/v1/ca-profiles"))
+        .header("x-api-key", &admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    crate::common::expect_problem(r, 403, "forbidden").await;
+    let r = c
+        .get(s.url("/api/v1/ca-profiles"))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "admins still read them");
+}

@@ -115,8 +115,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
             }
         }
     };
-    crate::tls::client_identity::check_principal(&parts.extensions, &principal)?;
+    // Recorded first, so a refusal below is logged with the credential that was used.
     super::audit_log::AuditSlot::set(parts, &principal);
+    crate::tls::client_identity::check_principal(&parts.extensions, &principal)?;
     Ok(principal)
 }
 

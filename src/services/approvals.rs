@@ -126,6 +126,7 @@ pub struct Vote {
 pub fn actor_of(p: &Principal, request_id: Option<String>) -> AuditActor {
     let method = match &p.method {
         AuthMethod::ApiKey { id } => format!("api-key:{id}"),
+        AuthMethod::AccessToken { minted: true, .. } => "custom-token".into(),
         AuthMethod::AccessToken { .. } => "access-token".into(),
         AuthMethod::KeyFile { .. } => "key-file".into(),
         AuthMethod::IdpToken { oauth_id, .. } => format!("idp:{oauth_id}"),
@@ -169,6 +170,20 @@ pub fn vote_bytes(a: &ApprovalRow, v: &VoteRow) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Approvals count distinct principals, so only a credential that proves its name may
+/// request or decide: a custom token names a subject its minter chose, and one minter
+/// could otherwise vote under many names.
+fn require_identity(who: &Principal) -> Result<(), ServiceError> {
+    if who.proves_identity() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(
+            "a custom token proves no identity; request and approve with your own credential"
+                .into(),
+        ))
+    }
+}
+
 /// Checks the caller may ask for `op` at all, and that `op` is possible now (so a
 /// request that could never run is refused at once, with nothing recorded).
 async fn check_request(
@@ -178,9 +193,13 @@ async fn check_request(
 ) -> Result<(), ServiceError> {
     match op {
         Operation::Rotate { ring, backend, .. } => {
-            rt.groups
-                .require_all(caller, &[(ring, RingPermission::Rotate)])
-                .await?;
+            // Moving a ring to another backend is an administrator's decision.
+            let need = if backend.is_some() {
+                RingPermission::Admin
+            } else {
+                RingPermission::Rotate
+            };
+            rt.groups.require_all(caller, &[(ring, need)]).await?;
             let v = rt.keys.active(ring)?;
             if v.purpose != Purpose::Jwt {
                 return Err(ServiceError::Invalid(format!(
@@ -199,8 +218,9 @@ async fn check_request(
             Ok(())
         }
         Operation::Regenerate { ring, force } => {
+            // Regenerating revokes everything the ring signed: more than a rotation.
             rt.groups
-                .require_all(caller, &[(ring, RingPermission::Rotate)])
+                .require_all(caller, &[(ring, RingPermission::Admin)])
                 .await?;
             let v = rt.keys.active(ring)?;
             match v.purpose {
@@ -233,6 +253,7 @@ pub async fn submit(
     op: Operation,
     now: i64,
 ) -> Result<Submitted, ServiceError> {
+    require_identity(caller)?;
     check_request(rt, caller, &op).await?;
     let rule = rt.config.approvals.rule(op.name());
     // api-key-mac: regenerating it needs `force` and the approvals; the configured
@@ -325,6 +346,7 @@ pub async fn decide(
         }
         Err(e) => return Err(e.into()),
     };
+    require_identity(who)?;
     let own = row.requested_by == who.name;
     if approve && own {
         return Err(ServiceError::Forbidden(

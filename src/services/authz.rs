@@ -57,10 +57,12 @@ pub enum Permission {
     GroupsWrite,
     /// Reading the audit log (`GET /api/v1/audit`).
     AuditRead,
+    /// CA profiles and TLS reloads: who may admit client certificates (super-admin only).
+    TlsAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 22] = [
         KeysRead,
         KeysCreate,
         KeysRotate,
@@ -82,6 +84,7 @@ impl Permission {
         GroupsRead,
         GroupsWrite,
         AuditRead,
+        TlsAdmin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +110,7 @@ impl Permission {
             GroupsRead => "groups:read",
             GroupsWrite => "groups:write",
             AuditRead => "audit:read",
+            TlsAdmin => "tls:admin",
         }
     }
 

@@ -160,7 +160,7 @@ pub async fn create(
     fields: ProfileFields,
     now: i64,
 ) -> Result<ProfileInfo, ServiceError> {
-    require(caller.role, Permission::KeysCreate, "manage CA profiles")?;
+    require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
     check(name, &fields)?;
     if is_configured(rt, name) {
         return Err(ServiceError::Conflict(format!(
@@ -186,7 +186,7 @@ pub async fn update(
     change: impl FnOnce(ProfileFields) -> ProfileFields,
     now: i64,
 ) -> Result<ProfileInfo, ServiceError> {
-    require(caller.role, Permission::KeysCreate, "manage CA profiles")?;
+    require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
     if is_configured(rt, name) {
         return Err(ServiceError::Conflict(format!(
             "CA profile {name:?} comes from the configuration file; change it there"
@@ -211,7 +211,7 @@ pub async fn update(
 }
 
 pub async fn delete(rt: &Runtime, caller: &Principal, name: &str) -> Result<(), ServiceError> {
-    require(caller.role, Permission::KeysCreate, "manage CA profiles")?;
+    require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
     if is_configured(rt, name) {
         return Err(ServiceError::Conflict(format!(
             "CA profile {name:?} comes from the configuration file; remove it there"

@@ -82,6 +82,8 @@ pub struct Group {
 
 pub struct GroupService {
     store: Store,
+    /// Groups that `[approvals]` names as approvers (`group:<name>`).
+    approver_groups: std::collections::HashSet<String>,
 }
 
 impl fmt::Debug for GroupService {
@@ -113,8 +115,22 @@ fn group_not_found(name: &str) -> impl Fn(StoreError) -> ServiceError + '_ {
 }
 
 impl GroupService {
-    pub fn new(store: Store) -> GroupService {
-        GroupService { store }
+    /// `approver_groups`: the groups `[approvals]` names as approvers. Changing who is in
+    /// them changes who may approve key destruction, so it needs `super-admins:manage`.
+    pub fn new(store: Store, approver_groups: impl IntoIterator<Item = String>) -> GroupService {
+        GroupService {
+            store,
+            approver_groups: approver_groups.into_iter().collect(),
+        }
+    }
+
+    fn require_approver_admin(&self, caller: &Principal, group: &str) -> Result<(), ServiceError> {
+        if self.approver_groups.contains(group) && !caller.role.has(Permission::ManageSuperAdmins) {
+            return Err(ServiceError::Forbidden(format!(
+                "group {group:?} approves operations ([approvals]); changing its members needs super-admins:manage"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `who` holds `perm` on `ring` by role, ownership or a group grant.
@@ -269,6 +285,7 @@ impl GroupService {
 
     pub async fn delete(&self, caller: &Principal, name: &str) -> Result<(), ServiceError> {
         authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
+        self.require_approver_admin(caller, name)?;
         self.store
             .delete_group(name)
             .await
@@ -296,6 +313,7 @@ impl GroupService {
     ) -> Result<bool, ServiceError> {
         authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
         validate_text("principal", principal, 256, true)?;
+        self.require_approver_admin(caller, name)?;
         let group = self.load(name).await?;
         self.require_grants(caller, &group.grants).await?;
         let added = self
@@ -316,6 +334,7 @@ impl GroupService {
         principal: &str,
     ) -> Result<(), ServiceError> {
         authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
+        self.require_approver_admin(caller, name)?;
         self.store
             .remove_member(name, principal)
             .await
@@ -447,6 +466,20 @@ impl GroupService {
         Ok(())
     }
 
+    /// [`Self::require_can_act_as`] for every principal `<oauth_id>:<sub>` of an OAuth
+    /// server: changing its issuer or keys lets whoever controls the new ones speak for
+    /// all of them.
+    pub async fn require_can_act_as_all_under(
+        &self,
+        caller: &Principal,
+        prefix: &str,
+    ) -> Result<(), ServiceError> {
+        for p in self.store.principals_under(prefix).await? {
+            self.require_can_act_as(caller, &p).await?;
+        }
+        Ok(())
+    }
+
     /// Checks that `caller` may set a principal's groups to `groups` (they exist, and
     /// the caller holds all their grants), before anything is stored. Changing
     /// memberships at all, even to none, needs `groups:write`.
@@ -461,6 +494,7 @@ impl GroupService {
             "manage group membership",
         )?;
         for g in groups {
+            self.require_approver_admin(caller, g)?;
             let group = match self.store.get_group(g).await {
                 Ok(_) => self.load(g).await?,
                 Err(StoreError::NotFound) => {

@@ -316,6 +316,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Principals whose names start with `prefix` that hold anything: group memberships
+    /// or ring ownership.
+    pub async fn principals_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let like = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        Ok(sqlx::query_scalar(
+            "SELECT principal FROM group_members WHERE principal LIKE $1 ESCAPE '\\'
+             UNION SELECT created_by FROM rings WHERE created_by LIKE $1 ESCAPE '\\'",
+        )
+        .bind(like)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The rings `principal` created.
     pub async fn rings_owned_by(&self, principal: &str) -> Result<Vec<String>, StoreError> {
         Ok(
@@ -353,5 +366,25 @@ pub(super) async fn forget_principal(
         .bind(principal)
         .execute(&mut *tx)
         .await?;
+    Ok(())
+}
+
+/// [`forget_principal`] for every principal whose name starts with `prefix` (an OAuth
+/// server's `<oauth_id>:`).
+pub(super) async fn forget_principals_under(
+    tx: &mut sqlx::SqliteConnection,
+    prefix: &str,
+) -> Result<(), sqlx::Error> {
+    let like = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+    sqlx::query("DELETE FROM group_members WHERE principal LIKE $1 ESCAPE '\\'")
+        .bind(&like)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE rings SET created_by = 'deleted:' || created_by WHERE created_by LIKE $1 ESCAPE '\\'",
+    )
+    .bind(&like)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

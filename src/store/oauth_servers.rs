@@ -164,6 +164,8 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Its principals `<oauth_id>:<sub>` are gone with it: memberships and rings too.
+        super::groups::forget_principals_under(&mut tx, &format!("{oauth_id}:")).await?;
         super::meta::bump_counter(&mut tx, COUNTER).await?;
         tx.commit().await?;
         Ok(())

@@ -22,14 +22,28 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("swtpm"))
 }
 
-/// A port `p` with `p + 1` free as well (the swtpm TCTI uses the next port for control).
+/// Ports this test process has handed to a simulator. Tests run in parallel threads: a
+/// port pair must never be handed out twice, nor overlap another pair (`p + 1` of one
+/// being `p` of the next), or two simulators race for the same socket.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port `p` with `p + 1` free as well (the swtpm TCTI uses the next port for control),
+/// neither overlapping a pair handed out before.
 fn free_port_pair() -> u16 {
-    for _ in 0..100 {
+    for _ in 0..200 {
         let a = TcpListener::bind("127.0.0.1:0").expect("bind");
         let p = a.local_addr().expect("addr").port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
+        if p >= u16::MAX - 1 || TcpListener::bind(("127.0.0.1", p + 1)).is_err() {
+            continue;
         }
+        let mut used = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if used.contains(&p) || used.contains(&(p + 1)) || used.contains(&(p - 1)) {
+            continue;
+        }
+        used.insert(p);
+        used.insert(p + 1);
+        return p;
     }
     panic!("no free port pair for swtpm");
 }
@@ -85,7 +99,15 @@ impl Swtpm {
                     return false;
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port + 1)).is_ok() {
+            // Both sockets answer and the process is still ours (another program could
+            // hold a port, making swtpm exit while the connect succeeds).
+            if TcpStream::connect(("127.0.0.1", self.port + 1)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(25));

@@ -176,6 +176,13 @@ pub async fn update(
 ) -> Result<Json<OAuthServerView>, ApiError> {
     let rt = state.rt.clone();
     let server = detached(async move {
+        // New issuer or keys: whoever holds them can speak for every `<oauth_id>:<sub>`,
+        // so the caller must hold what those names hold.
+        if req.issuer.is_some() || req.public_key_pem.is_some() || req.jwks_uri.is_some() {
+            rt.groups
+                .require_can_act_as_all_under(&caller, &format!("{oauth_id}:"))
+                .await?;
+        }
         rt.oauth
             .update(
                 &caller,
