@@ -311,16 +311,16 @@ pub async fn introspect(
         .map_err(|e| ApiError::bad_request(e.description))?;
     use secrecy::ExposeSecret;
     let token = token.expose_secret();
-    // A token whose issuer is a registered IdP is that IdP's (API.md: introspection
+    // keygate's own credentials first (the hot path: no extra parse). A token keygate
+    // does not know whose issuer is a registered IdP is that IdP's (API.md: introspection
     // recognises external IdP tokens too).
-    let idp = crate::services::tokens::jws::unverified_issuer(token)
-        .is_some_and(|iss| state.rt.oauth.issuer_registered(&iss));
-    let answer = if idp {
-        crate::services::authz::require(
-            caller.role,
-            crate::services::authz::Permission::TokensIntrospect,
-            "introspect tokens",
-        )?;
+    let own = state.rt.tokens.introspect(&caller, token, now()).await?;
+    let idp = !own.active
+        && crate::services::tokens::jws::unverified_issuer(token)
+            .is_some_and(|iss| state.rt.oauth.issuer_registered(&iss));
+    let answer = if !idp {
+        own
+    } else {
         match state.rt.oauth.verify(token, now()).await {
             Ok(t) => crate::services::tokens::Introspection {
                 active: true,
@@ -337,8 +337,6 @@ pub async fn introspect(
             // Expired, unmapped, badly signed: not usable here, so not active.
             Err(_) => crate::services::tokens::Introspection::default(),
         }
-    } else {
-        state.rt.tokens.introspect(&caller, token, now()).await?
     };
     Ok(([(CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
