@@ -4,31 +4,6 @@
 use crate::common::server::Server;
 use serde_json::{json, Value};
 
-/// A user `name` with role `role`, and an API key owned by them (so the key's principal
-/// is the user).
-async fn principal(s: &Server, name: &str, role: &str) -> String {
-    let r = s
-        .post_json(
-            "/api/v1/users",
-            &s.admin_key,
-            json!({"username": name, "role": role}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let r = s
-        .post_json(
-            "/api/v1/api-keys",
-            &s.admin_key,
-            json!({"name": name, "role": role, "owner": name}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 async fn sign(s: &Server, key: &str, ring: &str, aud: &str) -> u16 {
     s.post_json(
         &format!("/api/v1/keys/{ring}/sign"),
@@ -77,7 +52,7 @@ async fn each_grant_allows_exactly_its_permission_on_exactly_its_ring() {
     let s = Server::start();
     s.create_ring("g-a", "ES256").await;
     s.create_ring("g-b", "ES256").await;
-    let gw = principal(&s, "gw", "gateway").await;
+    let gw = s.principal("gw", "gateway").await;
     let r = s
         .post_json("/api/v1/groups", &s.admin_key, json!({"name": "payments"}))
         .await;
@@ -138,7 +113,7 @@ async fn signing_for_an_audience_that_is_a_ring_needs_sign_on_both() {
     let s = Server::start();
     s.create_ring("g-src", "ES256").await;
     s.create_ring("g-dst", "ES256").await;
-    let gw = principal(&s, "gw", "gateway").await;
+    let gw = s.principal("gw", "gateway").await;
     let r = s
         .post_json(
             "/api/v1/groups",
@@ -171,7 +146,7 @@ async fn the_creator_of_a_ring_holds_admin_on_it() {
         )
         .await;
     assert_eq!(r.status(), 201);
-    let maker = principal(&s, "maker", "ring-maker").await;
+    let maker = s.principal("maker", "ring-maker").await;
     let r = s
         .post_json(
             "/api/v1/keys",
@@ -233,7 +208,7 @@ async fn users_carry_their_groups_and_nobody_hands_out_what_they_do_not_hold() {
         json!({"name": "group-clerk", "permissions": ["groups:read", "groups:write"]}),
     )
     .await;
-    let clerk = principal(&s, "clerk", "group-clerk").await;
+    let clerk = s.principal("clerk", "group-clerk").await;
     let r = s
         .post_json(
             "/api/v1/groups/ops/grants",
@@ -299,7 +274,7 @@ async fn users_carry_their_groups_and_nobody_hands_out_what_they_do_not_hold() {
 async fn what_belongs_to_a_name_needs_a_credential_that_proves_the_name() {
     let s = Server::start();
     s.create_ring("g-a", "ES256").await;
-    let gw = principal(&s, "gw", "gateway").await;
+    let gw = s.principal("gw", "gateway").await;
     s.post_json("/api/v1/groups", &s.admin_key, json!({"name": "signers"}))
         .await;
     s.post_json(
@@ -319,7 +294,7 @@ async fn what_belongs_to_a_name_needs_a_credential_that_proves_the_name() {
         json!({"name": "minter", "permissions": ["tokens:custom", "tokens:introspect"]}),
     )
     .await;
-    let minter = principal(&s, "minter", "minter").await;
+    let minter = s.principal("minter", "minter").await;
     let r = s
         .post_json(
             "/api/v1/auth/token",
@@ -351,7 +326,7 @@ async fn what_belongs_to_a_name_needs_a_credential_that_proves_the_name() {
         json!({"name": "desk-plus", "permissions": ["api-keys:read", "api-keys:write", "users:read", "users:write", "tokens:introspect", "keys:read"]}),
     )
     .await;
-    let desk = principal(&s, "desk", "desk-plus").await;
+    let desk = s.principal("desk", "desk-plus").await;
     let r = s
         .post_json(
             "/api/v1/api-keys",
@@ -382,7 +357,7 @@ async fn a_deleted_creator_leaves_no_ownership_behind_for_a_later_namesake() {
         json!({"name": "ring-maker", "permissions": ["keys:create"]}),
     )
     .await;
-    let maker = principal(&s, "maker", "ring-maker").await;
+    let maker = s.principal("maker", "ring-maker").await;
     let r = s
         .post_json(
             "/api/v1/keys",
@@ -395,6 +370,6 @@ async fn a_deleted_creator_leaves_no_ownership_behind_for_a_later_namesake() {
         s.delete("/api/v1/users/maker", &s.admin_key).await.status(),
         204
     );
-    let again = principal(&s, "maker", "ring-maker").await;
+    let again = s.principal("maker", "ring-maker").await;
     assert_eq!(sign(&s, &again, "mine", "https://api.example").await, 403);
 }

@@ -9,28 +9,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Creates a user `name` with `role` and an API key it owns; returns the key's secret.
-async fn principal(s: &Server, name: &str, role: &str) -> String {
-    let r = s
-        .post_json(
-            "/api/v1/users",
-            &s.admin_key,
-            json!({"username": name, "password": "correct horse battery", "role": role}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "create user {name}");
-    let r = s
-        .post_json(
-            "/api/v1/api-keys",
-            &s.admin_key,
-            json!({"name": format!("{name}'s key"), "role": role, "owner": name}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "create key for {name}");
-    let v: Value = r.json().await.unwrap();
-    v["api_key"].as_str().unwrap().to_string()
-}
-
 async fn versions(s: &Server, ring: &str) -> Vec<Value> {
     let all: Vec<Value> = s.get_json("/api/v1/keys", &s.admin_key).await;
     all.into_iter().filter(|v| v["ring"] == ring).collect()
@@ -90,9 +68,9 @@ async fn regenerate_with_approvals(s: &Server, ring: &str, keys: &[&str; 3]) -> 
 #[tokio::test]
 async fn destroy_needs_two_approvals_from_others_and_runs_once_they_arrive() {
     let s = Server::start();
-    let alice = principal(&s, "alice", "super-admin").await;
-    let bob = principal(&s, "bob", "super-admin").await;
-    let carol = principal(&s, "carol", "super-admin").await;
+    let alice = s.principal("alice", "super-admin").await;
+    let bob = s.principal("bob", "super-admin").await;
+    let carol = s.principal("carol", "super-admin").await;
     s.create_ring("pay", "ES256").await;
     let v1 = regenerate_with_approvals(&s, "pay", &[&alice, &bob, &carol]).await;
     assert_eq!(state_of(&s, "pay", v1).await, "compromised");
@@ -167,9 +145,9 @@ async fn refused_approvals_change_nothing() {
         env: vec![("KEYGATE__APPROVALS__DESTROY__TTL".into(), "1s".into())],
         ..Default::default()
     });
-    let alice = principal(&s, "alice", "super-admin").await;
-    let bob = principal(&s, "bob", "super-admin").await;
-    let carol = principal(&s, "carol", "super-admin").await;
+    let alice = s.principal("alice", "super-admin").await;
+    let bob = s.principal("bob", "super-admin").await;
+    let carol = s.principal("carol", "super-admin").await;
     let (_, admin) = s.create_key("admin").await;
     s.create_ring("web", "ES256").await;
 
@@ -229,10 +207,10 @@ async fn concurrent_approvals_run_the_operation_exactly_once() {
         )],
         ..Default::default()
     });
-    let req = principal(&s, "req", "super-admin").await;
+    let req = s.principal("req", "super-admin").await;
     let mut approvers = Vec::new();
     for n in ["a1", "a2", "a3", "a4"] {
-        approvers.push(principal(&s, n, "super-admin").await);
+        approvers.push(s.principal(n, "super-admin").await);
     }
     s.create_ring("race", "ES256").await;
     let r = s
@@ -383,7 +361,7 @@ async fn api_key_mac_regeneration_needs_force_and_an_approval() {
 #[tokio::test]
 async fn rotate_now_waits_for_one_approval_by_default() {
     let s = Server::start();
-    let bob = principal(&s, "bob", "super-admin").await;
+    let bob = s.principal("bob", "super-admin").await;
     let r = s
         .post_json(
             "/api/v1/keys/jwt-default/rotate",
@@ -577,8 +555,8 @@ async fn audit_verify_names_the_first_edited_deleted_or_reordered_entry() {
 #[tokio::test]
 async fn an_approval_edited_in_the_database_fails_verification_and_does_not_run() {
     let s = Server::start();
-    let alice = principal(&s, "alice", "super-admin").await;
-    let bob = principal(&s, "bob", "super-admin").await;
+    let alice = s.principal("alice", "super-admin").await;
+    let bob = s.principal("bob", "super-admin").await;
     s.create_ring("edit", "ES256").await;
     let r = s
         .post_json("/api/v1/keys/edit/regenerate", &alice, json!({}))
@@ -792,7 +770,7 @@ async fn custom_tokens_cannot_vote_and_approver_groups_are_guarded() {
         ..Options::default()
     });
     s.create_ring("pay", "ES256").await;
-    let alice = principal(&s, "alice", "super-admin").await;
+    let alice = s.principal("alice", "super-admin").await;
     let r = s
         .post_json("/api/v1/keys/pay/regenerate", &alice, json!({}))
         .await;
@@ -832,7 +810,7 @@ async fn custom_tokens_cannot_vote_and_approver_groups_are_guarded() {
         json!({"name": "key-officers"}),
     )
     .await;
-    let admin = principal(&s, "adam", "admin").await;
+    let admin = s.principal("adam", "admin").await;
     let r = s
         .post_json(
             "/api/v1/groups/key-officers/members",

@@ -228,6 +228,29 @@ impl Server {
         )
     }
 
+    /// Creates user `name` with `role` (and a password) and an API key it owns, as the
+    /// bootstrap admin; returns the key's secret. The key's principal is the user.
+    pub async fn principal(&self, name: &str, role: &str) -> String {
+        let r = self
+            .post_json(
+                "/api/v1/users",
+                &self.admin_key,
+                serde_json::json!({"username": name, "password": "correct horse battery", "role": role}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create user {name}");
+        let r = self
+            .post_json(
+                "/api/v1/api-keys",
+                &self.admin_key,
+                serde_json::json!({"name": format!("{name}'s key"), "role": role, "owner": name}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create key for {name}");
+        let v: serde_json::Value = r.json().await.expect("json");
+        v["api_key"].as_str().expect("api_key").to_string()
+    }
+
     /// Number of API keys, as the admin sees them.
     pub async fn key_count(&self) -> usize {
         let r = self.get("/api/v1/api-keys", &self.admin_key).await;
