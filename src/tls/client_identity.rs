@@ -103,6 +103,16 @@ pub fn check_principal(
     let Some(cert) = extensions.get::<ClientCert>() else {
         return Ok(());
     };
+    // The handshake accepted the certificate, but no profile accepts it now (a CRL or
+    // profile reload in between): refuse rather than skip the profile's name rule.
+    if cert.profile.is_empty() {
+        tracing::warn!(principal = %principal.name, client_cert.subject = %cert.names.subject,
+            client_cert.serial = %cert.names.serial,
+            "client certificate no longer validates against any CA profile");
+        return Err(ServiceError::Forbidden(
+            "the client certificate no longer validates against any CA profile".into(),
+        ));
+    }
     let (field, values) = match cert.principal_match {
         PrincipalMatch::None => return Ok(()),
         PrincipalMatch::Cn => ("subject CN", &cert.names.cn),
