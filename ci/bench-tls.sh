@@ -18,6 +18,8 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONC=${CONC:-16}
 PORT=${PORT:-18443}
+# `/metrics` is served only by the plain-HTTP ops listener (server.ops_listen).
+OPS_PORT=${OPS_PORT:-$((PORT + 2))}
 BENCH_SECONDS=${BENCH_SECONDS:-3}
 TLSLOAD=${TLSLOAD:-/tmp/peers/tlsload-target/release/tlsload}
 OUT=${OUT:-/tmp/keygate-bench/tls-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -32,9 +34,9 @@ trap cleanup EXIT
 
 start() { # start LOG [ARGS...]: starts keygate pinned to CPU 0, waits for it to listen
   local log=$1; shift
-  taskset -c 0 env RUST_LOG=warn "$BIN" --data-dir "$DATA" serve "$@" >"$log" 2>"$log.err" &
+  taskset -c 0 env RUST_LOG=warn KEYGATE__SERVER__OPS_LISTEN="127.0.0.1:$OPS_PORT" "$BIN" --data-dir "$DATA" serve "$@" >"$log" 2>"$log.err" &
   SERVER=$!
-  for _ in $(seq 200); do grep -qs "listening on" "$log" && return 0; sleep 0.1; done
+  for _ in $(seq 200); do grep -qs "^keygate listening on" "$log" && return 0; sleep 0.1; done
   cat "$log.err" >&2; echo "keygate did not start" >&2; exit 1
 }
 stop() { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; }
@@ -59,7 +61,7 @@ for r in $(seq "$ROUNDS"); do
     --path /healthz --conc "$CONC" --duration "$DURATION" --warmup "$WARMUP" >"$OUT/tlsload-keygate-$r.txt" 2>&1 \
     || { cat "$OUT/tlsload-keygate-$r.txt" >&2; exit 1; }
   dt=$(( $(cpu_ticks "$SERVER") - c0 ))
-  signs=$(curl -fsS --cacert "$DATA/tls/cert.pem" "https://127.0.0.1:$PORT/metrics" \
+  signs=$(curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" \
     | awk '/^keygate_hardware_call_duration_seconds_count\{.*op="tls_sign".*outcome="ok"/ {s += $2} END {print s + 0}')
   stop
   json=$(sed -n 's/^TLSLOAD_JSON //p' "$OUT/tlsload-keygate-$r.txt")

@@ -18,15 +18,15 @@ async fn health_and_readiness_report_the_token() {
 async fn metrics_count_requests_by_route_and_time_hardware_calls() {
     let s = Server::start();
     assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The main listener does not serve metrics to API clients; the ops listener does.
+    let main = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(main.status(), 404);
+    assert_eq!(
+        main.headers()["content-type"],
+        "application/problem+json",
+        "a plain 404 problem"
+    );
+    let text = s.metrics().await;
     assert!(
         text.contains(
             r#"keygate_http_requests_total{route="/api/v1/keys",method="GET",status="200"}"#
@@ -59,7 +59,6 @@ async fn the_openapi_document_lists_every_route() {
     let expected = [
         ("/healthz", "get"),
         ("/readyz", "get"),
-        ("/metrics", "get"),
         ("/api/v1/openapi.json", "get"),
         ("/.well-known/jwks.json", "get"),
         ("/api/v1/keys", "get"),

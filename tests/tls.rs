@@ -113,11 +113,8 @@ async fn the_https_identity_is_a_non_extractable_hardware_key_that_signs_every_h
         ..Options::default()
     });
     assert!(s.base.starts_with("https://"), "{}", s.base);
-    let metrics = |c: reqwest::Client| {
-        let url = s.url("/metrics");
-        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-    let before = metric(&metrics(client(&s, None)).await, "tls_sign");
+    // `/metrics` is on the plain-HTTP ops listener: reading it signs nothing.
+    let before = metric(&s.metrics().await, "tls_sign");
 
     // Five new connections are five full handshakes, each signed in hardware.
     let mut served = None;
@@ -132,7 +129,7 @@ async fn the_https_identity_is_a_non_extractable_hardware_key_that_signs_every_h
         let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
         served = info.peer_certificate().map(<[u8]>::to_vec);
     }
-    let after = metric(&metrics(client(&s, None)).await, "tls_sign");
+    let after = metric(&s.metrics().await, "tls_sign");
     assert!(
         after >= before + 5,
         "every handshake signs in hardware: tls_sign went from {before} to {after}"
@@ -969,14 +966,7 @@ async fn an_rsa_pss_identity_made_by_tls_init_serves_tls_1_3_and_tls_1_2() {
             .unwrap();
         assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
     }
-    let text = client(&s, None)
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(metric(&text, "tls_sign") >= 2, "{text}");
 }
 

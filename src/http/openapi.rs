@@ -34,7 +34,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "keygate", description = "Hardware-backed key and token service"),
     paths(
-        health::healthz, health::readyz, health::metrics,
+        health::healthz, health::readyz,
         keys::list, keys::create, keys::jwks, keys::rotate, keys::sign,
         auth::token, auth::revoke, auth::introspect, auth::sessions, auth::end_session,
         discovery::openid_configuration,

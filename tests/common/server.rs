@@ -17,6 +17,8 @@ pub fn keygate_bin() -> &'static str {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The ops listener (`server.ops_listen`, plain HTTP): `/metrics` lives only there.
+    pub ops: String,
     /// The bootstrap super-admin secret printed at first start.
     pub admin_key: String,
     pub dir: tempfile::TempDir,
@@ -64,7 +66,7 @@ impl Server {
     /// Starts (or restarts) a server on an existing data directory.
     pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Server {
         install_crypto_provider();
-        let (child, base, admin_key, log) = spawn(dir.path(), &opts);
+        let (child, (base, ops), admin_key, log) = spawn(dir.path(), &opts);
         let http = if opts.https {
             let pem = std::fs::read(dir.path().join("tls").join("cert.pem")).expect("dev cert");
             reqwest::Client::builder()
@@ -77,6 +79,7 @@ impl Server {
         Server {
             child,
             base,
+            ops,
             admin_key: admin_key.unwrap_or_default(),
             dir,
             log,
@@ -94,6 +97,16 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The Prometheus text of `/metrics`, from the ops listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.ops))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// Stops the server and hands back its data directory (for CLI tests and restarts).
@@ -288,7 +301,9 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mutex<String>>) {
+type Spawned = (Child, (String, String), Option<String>, Arc<Mutex<String>>);
+
+fn spawn(dir: &Path, opts: &Options) -> Spawned {
     let mut cmd = Command::new(keygate_bin());
     cmd.arg("--data-dir").arg(dir);
     if let Some(c) = &opts.config {
@@ -305,6 +320,8 @@ fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mute
         // the production defaults.
         .env("KEYGATE__USERS__ARGON2_MEMORY_KIB", "64")
         .env("KEYGATE__USERS__ARGON2_ITERATIONS", "1")
+        // `/metrics` is served only here.
+        .env("KEYGATE__SERVER__OPS_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -330,13 +347,17 @@ fn spawn(dir: &Path, opts: &Options) -> (Child, String, Option<String>, Arc<Mute
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut admin = None;
+        let mut ops = String::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if line.starts_with("bootstrap super-admin API key") {
                 admin = line.split_whitespace().last().map(str::to_string);
             }
+            if let Some(addr) = line.strip_prefix("keygate ops listening on ") {
+                ops = addr.to_string();
+            }
             if let Some(addr) = line.strip_prefix("keygate listening on ") {
-                let _ = tx.send(Some((addr.to_string(), admin.clone())));
+                let _ = tx.send(Some(((addr.to_string(), ops.clone()), admin.clone())));
             }
         }
         let _ = tx.send(None);

@@ -71,9 +71,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     ))
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+/// Prometheus text exposition, served only by the ops listener (`server.ops_listen`);
+/// the main listener answers 404, so metrics never reach API clients
+/// (`docs/operations.md`). Not in the OpenAPI document of the main listener.
 pub async fn metrics() -> impl IntoResponse {
     match crate::telemetry::metrics() {
         Some(h) => (

@@ -23,7 +23,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/api/v1/openapi.json", get(super::openapi::serve))
         .route("/.well-known/jwks.json", get(keys::jwks))
         .route(
