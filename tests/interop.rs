@@ -95,10 +95,14 @@ async fn pyjwt_verifies_access_and_signed_tokens_of_every_algorithm_from_the_jwk
             .as_str()
             .unwrap()
             .to_string();
-        cases.push(json!({"token": t, "alg": alg, "audience": "https://gw.example", "issuer": s.base, "valid": true}));
-        cases.push(json!({"token": tamper(&t), "alg": alg, "audience": "https://gw.example", "issuer": s.base, "valid": false}));
+        // Each signing ring is its own issuer.
+        let iss = format!("{}/rings/{ring}", s.base);
+        cases.push(json!({"token": t, "alg": alg, "audience": "https://gw.example", "issuer": iss, "valid": true}));
+        cases.push(json!({"token": tamper(&t), "alg": alg, "audience": "https://gw.example", "issuer": iss, "valid": false}));
         // The right key, the wrong audience: PyJWT's own aud check must refuse it too.
-        cases.push(json!({"token": t, "alg": alg, "audience": "https://other", "issuer": s.base, "valid": false}));
+        cases.push(json!({"token": t, "alg": alg, "audience": "https://other", "issuer": iss, "valid": false}));
+        // Nor does it pass where keygate's access tokens are expected.
+        cases.push(json!({"token": t, "alg": alg, "audience": "https://gw.example", "issuer": s.base, "valid": false}));
     }
     let input = json!({"jwks_uri": s.url("/.well-known/jwks.json"), "cases": cases});
     let jwks_uri = input["jwks_uri"].clone();
@@ -131,7 +135,7 @@ async fn pyjwt_verifies_access_and_signed_tokens_of_every_algorithm_from_the_jwk
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        14,
+        18,
         "{stdout}"
     );
 }

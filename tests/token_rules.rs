@@ -144,11 +144,31 @@ async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
         audience: vec!["https://gateway".into()],
         ..Default::default()
     };
-    let (signed, _) = f.tokens.sign_for(&caller, &f.ring, req, T0).await.unwrap();
+    let (signed, _) = f
+        .tokens
+        .sign_for(&caller, &f.sign_ring, req, T0)
+        .await
+        .unwrap();
+    // Its kid is not a key of the access-token ring.
     assert!(matches!(
         f.tokens.verify_access(&signed, T0),
-        Err(TokenError::NotAccessToken)
+        Err(TokenError::UnknownKey)
     ));
+    // The access-token ring itself never signs for callers.
+    let req = SignRequest {
+        claims: serde_json::Map::new(),
+        audience: vec!["https://gateway".into()],
+        ..Default::default()
+    };
+    let e = f
+        .tokens
+        .sign_for(&caller, &f.ring, req, T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, keygate::services::ServiceError::Invalid(_)),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -310,7 +330,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
     };
     let (t, kid) = f
         .tokens
-        .sign_for(&caller, &f.ring, ok.clone(), T0)
+        .sign_for(&caller, &f.sign_ring, ok.clone(), T0)
         .await
         .unwrap();
     let (h, c, _) = segments(&t);
@@ -318,7 +338,10 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         (h["typ"].as_str(), h["kid"].as_str()),
         (Some("JWT"), Some(kid.as_str()))
     );
-    assert_eq!(c["iss"], "https://keygate.test");
+    assert_eq!(
+        c["iss"],
+        format!("https://keygate.test/rings/{}", f.sign_ring)
+    );
     assert_eq!(
         (c["iat"].as_i64(), c["exp"].as_i64()),
         (Some(T0), Some(T0 + 300))
@@ -328,7 +351,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         req.claims.insert(claim.into(), json!(1));
         let e = f
             .tokens
-            .sign_for(&caller, &f.ring, req, T0)
+            .sign_for(&caller, &f.sign_ring, req, T0)
             .await
             .unwrap_err();
         assert!(
@@ -342,7 +365,10 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             ..ok.clone()
         };
         assert!(
-            f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err(),
+            f.tokens
+                .sign_for(&caller, &f.sign_ring, req, T0)
+                .await
+                .is_err(),
             "{typ}"
         );
     }
@@ -351,20 +377,30 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             audience: aud,
             ..ok.clone()
         };
-        assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+        assert!(f
+            .tokens
+            .sign_for(&caller, &f.sign_ring, req, T0)
+            .await
+            .is_err());
     }
     let req = SignRequest {
         expires_in: Some(3601),
         ..ok.clone()
     };
-    assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+    assert!(f
+        .tokens
+        .sign_for(&caller, &f.sign_ring, req, T0)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
     let f = fixture_with(Algorithm::ES256, |s| {
-        s.signers
-            .insert(s.ring.clone(), vec!["gw-a".into(), "role:help-desk".into()]);
+        s.signers.insert(
+            format!("{}-sign", s.ring),
+            vec!["gw-a".into(), "role:help-desk".into()],
+        );
     })
     .await;
     let req = SignRequest {
@@ -379,7 +415,7 @@ async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
     ];
     for p in allowed {
         f.tokens
-            .sign_for(&p, &f.ring, req.clone(), T0)
+            .sign_for(&p, &f.sign_ring, req.clone(), T0)
             .await
             .unwrap();
     }
@@ -389,7 +425,7 @@ async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
     ] {
         let e = f
             .tokens
-            .sign_for(&p, &f.ring, req.clone(), T0)
+            .sign_for(&p, &f.sign_ring, req.clone(), T0)
             .await
             .unwrap_err();
         assert!(

@@ -399,10 +399,11 @@ async fn a_jwks_cache_longer_than_the_publish_delay_is_refused_at_start() {
 #[tokio::test]
 async fn the_signing_service_signs_for_granted_callers_only() {
     let s = Server::start();
+    s.create_ring("gw-sign", "ES256").await;
     let body =
         json!({"claims": {"sub": "device-7", "tenant": "t"}, "audience": "https://gw.example"});
     let r = s
-        .post_json("/api/v1/keys/jwt-default/sign", &s.admin_key, body.clone())
+        .post_json("/api/v1/keys/gw-sign/sign", &s.admin_key, body.clone())
         .await;
     assert_eq!(r.status(), 200);
     let signed: Value = r.json().await.unwrap();
@@ -415,6 +416,8 @@ async fn the_signing_service_signs_for_granted_callers_only() {
         .any(|k| k["kid"] == signed["kid"]));
     // Not an access token: it does not authenticate, and introspects inactive.
     let t = signed["token"].as_str().unwrap();
+    let claims = crate::common::tokens::claims_of(t);
+    assert_eq!(claims["iss"], format!("{}/rings/gw-sign", s.base));
     expect_problem(
         s.get_bearer("/api/v1/keys", t).await,
         401,
@@ -424,7 +427,7 @@ async fn the_signing_service_signs_for_granted_callers_only() {
 
     let (_, gw) = s.create_key("gateway").await;
     let r = s
-        .post_json("/api/v1/keys/jwt-default/sign", &gw, body.clone())
+        .post_json("/api/v1/keys/gw-sign/sign", &gw, body.clone())
         .await;
     expect_problem(r, 403, "forbidden").await;
     for bad in [
@@ -437,7 +440,7 @@ async fn the_signing_service_signs_for_granted_callers_only() {
         json!({"claims": "x", "audience": "https://gw"}),
     ] {
         let r = s
-            .post_json("/api/v1/keys/jwt-default/sign", &s.admin_key, bad.clone())
+            .post_json("/api/v1/keys/gw-sign/sign", &s.admin_key, bad.clone())
             .await;
         expect_problem(r, 400, "invalid-request").await;
     }
@@ -445,6 +448,63 @@ async fn the_signing_service_signs_for_granted_callers_only() {
         .post_json("/api/v1/keys/no-such-ring/sign", &s.admin_key, body)
         .await;
     expect_problem(r, 404, "not-found").await;
+}
+
+/// Issue 12 finding 6: the signing service signed with the access-token ring, so a
+/// signed token carried the access tokens' `kid` and `iss` and only `typ` told them
+/// apart. Now the access-token and audit rings never sign for callers, access tokens
+/// verify only under `tokens.ring`, and each ring signs as `<issuer>/rings/<ring>`.
+#[tokio::test]
+async fn the_signing_service_never_signs_with_the_access_token_or_audit_ring() {
+    let s = Server::start();
+    let attack = json!({"claims": {"sub": "root", "role": "super-admin"},
+                        "audience": "https://downstream.example"});
+    for ring in ["jwt-default", "audit"] {
+        let r = s
+            .post_json(
+                &format!("/api/v1/keys/{ring}/sign"),
+                &s.admin_key,
+                attack.clone(),
+            )
+            .await;
+        expect_problem(r, 400, "invalid-request").await;
+    }
+    // A ring made for signing signs under its own issuer and its own kid.
+    s.create_ring("partner", "ES256").await;
+    let r = s
+        .post_json("/api/v1/keys/partner/sign", &s.admin_key, attack.clone())
+        .await;
+    assert_eq!(r.status(), 200);
+    let signed: Value = r.json().await.unwrap();
+    let token = signed["token"].as_str().unwrap();
+    let claims = crate::common::tokens::claims_of(token);
+    assert_eq!(claims["iss"], format!("{}/rings/partner", s.base));
+    let access = s
+        .post_form(
+            "/api/v1/auth/token",
+            Some(("x-api-key", &s.admin_key)),
+            &[
+                ("grant_type", "custom_token"),
+                ("subject", "svc"),
+                ("expires_in", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(access.status(), 200);
+    let access: Value = access.json().await.unwrap();
+    let access_claims = crate::common::tokens::claims_of(access["access_token"].as_str().unwrap());
+    assert_ne!(claims["iss"], access_claims["iss"]);
+    assert_ne!(
+        crate::common::tokens::header_of(token)["kid"],
+        crate::common::tokens::header_of(access["access_token"].as_str().unwrap())["kid"]
+    );
+    // Presented as an access token, it names no access-token key.
+    expect_problem(
+        s.get_bearer("/api/v1/keys", token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 }
 
 #[tokio::test]

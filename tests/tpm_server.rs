@@ -194,21 +194,14 @@ async fn keygate_starts_and_serves_its_hsm_rings_while_the_tpm_is_unreachable() 
         )
         .await;
     crate::common::expect_problem(r, 503, "hardware-unavailable").await;
-    let r = sign(&s, "jwt-default").await;
-    assert_eq!(r.status(), 200, "the HSM ring signs");
+    s.create_ring("hsm-jwt", "ES256").await;
+    let r = sign(&s, "hsm-jwt").await;
+    assert_eq!(r.status(), 200, "an HSM ring signs");
 }
 
 /// Handshake signatures counted by the hardware metrics for `backend`.
 async fn tls_signs_on(s: &Server, backend: &str) -> u64 {
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .filter(|l| {
             l.starts_with("keygate_hardware_call_duration_seconds_count{")

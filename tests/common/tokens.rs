@@ -25,6 +25,9 @@ pub struct Fixture {
     pub tokens: TokenService,
     /// The signing ring this fixture's tokens use (unique per fixture).
     pub ring: String,
+    /// A ring for the signing service, which never signs with the access-token ring:
+    /// `<ring>-sign`.
+    pub sign_ring: String,
 }
 
 pub fn settings(ring: &str) -> TokenSettings {
@@ -68,6 +71,10 @@ pub async fn fixture_with(alg: Algorithm, tweak: impl FnOnce(&mut TokenSettings)
     keys.create_ring(&ring, alg, "hsm", "test", T0)
         .await
         .unwrap();
+    let sign_ring = format!("{ring}-sign");
+    keys.create_ring(&sign_ring, alg, "hsm", "test", T0)
+        .await
+        .unwrap();
     let keys = Arc::new(keys);
     let api_keys = Arc::new(
         ApiKeyService::new(store.clone(), keys.clone(), 10, 0, 10)
@@ -86,6 +93,7 @@ pub async fn fixture_with(alg: Algorithm, tweak: impl FnOnce(&mut TokenSettings)
         keys,
         tokens,
         ring,
+        sign_ring,
     }
 }
 
@@ -111,4 +119,22 @@ pub fn principal(name: &str, role: Role) -> Principal {
         role,
         method: AuthMethod::Cli,
     }
+}
+
+/// The decoded JSON of a compact JWS part (0 = header, 1 = claims), unverified.
+fn jws_part(token: &str, i: usize) -> serde_json::Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let part = token.split('.').nth(i).expect("a compact JWS");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
+/// A JWT's claims, unverified (for assertions on what the server put there).
+pub fn claims_of(token: &str) -> serde_json::Value {
+    jws_part(token, 1)
+}
+
+/// A JWT's protected header, unverified.
+pub fn header_of(token: &str) -> serde_json::Value {
+    jws_part(token, 0)
 }

@@ -356,6 +356,11 @@ impl TokenService {
         let parsed = jws::parse(token)?;
         let kid = parsed.header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
         let key = self.keys.verifying_key(kid).ok_or(TokenError::UnknownKey)?;
+        // Only the access-token ring issues access tokens: a kid of any other ring (a
+        // signing-service ring) is not an access-token key, whatever the token says.
+        if key.ring != self.settings.ring {
+            return Err(TokenError::UnknownKey);
+        }
         // The algorithm comes from the key, never from the token: `alg` must name it.
         if parsed.header.alg != key.algorithm.jws_alg() {
             return Err(TokenError::AlgorithmMismatch);

@@ -4,6 +4,12 @@
 //! A signed token can never pass as a keygate access token: its `typ` is never `at+jwt`
 //! and its audience never includes keygate's own. The server sets `iss`, `iat`, `exp`
 //! and `jti`; a request that tries to set them is refused, never silently overridden.
+//!
+//! Rings are kept apart (`docs/tokens.md`, "The signing service"): the access-token ring
+//! (`tokens.ring`) and the audit ring never sign for callers, access-token verification
+//! accepts only kids of `tokens.ring`, and each signing ring signs with its own issuer
+//! `<tokens.issuer>/rings/<ring>`, so a verifier that checks `iss` (as it must) never
+//! takes one ring's token for another's, or for an access token.
 
 use super::TokenService;
 use crate::keys::Purpose;
@@ -67,6 +73,16 @@ impl TokenService {
         req: SignRequest,
         now: i64,
     ) -> Result<(String, String), ServiceError> {
+        if ring == self.settings.ring || ring == crate::services::audit::AUDIT_RING {
+            return Err(ServiceError::Invalid(format!(
+                "ring {ring:?} is reserved ({}); the signing service signs with rings created for it",
+                if ring == self.settings.ring {
+                    "it signs keygate's access tokens"
+                } else {
+                    "it signs the audit log"
+                }
+            )));
+        }
         let active = self.keys.active(ring)?;
         if active.purpose != Purpose::Jwt {
             return Err(ServiceError::Invalid(format!(
@@ -130,7 +146,10 @@ impl TokenService {
         claims
             .entry("jti")
             .or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
-        claims.insert("iss".into(), Value::from(self.settings.issuer.clone()));
+        claims.insert(
+            "iss".into(),
+            Value::from(ring_issuer(&self.settings.issuer, ring)),
+        );
         let aud = if req.audience.len() == 1 {
             Value::from(req.audience[0].clone())
         } else {
@@ -142,6 +161,11 @@ impl TokenService {
         tracing::debug!(ring = %ring, by = %caller.name, "signed a token for a caller");
         Ok((token, kid))
     }
+}
+
+/// The issuer of the tokens ring `ring` signs for callers: `<issuer>/rings/<ring>`.
+pub fn ring_issuer(issuer: &str, ring: &str) -> String {
+    format!("{}/rings/{ring}", issuer.trim_end_matches('/'))
 }
 
 /// With caller-set times allowed, they must still be sane: numeric dates, and an `exp`
