@@ -70,6 +70,16 @@ pub fn spawn_audit_checkpoints(rt: &Arc<Runtime>) {
     });
 }
 
+/// Writes the aggregated entries of refused and failed requests once their minute is
+/// over (see `services/audit_buckets.rs`).
+pub fn spawn_audit_flush(rt: &Arc<Runtime>) {
+    every(rt, Duration::from_secs(10), |rt| async move {
+        if let Err(e) = rt.audit.flush_failures(now(), false).await {
+            tracing::warn!(error = %e, "writing aggregated audit entries failed; retrying next tick");
+        }
+    });
+}
+
 /// Purges expired rows every `sessions.purge_interval`.
 pub fn spawn_purge(rt: &Arc<Runtime>) {
     let period = rt.config.sessions.purge_interval.0;

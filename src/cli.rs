@@ -32,7 +32,24 @@ fn cli_principal() -> Principal {
     }
 }
 
+/// Runs a command. Every command but `serve` acts as `root` over the CLI, and the audit
+/// entries of its changes say so (`docs/lifecycle.md`, "Audit log").
 pub async fn run(
+    command: Command,
+    config: Config,
+    layout: DevLayout,
+    created: Vec<String>,
+) -> anyhow::Result<()> {
+    if matches!(command, Command::Serve { .. }) {
+        return run_command(command, config, layout, created).await;
+    }
+    let actor = keygate::services::approvals::actor_of(&cli_principal(), None);
+    keygate::store::audit_scope::AuditScope::for_actor(actor)
+        .run(run_command(command, config, layout, created))
+        .await
+}
+
+async fn run_command(
     command: Command,
     config: Config,
     layout: DevLayout,
@@ -389,6 +406,7 @@ async fn serve(
     keygate::background::spawn_purge(&rt);
     keygate::background::spawn_refresh(&rt);
     keygate::background::spawn_audit_checkpoints(&rt);
+    keygate::background::spawn_audit_flush(&rt);
     let state = AppState { rt: rt.clone() };
     let mut out = std::io::stdout();
     if dev {
@@ -446,10 +464,18 @@ async fn serve(
     if https {
         keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
     } else {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("server failed")?;
+        // The peer address reaches handlers as `ConnectInfo` (login throttling, audit).
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("server failed")?;
+    }
+    // Refusals counted in the open minute are written now, not lost.
+    if let Err(e) = rt.audit.flush_failures(keygate::runtime::now(), true).await {
+        tracing::error!(error = %e, "could not write the aggregated audit entries at shutdown");
     }
     // A TPM without a resource manager keeps what we loaded until it is flushed.
     for exec in rt.keys.backends().values() {

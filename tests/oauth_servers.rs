@@ -325,8 +325,10 @@ async fn an_idp_token_is_accepted_through_either_header_and_acts_as_its_mapped_r
         .http
         .post(s.url("/api/v1/oauth-servers"))
         .bearer_auth(&admin)
-        .json(&json!({"name": "second", "issuer": "https://idp2.example",
-                      "jwks_uri": "https://idp2.example/jwks", "role_mapping": {"x": "read-only"}}))
+        .json(
+            &json!({"name": "second", "audience": "keygate-api", "issuer": "https://idp2.example",
+                      "jwks_uri": "https://idp2.example/jwks", "role_mapping": {"x": "read-only"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -355,7 +357,7 @@ async fn a_rotated_idp_key_is_fetched_when_its_kid_first_appears() {
     let s = keygate_for_idps("0s");
     register(
         &s,
-        json!({"name": "rotating", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+        json!({"name": "rotating", "audience": "keygate-api", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
                "role_mapping": {"readers": "read-only"}}),
     )
     .await;
@@ -405,7 +407,7 @@ async fn jwks_refetches_are_shared_and_rate_limited() {
     let s = keygate_for_idps("1h");
     register(
         &s,
-        json!({"name": "limited", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+        json!({"name": "limited", "audience": "keygate-api", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
                "role_mapping": {"readers": "read-only"}}),
     )
     .await;
@@ -519,6 +521,19 @@ async fn tokens_that_do_not_verify_are_refused_with_401() {
             key.sign("ES256", json!({"crit": ["exp"]}), &good),
         ),
         ("garbage", "a.b.c".to_string()),
+        // Issue 12 finding 7: only access tokens are credentials.
+        (
+            "an OIDC ID token (nonce)",
+            key.es256(&with("nonce", json!("n-0S6_WzA2Mj"))),
+        ),
+        (
+            "an OIDC ID token (at_hash)",
+            key.es256(&with("at_hash", json!("77QmUPtjPfzWtF2AnpK9RQ"))),
+        ),
+        (
+            "a logout token typ",
+            key.sign("ES256", json!({"typ": "logout+jwt"}), &good),
+        ),
     ];
     for (what, token) in &cases {
         for via_header in [true, false] {
@@ -558,7 +573,7 @@ async fn an_unmapped_role_is_403_and_several_mapped_roles_give_their_union() {
     let s = keygate_for_idps("0s");
     register(
         &s,
-        json!({"name": "roles", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+        json!({"name": "roles", "audience": "keygate-api", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
                "role_claim": "realm_access.roles", "role_mapping": standard_mapping()}),
     )
     .await;
@@ -630,14 +645,14 @@ async fn a_hanging_or_flooding_jwks_is_refused_and_keygate_stays_healthy() {
     ] {
         register(
             &s,
-            json!({"name": name, "issuer": format!("https://{name}.example"), "jwks_uri": uri,
+            json!({"name": name, "audience": "keygate-api", "issuer": format!("https://{name}.example"), "jwks_uri": uri,
                    "role_mapping": {"readers": "read-only"}}),
         )
         .await;
     }
     register(
         &s,
-        json!({"name": "good-idp", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+        json!({"name": "good-idp", "audience": "keygate-api", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
                "role_mapping": {"readers": "read-only"}}),
     )
     .await;
@@ -687,7 +702,7 @@ async fn a_server_registered_with_a_pem_key_verifies_its_tokens() {
     let s = keygate_for_idps("0s");
     let server = register(
         &s,
-        json!({"name": "pem-rsa", "issuer": "https://pem.example", "public_key_pem": rsa.pem(),
+        json!({"name": "pem-rsa", "audience": "keygate-api", "issuer": "https://pem.example", "public_key_pem": rsa.pem(),
                "role_claim": "groups", "role_mapping": {"kg-readers": "read-only"}}),
     )
     .await;
@@ -697,7 +712,7 @@ async fn a_server_registered_with_a_pem_key_verifies_its_tokens() {
     );
     assert!(server.get("jwks_uri").is_none());
     let t = now();
-    let c = json!({"iss": "https://pem.example", "sub": "svc-1", "exp": t + 60,
+    let c = json!({"iss": "https://pem.example", "aud": "keygate-api", "sub": "svc-1", "exp": t + 60,
                    "groups": ["kg-readers"]});
     for alg in ["RS256", "PS256"] {
         let token = rsa.sign(alg, json!({}), &c);
@@ -722,7 +737,7 @@ async fn a_server_registered_with_a_pem_key_verifies_its_tokens() {
 async fn bad_registrations_are_400_and_store_nothing() {
     let s = keygate_for_idps("0s");
     let key = IdpKey::p256("k");
-    let base = json!({"name": "idp", "issuer": "https://idp.example",
+    let base = json!({"name": "idp", "audience": "keygate-api", "issuer": "https://idp.example",
                       "jwks_uri": "https://idp.example/jwks", "role_mapping": {"r": "read-only"}});
     let with = |k: &str, v: Value| {
         let mut b = base.clone();
@@ -773,6 +788,15 @@ async fn bad_registrations_are_400_and_store_nothing() {
         ("empty role claim", with("role_claim", json!(""))),
         ("wrong type", with("role_mapping", json!(["read-only"]))),
         ("unknown field", with("client_secret", json!("x"))),
+        ("no audience", {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().remove("audience");
+            b
+        }),
+        (
+            "audience with the check off",
+            with("audience_check", json!(false)),
+        ),
     ];
     for (what, body) in cases {
         let r = s
@@ -825,7 +849,7 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
     let (_, ro) = s.create_key("read-only").await;
     let (_, help) = s.create_key("help-desk").await;
     let (_, admin) = s.create_key("admin").await;
-    let body = json!({"name": "corp", "issuer": "https://login.corp.example/realms/x",
+    let body = json!({"name": "corp", "audience": "keygate-api", "issuer": "https://login.corp.example/realms/x",
                       "jwks_uri": "https://login.corp.example/realms/x/certs",
                       "role_mapping": {"kg-admin": "admin"}});
     for caller in [&ro, &help] {
@@ -838,7 +862,7 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
         .post_json(
             "/api/v1/oauth-servers",
             &admin,
-            json!({"name": "escalate", "issuer": "https://evil.example",
+            json!({"name": "escalate", "audience": "keygate-api", "issuer": "https://evil.example",
                    "jwks_uri": "https://evil.example/jwks", "role_mapping": {"x": "super-admin"}}),
         )
         .await;
@@ -847,7 +871,7 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
         .post_json(
             "/api/v1/oauth-servers",
             &admin,
-            json!({"name": "loop", "issuer": "https://loop.example",
+            json!({"name": "loop", "audience": "keygate-api", "issuer": "https://loop.example",
                    "jwks_uri": "http://127.0.0.1:9/jwks", "role_mapping": {"x": "read-only"}}),
         )
         .await;
@@ -885,13 +909,25 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
         (v["audience"].as_str(), v["role_claim"].as_str()),
         (Some("api://keygate"), Some("groups"))
     );
+    // Removing the audience alone is refused: opting out of the check is explicit.
+    expect_problem(
+        s.patch_json(&path, &admin, json!({"audience": null})).await,
+        400,
+        "invalid-request",
+    )
+    .await;
     let v: Value = s
-        .patch_json(&path, &admin, json!({"audience": null}))
+        .patch_json(
+            &path,
+            &admin,
+            json!({"audience": null, "audience_check": false}),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert!(v.get("audience").is_none(), "{v}");
+    assert_eq!(v["audience_check"], false);
     assert_eq!(v["role_mapping"], json!({"kg-admin": "admin"}));
     // Switching to a PEM key drops the JWKS URI.
     let pem = IdpKey::p256("k").pem();
@@ -911,7 +947,7 @@ async fn registration_needs_oauth_servers_write_and_a_role_covering_the_mapping(
         .post_json(
             "/api/v1/oauth-servers",
             &s.admin_key,
-            json!({"name": "root-idp", "issuer": "https://root.example",
+            json!({"name": "root-idp", "audience": "keygate-api", "issuer": "https://root.example",
                    "jwks_uri": "https://root.example/jwks", "role_mapping": {"x": "super-admin"}}),
         )
         .await;
@@ -951,7 +987,7 @@ async fn deleting_a_server_can_be_gated_by_approvals_and_runs_when_approved() {
     });
     let server = register(
         &s,
-        json!({"name": "gated", "issuer": "https://gated.example", "public_key_pem": rsa.pem(),
+        json!({"name": "gated", "audience": "keygate-api", "issuer": "https://gated.example", "public_key_pem": rsa.pem(),
                "role_mapping": {"r": "read-only"}}),
     )
     .await;
@@ -1027,7 +1063,7 @@ async fn introspection_recognises_idp_tokens() {
     let s = keygate_for_idps("0s");
     let server = register(
         &s,
-        json!({"name": "intro", "issuer": "https://intro.example", "public_key_pem": rsa.pem(),
+        json!({"name": "intro", "audience": "keygate-api", "issuer": "https://intro.example", "public_key_pem": rsa.pem(),
                "role_mapping": {"readers": "read-only"}}),
     )
     .await;
@@ -1036,7 +1072,7 @@ async fn introspection_recognises_idp_tokens() {
     let token = rsa.sign(
         "RS256",
         json!({}),
-        &json!({"iss": "https://intro.example", "sub": "svc-9", "exp": t + 60, "iat": t,
+        &json!({"iss": "https://intro.example", "aud": "keygate-api", "sub": "svc-9", "exp": t + 60, "iat": t,
                 "roles": ["readers"]}),
     );
     let introspect = |tok: String| {
@@ -1062,8 +1098,66 @@ async fn introspection_recognises_idp_tokens() {
     let expired = rsa.sign(
         "RS256",
         json!({}),
-        &json!({"iss": "https://intro.example", "sub": "svc-9", "exp": t - 600, "iat": t - 900,
+        &json!({"iss": "https://intro.example", "aud": "keygate-api", "sub": "svc-9", "exp": t - 600, "iat": t - 900,
                 "roles": ["readers"]}),
     );
     assert_eq!(introspect(expired).await, json!({"active": false}));
+}
+
+/// Issue 12 finding 7: an IdP registered without an audience accepted any token it issued
+/// to any client. The audience is now required; `audience_check: false` is the explicit
+/// opt-out, and keygate says so in its log at registration and at every start.
+#[tokio::test]
+async fn an_idp_needs_an_audience_unless_it_opts_out_explicitly_and_loudly() {
+    let idp = Idp::start().await;
+    let key = IdpKey::p256("k1");
+    idp.publish(&[&key]);
+    let s = keygate_for_idps("0s");
+    let body = json!({"name": "lax", "issuer": idp.issuer(), "jwks_uri": idp.jwks_uri(),
+                      "role_mapping": {"readers": "read-only"}});
+    let problem = expect_problem(
+        s.post_json("/api/v1/oauth-servers", &s.admin_key, body.clone())
+            .await,
+        400,
+        "invalid-request",
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("audience"),
+        "{problem}"
+    );
+    let mut opt_out = body.clone();
+    opt_out["audience_check"] = json!(false);
+    let created = register(&s, opt_out).await;
+    assert_eq!(created["audience_check"], false);
+    // A token issued to some other client is accepted: that is what opting out means.
+    let mut c = claims(&idp, "alice", json!(["readers"]));
+    c["aud"] = json!("some-other-client");
+    assert_eq!(
+        with_idp_header(&s, "/api/v1/keys", &key.es256(&c))
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        s.log_text().contains("audience_check = false"),
+        "the opt-out is logged at registration"
+    );
+    // ... and at every start.
+    let dir = s.stop();
+    let s = Server::start_in(
+        dir,
+        Options {
+            env: vec![(
+                "KEYGATE__OAUTH__ALLOW_INSECURE_LOOPBACK_JWKS".into(),
+                "true".into(),
+            )],
+            ..Options::default()
+        },
+    );
+    assert!(
+        s.log_text().contains("opted out of the audience check"),
+        "{}",
+        s.log_text()
+    );
 }

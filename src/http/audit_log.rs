@@ -1,43 +1,49 @@
-//! Request ids and the request-level audit trail.
+//! Request ids, the audit scope of each request, and the audit of refusals.
 //!
 //! Every request gets an `x-request-id` (the client's, or a new UUID), echoed in the
-//! response and written into audit entries. [`record`] is a route layer that appends one
-//! audit entry per state-changing request (any method but GET/HEAD) and per 401/403
-//! answer, with the principal, route, status and request id. These entries are written
-//! right after the handler answers, not in the transaction of the change: a crash in
-//! between loses the entry. Key state changes and approvals are also recorded
-//! transactionally by the store (see `docs/lifecycle.md`).
+//! response and written into audit entries. [`record`] is a route layer that:
+//!
+//! - opens the request's [`AuditScope`], which the `Caller` extractors fill with the
+//!   authenticated principal. State changes write their audit entries through it, in the
+//!   store transaction of the change (see `docs/lifecycle.md`, "Audit log"), so a change
+//!   and its entry commit together or not at all;
+//! - after the handler, counts each refused (401/403) or failed state-changing request
+//!   in an aggregated bucket, one entry per (source, actor, reason, minute) with a count
+//!   (`services/audit_buckets.rs`). An anonymous flood thus costs one entry per minute
+//!   and reason, not one per request;
+//! - as a safety net, records a successful state-changing request that wrote no entry of
+//!   its own (a route whose change is not in the store, or a bug) after the fact, counted
+//!   in `keygate_audit_after_the_fact_total` and logged.
 //!
 //! Token issuance, introspection and the signing service are hot paths and not admin
-//! actions: only their failures (400/401/403 from the token endpoint, 401/403 elsewhere)
-//! are recorded.
+//! actions: only their refusals (400/401/403 from the token endpoint, 401/403 elsewhere)
+//! are counted.
 
 use super::AppState;
 use crate::runtime::now;
+use crate::services::audit_buckets::Failure;
 use crate::services::Principal;
-use crate::store::audit::{AuditActor, NewAuditEntry};
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use crate::store::audit::NewAuditEntry;
+use crate::store::audit_scope::AuditScope;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Where authentication leaves the caller for [`record`]: set in the request
-/// extensions before the handler runs, filled by the `Caller` extractors.
+/// The request's [`AuditScope`], in the request extensions for the `Caller` extractors.
 #[derive(Clone, Default, Debug)]
-pub struct AuditSlot(pub Arc<Mutex<Option<AuditActor>>>);
+pub struct AuditSlot(pub AuditScope);
 
 impl AuditSlot {
     /// Records who the request authenticated as.
     pub fn set(parts: &Parts, p: &Principal) {
         if let Some(slot) = parts.extensions.get::<AuditSlot>() {
             let actor = crate::services::approvals::actor_of(p, request_id_of(parts));
-            if let Ok(mut s) = slot.0.lock() {
-                *s = Some(actor);
-            }
+            slot.0.set_actor(actor);
         }
     }
 }
@@ -69,17 +75,39 @@ fn hot_path(route: &str) -> bool {
     )
 }
 
-/// Route layer: the request-level audit entry.
+/// The client's address as the socket saw it, or `unknown` (in-process tests).
+pub fn source_of(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A method as a bounded label: extension methods are all `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Route layer: the request's audit scope, and the entries of refusals (see the module
+/// docs).
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let slot = AuditSlot::default();
-    req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
+        .unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
+    let source = source_of(&req);
     // The verified client certificate of a mutual-TLS connection, if any.
     let client_cert_serial = req
         .extensions()
@@ -90,44 +118,53 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(128).collect::<String>());
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
+    let scope = AuditScope::new(request_id, client_cert_serial);
+    req.extensions_mut().insert(AuditSlot(scope.clone()));
+    let resp = scope.clone().run(next.run(req)).await;
+    let status = resp.status();
     let changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let auth_failure =
-        matches!(status, 401 | 403) || (route == "/api/v1/auth/token" && status == 400);
-    let wanted = if hot_path(&route) {
-        auth_failure
-    } else {
-        changing || auth_failure
-    };
-    if !wanted {
+    let action = format!("http:{} {route}", method_label(&method));
+    if scope.written() > 0 {
+        // Entries written in the request's transactions count toward
+        // `audit.checkpoint_every` like any other.
+        state.rt.audit.checkpoint_if_due(now(), false).await;
+    }
+    if status.is_success() || status.is_redirection() {
+        if changing && !hot_path(&route) && scope.written() == 0 {
+            metrics::counter!("keygate_audit_after_the_fact_total").increment(1);
+            // A TLS reload changes only memory; anything else here is a route whose
+            // change skipped the store's audited write paths.
+            if route != "/api/v1/tls/reload" {
+                tracing::warn!(route = %route, "a state-changing request wrote no audit entry in its transaction; recording it after the fact");
+            }
+            let entry = NewAuditEntry {
+                time: now(),
+                actor: scope.actor(),
+                action,
+                target: path,
+                outcome: status.as_u16().to_string(),
+            };
+            // A failure is counted and logged by the audit service.
+            let _recorded = state.rt.audit.record(entry).await;
+        }
         return resp;
     }
-    let actor = slot
-        .0
-        .lock()
-        .ok()
-        .and_then(|s| s.clone())
-        .unwrap_or_else(|| AuditActor {
-            principal: "anonymous".into(),
-            method: "none".into(),
-            client_cert_serial: None,
-            request_id: None,
+    let refused = matches!(status.as_u16(), 401 | 403)
+        || (route == "/api/v1/auth/token" && status.as_u16() == 400);
+    let wanted = if hot_path(&route) {
+        refused
+    } else {
+        changing || refused
+    };
+    if wanted {
+        state.rt.audit.count_failure(Failure {
+            time: now(),
+            source,
+            actor: scope.actor(),
+            action,
+            outcome: status.as_u16().to_string(),
         });
-    let actor = AuditActor {
-        request_id: request_id.clone(),
-        client_cert_serial: actor.client_cert_serial.or(client_cert_serial),
-        ..actor
-    };
-    let entry = NewAuditEntry {
-        time: now(),
-        actor,
-        action: format!("http:{method} {route}"),
-        target: path,
-        outcome: status.to_string(),
-    };
-    // Recorded before the answer leaves, so a client that saw it can find the entry.
-    let _ = state.rt.audit.record(entry).await;
+    }
     resp
 }
 

@@ -77,7 +77,15 @@ where
     E: From<crate::services::ServiceError> + Send + 'static,
     F: std::future::Future<Output = Result<T, E>> + Send + 'static,
 {
-    match tokio::spawn(op).await {
+    // The request's audit scope goes along, so the change's audit entry names the caller.
+    let scope = crate::store::audit_scope::AuditScope::current();
+    let task = async move {
+        match scope {
+            Some(scope) => scope.run(op).await,
+            None => op.await,
+        }
+    };
+    match tokio::spawn(task).await {
         Ok(result) => result,
         Err(e) => Err(crate::services::ServiceError::Internal(format!(
             "operation task failed: {e}"

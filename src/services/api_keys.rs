@@ -470,9 +470,14 @@ impl ApiKeyService {
             Err(ServiceError::Unauthenticated(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        match self.store.delete_api_key(&key.id).await {
+        match self
+            .store
+            .delete_api_key(&key.id, key.role.name(), "api-key.revoke")
+            .await
+        {
             Ok(()) => {}
-            Err(StoreError::NotFound) => return Ok(false),
+            // Gone, or changed since it was identified: not revoked by this request.
+            Err(StoreError::NotFound | StoreError::Conflict(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         let id = key.id.clone();
@@ -553,6 +558,7 @@ impl ApiKeyService {
             .store
             .update_api_key(
                 id,
+                current.role.name(),
                 patch.name.as_deref(),
                 patch.description.as_deref(),
                 patch.role.map(|r| r.name()),
@@ -582,7 +588,10 @@ impl ApiKeyService {
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
         let (secret, digest) = self.new_secret().await?;
-        let row = self.store.replace_api_key_secret(id, &digest).await?;
+        let row = self
+            .store
+            .replace_api_key_secret(id, current.role.name(), &digest)
+            .await?;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);
         }
@@ -601,7 +610,9 @@ impl ApiKeyService {
         Self::check_write(caller)?;
         let current = self.load(id).await?;
         Self::check_manage(caller, current.role)?;
-        self.store.delete_api_key(id).await?;
+        self.store
+            .delete_api_key(id, current.role.name(), "api-key.delete")
+            .await?;
         self.after_change(|m| m.retain(|_, v| v.id != id)).await;
         if let Ok(mut t) = self.touched.lock() {
             t.remove(id);

@@ -3,13 +3,15 @@
 //! with the `audit` ring in hardware, publishes the ring's public keys, and verifies the
 //! whole chain (`keygate audit verify`).
 //!
-//! Entries for key state changes and approvals are written by the store in the same
-//! transaction as the change (see [`crate::store::audit`]); this service only adds the
-//! checkpoints over them.
+//! Entries for state changes are written by the store in the same transaction as the
+//! change (see [`crate::store::audit_scope`]); this service adds the checkpoints over
+//! them, and the aggregated entries of refused and failed requests
+//! ([`crate::services::audit_buckets`]).
 
 use crate::config::AuditConfig;
 use crate::keys::verify::verify_signature;
 use crate::keys::{KeyRegistry, KeyVersion, Purpose};
+use crate::services::audit_buckets::{entry_of, Failure, FailureBuckets};
 use crate::services::ServiceError;
 use crate::store::audit::{sha256, AuditEntry, Checkpoint, NewAuditEntry};
 use crate::store::Store;
@@ -48,6 +50,8 @@ pub struct AuditService {
     config: AuditConfig,
     /// Serializes checkpoint signing in this process.
     checkpointing: tokio::sync::Mutex<()>,
+    /// Refused and failed requests, aggregated until their minute ends.
+    failures: FailureBuckets,
 }
 
 impl std::fmt::Debug for AuditService {
@@ -63,20 +67,42 @@ impl AuditService {
             keys,
             config,
             checkpointing: tokio::sync::Mutex::new(()),
+            failures: FailureBuckets::default(),
         }
     }
 
+    /// Counts a refused or failed request in its (source, actor, reason, minute) bucket;
+    /// [`flush_failures`](Self::flush_failures) writes the bucket as one entry.
+    pub fn count_failure(&self, f: Failure) {
+        self.failures.count(f);
+    }
+
+    /// Writes every bucket whose minute has ended (every bucket with `all`, at shutdown)
+    /// as one entry with its count, in one transaction. On failure the buckets are kept
+    /// for the next flush and the error is returned (already counted and logged).
+    /// Returns the number of entries written.
+    pub async fn flush_failures(&self, now: i64, all: bool) -> Result<usize, ServiceError> {
+        let buckets = self.failures.take_closed(now, all);
+        if buckets.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<(NewAuditEntry, String, i64)> = buckets
+            .iter()
+            .map(|(k, n)| (entry_of(k), k.source.clone(), *n))
+            .collect();
+        if let Err(e) = self.store.append_audit_aggregates(&entries).await {
+            self.failures.restore(buckets);
+            return Err(e.into());
+        }
+        self.checkpoint_if_due(now, false).await;
+        Ok(entries.len())
+    }
+
     /// Appends an entry on its own (not tied to a store change), then checkpoints if
-    /// `audit.checkpoint_every` entries have gathered. A failure is logged and returned.
+    /// `audit.checkpoint_every` entries have gathered. A failure is counted
+    /// (`keygate_audit_write_failures_total`), logged and returned.
     pub async fn record(&self, e: NewAuditEntry) -> Result<i64, ServiceError> {
-        let seq = match self.store.append_audit(&e).await {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::error!(error = %err, action = %e.action, target = %e.target,
-                    "could not write an audit entry");
-                return Err(err.into());
-            }
-        };
+        let seq = self.store.append_audit(&e).await?;
         self.checkpoint_if_due(e.time, false).await;
         Ok(seq)
     }

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod approvals;
 pub mod audit;
+pub mod audit_buckets;
 pub mod authz;
 pub mod ca_profiles;
 pub mod error;

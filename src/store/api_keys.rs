@@ -56,6 +56,23 @@ pub(super) async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), 
     super::meta::bump_counter(tx, "api_keys_version").await
 }
 
+/// Why a compare-and-set on key `id` matched nothing: gone, or changed meanwhile.
+async fn key_missing_or_changed(
+    tx: &mut sqlx::SqliteConnection,
+    id: &str,
+) -> Result<StoreError, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(match exists {
+        None => StoreError::NotFound,
+        Some(_) => StoreError::Conflict(format!(
+            "API key {id:?} was changed by another request since it was read; read it again and retry"
+        )),
+    })
+}
+
 impl Store {
     /// The API-key change counter (`"0"` before the first change).
     pub async fn api_keys_version(&self) -> Result<String, StoreError> {
@@ -81,7 +98,9 @@ impl Store {
         digest: &SecretDigest,
         max_per_owner: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("api-key.create", &row.id, row.created_at)
+            .await?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
                                    hint, created_at, expires_at, last_used_at)
@@ -134,70 +153,97 @@ impl Store {
         Ok(from_row(&row)?)
     }
 
-    /// Updates name, description and role; `None` keeps the current value.
+    /// Updates name, description and role; `None` keeps the current value. A
+    /// compare-and-set: only while the key's role is still `expected_role`, the role the
+    /// caller's rights were checked against (a conflict otherwise).
     pub async fn update_api_key(
         &self,
         id: &str,
+        expected_role: &str,
         name: Option<&str>,
         description: Option<&str>,
         role: Option<&str>,
     ) -> Result<ApiKeyRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
-            "UPDATE api_keys SET name = COALESCE($2, name),
-                                 description = COALESCE($3, description),
-                                 role = COALESCE($4, role)
-             WHERE id = $1",
-        )
+        let mut tx = self
+            .begin_audited("api-key.update", id, super::audit_scope::unix_now())
+            .await?;
+        let r = sqlx::query(&format!(
+            "UPDATE api_keys SET name = COALESCE($3, name),
+                                 description = COALESCE($4, description),
+                                 role = COALESCE($5, role)
+             WHERE id = $1 AND role = $2
+             RETURNING {COLUMNS}"
+        ))
         .bind(id)
+        .bind(expected_role)
         .bind(name)
         .bind(description)
         .bind(role)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        let Some(r) = r else {
+            return Err(key_missing_or_changed(&mut tx, id).await?);
+        };
+        let row = from_row(&r)?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        self.get_api_key(id).await
+        Ok(row)
     }
 
     /// Replaces the secret's MAC; the old secret stops matching as soon as this commits.
+    /// A compare-and-set on the role, like [`update_api_key`](Self::update_api_key): a
+    /// key whose role changed since the caller looked is not re-keyed for them.
     pub async fn replace_api_key_secret(
         &self,
         id: &str,
+        expected_role: &str,
         digest: &SecretDigest,
     ) -> Result<ApiKeyRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
-            "UPDATE api_keys SET mac = $2, mac_ring = $3, mac_version = $4, hint = $5,
+        let mut tx = self
+            .begin_audited("api-key.regenerate", id, super::audit_scope::unix_now())
+            .await?;
+        let r = sqlx::query(&format!(
+            "UPDATE api_keys SET mac = $3, mac_ring = $4, mac_version = $5, hint = $6,
                                  last_used_at = NULL
-             WHERE id = $1",
-        )
+             WHERE id = $1 AND role = $2
+             RETURNING {COLUMNS}"
+        ))
         .bind(id)
+        .bind(expected_role)
         .bind(&digest.mac)
         .bind(&digest.mac_ring)
         .bind(digest.mac_version)
         .bind(&digest.hint)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        let Some(r) = r else {
+            return Err(key_missing_or_changed(&mut tx, id).await?);
+        };
+        let row = from_row(&r)?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        self.get_api_key(id).await
+        Ok(row)
     }
 
-    pub async fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+    /// Deletes a key whose role is still `expected_role` (compare-and-set, as above).
+    /// `action` names the audit entry (`api-key.delete`, or `api-key.revoke` when the
+    /// holder of the secret revoked it).
+    pub async fn delete_api_key(
+        &self,
+        id: &str,
+        expected_role: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited(action, id, super::audit_scope::unix_now())
+            .await?;
+        let r = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND role = $2")
             .bind(id)
+            .bind(expected_role)
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(key_missing_or_changed(&mut tx, id).await?);
         }
         bump_version(&mut tx).await?;
         tx.commit().await?;

@@ -60,6 +60,10 @@ pub struct AuditEntry {
     pub target: String,
     pub outcome: String,
     pub request_id: Option<String>,
+    /// The client address of an aggregated entry (see [`append_aggregate_in`]).
+    pub source: Option<String>,
+    /// How many events the entry stands for: 1, or the size of an aggregated bucket.
+    pub count: i64,
     #[serde(serialize_with = "hex_ser")]
     pub prev_hash: Vec<u8>,
     #[serde(serialize_with = "hex_ser")]
@@ -76,9 +80,11 @@ pub fn hex(b: &[u8]) -> String {
 
 impl AuditEntry {
     /// The canonical bytes the hash covers: every field but `hash`, as sorted-key JSON.
+    /// `source` and `count` are covered when set (not `None`, not 1), so entries written
+    /// before those fields existed keep their hashes.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         // serde_json's map is ordered by key, so this serialization is canonical.
-        let v = json!({
+        let mut v = json!({
             "seq": self.seq,
             "time": self.time,
             "actor": self.actor,
@@ -90,6 +96,14 @@ impl AuditEntry {
             "request_id": self.request_id,
             "prev_hash": hex(&self.prev_hash),
         });
+        if let Some(m) = v.as_object_mut() {
+            if let Some(src) = &self.source {
+                m.insert("source".into(), json!(src));
+            }
+            if self.count != 1 {
+                m.insert("count".into(), json!(self.count));
+            }
+        }
         v.to_string().into_bytes()
     }
 
@@ -124,10 +138,49 @@ impl Checkpoint {
     }
 }
 
-/// Appends `e` inside `tx` and returns its seq. The caller commits.
+/// Appends `e` inside `tx` and returns its seq. The caller commits. A failure is counted
+/// (`keygate_audit_write_failures_total`) and logged before it is returned.
 pub async fn append_in(
     tx: &mut sqlx::SqliteConnection,
     e: &NewAuditEntry,
+) -> Result<i64, StoreError> {
+    append_counted_in(tx, e, None, 1).await
+}
+
+/// Appends one entry standing for `count` events from `source` (an aggregated bucket of
+/// refused or failed requests, see `docs/lifecycle.md`).
+pub async fn append_aggregate_in(
+    tx: &mut sqlx::SqliteConnection,
+    e: &NewAuditEntry,
+    source: &str,
+    count: i64,
+) -> Result<i64, StoreError> {
+    append_counted_in(tx, e, Some(source), count).await
+}
+
+async fn append_counted_in(
+    tx: &mut sqlx::SqliteConnection,
+    e: &NewAuditEntry,
+    source: Option<&str>,
+    count: i64,
+) -> Result<i64, StoreError> {
+    match write_entry(tx, e, source, count).await {
+        Ok(seq) => {
+            super::audit_scope::note_written();
+            Ok(seq)
+        }
+        Err(err) => {
+            super::audit_scope::audit_write_failed(&e.action, &e.target, &err);
+            Err(err)
+        }
+    }
+}
+
+async fn write_entry(
+    tx: &mut sqlx::SqliteConnection,
+    e: &NewAuditEntry,
+    source: Option<&str>,
+    count: i64,
 ) -> Result<i64, StoreError> {
     // Writing first takes the write lock (SQLite) before the head is read.
     let row = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
@@ -144,14 +197,16 @@ pub async fn append_in(
         target: e.target.clone(),
         outcome: e.outcome.clone(),
         request_id: e.actor.request_id.clone(),
+        source: source.map(str::to_string),
+        count,
         prev_hash,
         hash: Vec::new(),
     };
     entry.hash = entry.compute_hash();
     sqlx::query(
         "INSERT INTO audit_log (seq, time, actor, auth_method, client_cert_serial, action,
-                                target, outcome, request_id, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                target, outcome, request_id, prev_hash, hash, source, count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(entry.seq)
     .bind(entry.time)
@@ -164,6 +219,8 @@ pub async fn append_in(
     .bind(&entry.request_id)
     .bind(&entry.prev_hash)
     .bind(&entry.hash)
+    .bind(&entry.source)
+    .bind(entry.count)
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
@@ -186,6 +243,8 @@ fn entry_from(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, sqlx::Error> 
         request_id: row.try_get(8)?,
         prev_hash: row.try_get(9)?,
         hash: row.try_get(10)?,
+        source: row.try_get(11)?,
+        count: row.try_get(12)?,
     })
 }
 
@@ -199,12 +258,26 @@ impl Store {
     }
 
     /// Appends one entry in its own transaction (for records not tied to a store change
-    /// of this process: HTTP requests, authentication failures).
+    /// of this process: HTTP refusals, TLS reloads).
     pub async fn append_audit(&self, e: &NewAuditEntry) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         let seq = append_in(&mut tx, e).await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// Appends aggregated entries (one per bucket: entry, source, count) in one
+    /// transaction: all or none.
+    pub async fn append_audit_aggregates(
+        &self,
+        entries: &[(NewAuditEntry, String, i64)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for (e, source, count) in entries {
+            append_aggregate_in(&mut tx, e, source, *count).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Up to `limit` entries with seq > `after`, in order.
@@ -215,7 +288,7 @@ impl Store {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, time, actor, auth_method, client_cert_serial, action, target, outcome,
-                    request_id, prev_hash, hash
+                    request_id, prev_hash, hash, source, count
              FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)

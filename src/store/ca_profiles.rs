@@ -66,6 +66,9 @@ impl Store {
     }
 
     pub async fn insert_ca_profile(&self, p: &CaProfileRow) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited("ca-profile.create", &p.name, p.created_at)
+            .await?;
         sqlx::query(&format!(
             "INSERT INTO ca_profiles ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
@@ -80,13 +83,17 @@ impl Store {
         .bind(&p.created_by)
         .bind(p.created_at)
         .bind(p.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Replaces every field but name and creation; NotFound if absent.
     pub async fn update_ca_profile(&self, p: &CaProfileRow) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited("ca-profile.update", &p.name, p.updated_at)
+            .await?;
         let done = sqlx::query(
             "UPDATE ca_profiles SET ca_pem = $2, revocation_check = $3, crl_files = $4, crl_urls = $5,
              crl_refresh_secs = $6, stale_crl = $7, principal_match = $8, updated_at = $9 WHERE name = $1",
@@ -100,22 +107,27 @@ impl Store {
         .bind(&p.stale_crl)
         .bind(&p.principal_match)
         .bind(p.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_ca_profile(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited("ca-profile.delete", name, super::audit_scope::unix_now())
+            .await?;
         let done = sqlx::query("DELETE FROM ca_profiles WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -52,6 +52,9 @@ fn not_found_group(name: &str) -> StoreError {
 
 impl Store {
     pub async fn insert_group(&self, g: &GroupRow) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited("group.create", &g.name, g.created_at)
+            .await?;
         sqlx::query(
             "INSERT INTO groups (name, description, created_by, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -61,12 +64,13 @@ impl Store {
         .bind(&g.created_by)
         .bind(g.created_at)
         .bind(g.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!("group {} exists", g.name)),
             other => other,
         })?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -96,27 +100,33 @@ impl Store {
         description: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_audited("group.update", name, now).await?;
         let r = sqlx::query("UPDATE groups SET description = $2, updated_at = $3 WHERE name = $1")
             .bind(name)
             .bind(description)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Deletes a group with its members and grants (cascade).
     pub async fn delete_group(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self
+            .begin_audited("group.delete", name, super::audit_scope::unix_now())
+            .await?;
         let r = sqlx::query("DELETE FROM groups WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -148,29 +158,43 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let target = format!("{group}/{principal}");
+        let mut tx = self.begin_audited("group.member.add", &target, now).await?;
         let r = sqlx::query(INSERT_MEMBER)
             .bind(group)
             .bind(principal)
             .bind(by)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 1 {
+            tx.commit().await?;
             return Ok(true);
         }
+        // Nothing changed: the entry rolls back with the transaction.
+        drop(tx);
         self.get_group(group).await?;
         Ok(false)
     }
 
     pub async fn remove_member(&self, group: &str, principal: &str) -> Result<(), StoreError> {
+        let target = format!("{group}/{principal}");
+        let mut tx = self
+            .begin_audited(
+                "group.member.remove",
+                &target,
+                super::audit_scope::unix_now(),
+            )
+            .await?;
         let r = sqlx::query("DELETE FROM group_members WHERE group_name = $1 AND principal = $2")
             .bind(group)
             .bind(principal)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -205,7 +229,9 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("user.groups.set", principal, now)
+            .await?;
         sqlx::query("DELETE FROM group_members WHERE principal = $1")
             .bind(principal)
             .execute(&mut *tx)
@@ -262,6 +288,8 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(permissions).unwrap_or_else(|_| "[]".into());
+        let target = format!("{group}/{resource}");
+        let mut tx = self.begin_audited("group.grant.put", &target, now).await?;
         let r = sqlx::query(
             "INSERT INTO group_grants (group_name, resource, permissions, granted_by, granted_at)
              SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM groups WHERE name = $1)
@@ -273,23 +301,33 @@ impl Store {
         .bind(json)
         .bind(by)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_grant(&self, group: &str, resource: &str) -> Result<(), StoreError> {
+        let target = format!("{group}/{resource}");
+        let mut tx = self
+            .begin_audited(
+                "group.grant.delete",
+                &target,
+                super::audit_scope::unix_now(),
+            )
+            .await?;
         let r = sqlx::query("DELETE FROM group_grants WHERE group_name = $1 AND resource = $2")
             .bind(group)
             .bind(resource)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -53,7 +53,9 @@ impl Store {
     /// Inserts a key file unless `max` files exist already (`Conflict`). The count and
     /// the insert are one statement, so concurrent creates cannot pass the limit.
     pub async fn insert_key_file(&self, r: &KeyFileRow, max: u32) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("key-file.create", &r.access_id, r.created_at)
+            .await?;
         let done = sqlx::query(&format!(
             "INSERT INTO key_files ({COLUMNS})
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL
@@ -110,7 +112,9 @@ impl Store {
         role: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("key-file.update", access_id, now)
+            .await?;
         // A new role bumps the generation: tokens minted under the old role end.
         let r = sqlx::query(
             "UPDATE key_files SET description = COALESCE($2, description),
@@ -143,7 +147,9 @@ impl Store {
         key_source: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("key-file.regenerate", access_id, now)
+            .await?;
         let r = sqlx::query(
             "UPDATE key_files SET algorithm = $3, public_key = $4, key_source = $5,
                  generation = generation + 1, updated_at = $6
@@ -170,7 +176,9 @@ impl Store {
     }
 
     pub async fn delete_key_file(&self, access_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("key-file.delete", access_id, super::audit_scope::unix_now())
+            .await?;
         let r = sqlx::query("DELETE FROM key_files WHERE access_id = $1")
             .bind(access_id)
             .execute(&mut *tx)

@@ -56,7 +56,7 @@ impl Store {
     /// Inserts the ring and its active version 1 in one transaction. A ring that already
     /// exists is a conflict.
     pub async fn insert_ring(&self, r: &NewRing) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_audited("ring.create", &r.name, r.now).await?;
         sqlx::query(
             "INSERT INTO rings (name, algorithm, backend, purpose, created_by, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod approvals;
 pub mod audit;
+pub mod audit_scope;
 pub mod ca_profiles;
 pub mod groups;
 pub mod key_files;

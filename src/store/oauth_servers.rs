@@ -17,6 +17,9 @@ pub struct OAuthServerRow {
     pub public_key_pem: Option<String>,
     pub jwks_uri: Option<String>,
     pub audience: Option<String>,
+    /// Whether `aud` must hold `audience`. `false` is the explicit opt-out
+    /// (`docs/oauth-servers.md`), logged at start.
+    pub audience_check: bool,
     pub role_claim: String,
     /// IdP value → local role name.
     pub role_mapping: BTreeMap<String, String>,
@@ -26,7 +29,7 @@ pub struct OAuthServerRow {
 }
 
 const COLUMNS: &str = "oauth_id, name, issuer, public_key_pem, jwks_uri, audience, role_claim, \
-     role_mapping, created_by, created_at, updated_at";
+     role_mapping, created_by, created_at, updated_at, audience_check";
 
 fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OAuthServerRow, StoreError> {
     let mapping: String = row.try_get(7)?;
@@ -43,6 +46,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OAuthServerRow, StoreError>
         created_by: row.try_get(8)?,
         created_at: row.try_get(9)?,
         updated_at: row.try_get(10)?,
+        audience_check: row.try_get(11)?,
     })
 }
 
@@ -95,10 +99,12 @@ impl Store {
         r: &OAuthServerRow,
         max: u32,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("oauth-server.create", &r.oauth_id, r.created_at)
+            .await?;
         let done = sqlx::query(&format!(
             "INSERT INTO oauth_servers ({COLUMNS})
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13
              WHERE (SELECT COUNT(*) FROM oauth_servers) < $12"
         ))
         .bind(&r.oauth_id)
@@ -113,6 +119,7 @@ impl Store {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(i64::from(max))
+        .bind(r.audience_check)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, r))?;
@@ -128,11 +135,13 @@ impl Store {
 
     /// Replaces every field but the id and the creation facts with `r`'s.
     pub async fn update_oauth_server(&self, r: &OAuthServerRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("oauth-server.update", &r.oauth_id, r.updated_at)
+            .await?;
         let done = sqlx::query(
             "UPDATE oauth_servers SET name = $2, issuer = $3, public_key_pem = $4,
                  jwks_uri = $5, audience = $6, role_claim = $7, role_mapping = $8,
-                 updated_at = $9
+                 updated_at = $9, audience_check = $10
              WHERE oauth_id = $1",
         )
         .bind(&r.oauth_id)
@@ -144,6 +153,7 @@ impl Store {
         .bind(&r.role_claim)
         .bind(json(&r.role_mapping))
         .bind(r.updated_at)
+        .bind(r.audience_check)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, r))?;
@@ -156,7 +166,13 @@ impl Store {
     }
 
     pub async fn delete_oauth_server(&self, oauth_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited(
+                "oauth-server.delete",
+                oauth_id,
+                super::audit_scope::unix_now(),
+            )
+            .await?;
         let done = sqlx::query("DELETE FROM oauth_servers WHERE oauth_id = $1")
             .bind(oauth_id)
             .execute(&mut *tx)

@@ -5,14 +5,21 @@ use super::{Store, StoreError};
 impl Store {
     /// Denylists `jti` until `expires_at`. Revoking twice is not an error.
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        let mut tx = self
+            .begin_audited("token.revoke", jti, super::audit_scope::unix_now())
+            .await?;
+        let r = sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // Already revoked: nothing changed, the entry rolls back.
+        if r.rows_affected() == 1 {
+            tx.commit().await?;
+        }
         Ok(())
     }
 

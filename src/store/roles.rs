@@ -51,7 +51,9 @@ impl Store {
     /// Inserts a role unless `max` exist already (`Conflict`); the count and the insert
     /// are one statement.
     pub async fn insert_role(&self, r: &RoleRow, max: usize) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("role.create", &r.name, r.created_at)
+            .await?;
         let done = sqlx::query(&format!(
             "INSERT INTO roles ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6
              WHERE (SELECT COUNT(*) FROM roles) < $7"
@@ -86,7 +88,7 @@ impl Store {
         permissions: Option<&[String]>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_audited("role.update", name, now).await?;
         let r = sqlx::query(
             "UPDATE roles SET description = COALESCE($2, description),
                  permissions = COALESCE($3, permissions), updated_at = $4 WHERE name = $1",
@@ -108,7 +110,9 @@ impl Store {
     /// Deletes a role unless a user, API key or key file still holds it; returns the
     /// holders' kinds when it refuses. (OAuth-server mappings are checked by the service.)
     pub async fn delete_role(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .begin_audited("role.delete", name, super::audit_scope::unix_now())
+            .await?;
         let mut holders = Vec::new();
         for (table, what) in [
             ("users", "users"),

@@ -226,7 +226,10 @@ impl Store {
         mac: &[u8],
         now: i64,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self
+            .begin_audited("session.revoke", "by-refresh-token", now)
+            .await?;
+        let id: Option<String> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'revoked'
              WHERE revoked_at IS NULL
                AND id = (SELECT session_id FROM refresh_tokens WHERE mac = $1)
@@ -234,8 +237,13 @@ impl Store {
         )
         .bind(mac)
         .bind(now)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // Nothing revoked: the entry rolls back with the transaction.
+        if id.is_some() {
+            tx.commit().await?;
+        }
+        Ok(id)
     }
 
     /// Revokes session `id`; returns whether it was live.
@@ -245,6 +253,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_audited("session.revoke", id, now).await?;
         let r = sqlx::query(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
              WHERE id = $1 AND revoked_at IS NULL",
@@ -252,9 +261,13 @@ impl Store {
         .bind(id)
         .bind(now)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let revoked = r.rows_affected() == 1;
+        if revoked {
+            tx.commit().await?;
+        }
+        Ok(revoked)
     }
 
     pub async fn get_session(&self, id: &str) -> Result<SessionRow, StoreError> {

@@ -112,6 +112,7 @@ impl Store {
         password_hash: Option<&str>,
         now: i64,
     ) -> Result<UserRow, StoreError> {
+        let mut tx = self.begin_audited("user.create", username, now).await?;
         let r = sqlx::query(
             "INSERT INTO users (username, role, password_hash, created_at, updated_at)
              VALUES ($1, $2, $3, $4, NULL)",
@@ -120,8 +121,12 @@ impl Store {
         .bind(role)
         .bind(password_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
+        let r = match r {
+            Ok(r) => tx.commit().await.map(|()| r),
+            Err(e) => Err(e),
+        };
         match r {
             Ok(_) => Ok(UserRow {
                 username: username.to_string(),
@@ -188,7 +193,7 @@ impl Store {
         password_hash: Option<&str>,
         now: i64,
     ) -> Result<(UserRow, Vec<String>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_audited("user.update", username, now).await?;
         // The write comes first, so the transaction holds the write lock before it reads.
         let row = sqlx::query(&format!(
             "UPDATE users SET role = COALESCE($3, role),
@@ -228,7 +233,7 @@ impl Store {
         expected_role: &str,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_audited("user.delete", username, now).await?;
         let r = sqlx::query("DELETE FROM users WHERE username = $1 AND role = $2")
             .bind(username)
             .bind(expected_role)

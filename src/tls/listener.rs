@@ -66,6 +66,9 @@ pub async fn serve(
                 if let Some(c) = &client {
                     req.extensions_mut().insert(c.clone());
                 }
+                // The peer address, as for the plain-HTTP listener (login throttling, audit).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 req
             });
             let conn = builder.serve_connection_with_upgrades(

@@ -32,6 +32,11 @@ pub struct AuditEntryView {
     pub target: String,
     pub outcome: String,
     pub request_id: Option<String>,
+    /// The client address of an aggregated entry (refused or failed requests).
+    pub source: Option<String>,
+    /// How many requests the entry stands for: 1, or the size of an aggregated bucket
+    /// (one per source, actor, reason and minute).
+    pub count: i64,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -48,6 +53,8 @@ impl From<AuditEntry> for AuditEntryView {
             target: e.target,
             outcome: e.outcome,
             request_id: e.request_id,
+            source: e.source,
+            count: e.count,
             prev_hash: crate::store::audit::hex(&e.prev_hash),
             hash: crate::store::audit::hex(&e.hash),
         }

@@ -27,9 +27,11 @@ pub struct OAuthServerView {
     /// Present when the server was registered with a JWKS URI.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
-    /// When set, the token's `aud` must contain it.
+    /// The token's `aud` must contain it (unless `audience_check` is false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// `false` only when the registration opted out of the audience check.
+    pub audience_check: bool,
     /// The claim (or dotted path) holding the token's role values.
     pub role_claim: String,
     /// IdP value → local role.
@@ -48,6 +50,7 @@ impl From<OAuthServer> for OAuthServerView {
             public_key_pem: s.public_key_pem,
             jwks_uri: s.jwks_uri,
             audience: s.audience,
+            audience_check: s.audience_check,
             role_claim: s.role_claim,
             role_mapping: s.role_mapping,
             created_by: s.created_by,
@@ -68,7 +71,11 @@ pub struct CreateOAuthServer {
     pub public_key_pem: Option<String>,
     /// The IdP's JWKS URL (https).
     pub jwks_uri: Option<String>,
+    /// Required: the value the IdP puts in `aud` of tokens meant for keygate.
     pub audience: Option<String>,
+    /// Default true. `false` is an explicit opt-out of the audience check (then no
+    /// `audience` is given); it is logged at registration and at every start.
+    pub audience_check: Option<bool>,
     /// Default `roles`. A claim name, or a dotted path such as `realm_access.roles`.
     pub role_claim: Option<String>,
     /// IdP value → local role; every local role must exist.
@@ -82,7 +89,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 
 /// Changes a registration. A new `public_key_pem` replaces the `jwks_uri` and the other
 /// way round; `role_mapping` replaces the whole mapping; `"audience": null` removes the
-/// audience check.
+/// audience, which needs `"audience_check": false` (an explicit opt-out).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOAuthServer {
@@ -93,6 +100,7 @@ pub struct UpdateOAuthServer {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub audience: Option<Option<String>>,
+    pub audience_check: Option<bool>,
     pub role_claim: Option<String>,
     pub role_mapping: Option<BTreeMap<String, String>>,
 }
@@ -121,6 +129,7 @@ pub async fn create(
                     public_key_pem: req.public_key_pem,
                     jwks_uri: req.jwks_uri,
                     audience: req.audience,
+                    audience_check: req.audience_check,
                     role_claim: req.role_claim,
                     role_mapping: req.role_mapping,
                 },
@@ -193,6 +202,7 @@ pub async fn update(
                     public_key_pem: req.public_key_pem,
                     jwks_uri: req.jwks_uri,
                     audience: req.audience,
+                    audience_check: req.audience_check,
                     role_claim: req.role_claim,
                     role_mapping: req.role_mapping,
                 },

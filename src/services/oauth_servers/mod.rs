@@ -58,12 +58,14 @@ pub struct NewOAuthServer {
     pub public_key_pem: Option<String>,
     pub jwks_uri: Option<String>,
     pub audience: Option<String>,
+    /// `Some(false)` opts out of the audience check explicitly; default true.
+    pub audience_check: Option<bool>,
     pub role_claim: Option<String>,
     pub role_mapping: BTreeMap<String, String>,
 }
 
 /// A change. A new `public_key_pem` replaces a `jwks_uri` and the other way round;
-/// `audience: Some(None)` removes the audience check.
+/// `audience: Some(None)` removes the audience, which needs `audience_check: false`.
 #[derive(Debug, Clone, Default)]
 pub struct OAuthServerPatch {
     pub name: Option<String>,
@@ -71,6 +73,7 @@ pub struct OAuthServerPatch {
     pub public_key_pem: Option<String>,
     pub jwks_uri: Option<String>,
     pub audience: Option<Option<String>>,
+    pub audience_check: Option<bool>,
     pub role_claim: Option<String>,
     pub role_mapping: Option<BTreeMap<String, String>>,
 }
@@ -143,6 +146,12 @@ impl OAuthServerService {
             reloading: tokio::sync::Mutex::new(()),
         };
         svc.reload().await?;
+        for r in svc.table().by_issuer.values() {
+            if !r.row.audience_check {
+                tracing::warn!(oauth_id = %r.row.oauth_id, server = %r.row.name, issuer = %r.row.issuer,
+                    "OAuth server opted out of the audience check (audience_check = false): any token it issues to any client is accepted");
+            }
+        }
         Ok(svc)
     }
 
@@ -287,8 +296,19 @@ impl OAuthServerService {
                 ))
             }
         }
-        if let Some(a) = &row.audience {
-            input::audience(a)?;
+        match (&row.audience, row.audience_check) {
+            (Some(a), true) => input::audience(a)?,
+            (None, true) => {
+                return Err(ServiceError::Invalid(
+                    "audience is required: the value the IdP puts in aud of tokens meant for keygate (or set audience_check to false to accept any audience, explicitly)".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(ServiceError::Invalid(
+                    "audience_check false takes no audience; remove one of them".into(),
+                ))
+            }
+            (None, false) => {}
         }
         input::role_claim(&row.role_claim)?;
         let roles = input::role_mapping(&row.role_mapping)?;
@@ -323,6 +343,7 @@ impl OAuthServerService {
             public_key_pem: req.public_key_pem.map(|p| p.trim().to_string() + "\n"),
             jwks_uri: req.jwks_uri,
             audience: req.audience,
+            audience_check: req.audience_check.unwrap_or(true),
             role_claim: req
                 .role_claim
                 .unwrap_or_else(|| DEFAULT_ROLE_CLAIM.to_string()),
@@ -336,6 +357,10 @@ impl OAuthServerService {
             .insert_oauth_server(&row, MAX_OAUTH_SERVERS)
             .await?;
         self.after_change().await;
+        if !row.audience_check {
+            tracing::warn!(oauth_id = %row.oauth_id, server = %row.name, by = %caller.name,
+                "OAuth server registered with audience_check = false: any token it issues to any client is accepted");
+        }
         tracing::info!(oauth_id = %row.oauth_id, server = %row.name, issuer = %row.issuer,
             mapping = ?row.role_mapping, by = %caller.name, "registered OAuth server");
         Ok(row)
@@ -402,6 +427,9 @@ impl OAuthServerService {
         }
         if let Some(a) = patch.audience {
             row.audience = a;
+        }
+        if let Some(c) = patch.audience_check {
+            row.audience_check = c;
         }
         if let Some(c) = patch.role_claim {
             row.role_claim = c;
@@ -554,8 +582,13 @@ impl OAuthServerService {
             now,
             leeway: self.leeway,
         };
-        let c =
-            verify::check_claims(&claims, server.row.audience.as_deref(), rules).map_err(refuse)?;
+        verify::check_token_type(parsed.header.typ.as_deref(), &claims).map_err(refuse)?;
+        let audience = server
+            .row
+            .audience
+            .as_deref()
+            .filter(|_| server.row.audience_check);
+        let c = verify::check_claims(&claims, audience, rules).map_err(refuse)?;
         let values = verify::role_values(&claims, &server.row.role_claim);
         let Some(role) = verify::mapped_role(&values, &server.row.role_mapping) else {
             tracing::debug!(server = %server.row.name, claim = %server.row.role_claim,

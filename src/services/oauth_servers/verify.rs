@@ -3,7 +3,8 @@
 //!
 //! `exp` is required; `exp`, `nbf` and `iat` follow the same [`TimeRules`] (and the same
 //! bounded `tokens.leeway`) as every other JWT keygate checks. `aud` must hold the
-//! server's `audience` when one is configured. `sub` is required: the principal is
+//! server's `audience` unless the registration opted out (`audience_check = false`).
+//! Only access tokens count: see [`check_token_type`]. `sub` is required: the principal is
 //! `<oauth_id>:<sub>`.
 
 use crate::services::authz::Role;
@@ -27,6 +28,8 @@ pub enum Refusal {
     Signature,
     Time(ClaimsError),
     Audience,
+    /// An ID token, or a `typ` that is not an access token's.
+    NotAccessToken,
     Claims(&'static str),
 }
 
@@ -40,6 +43,7 @@ impl Refusal {
             Refusal::Signature => "signature",
             Refusal::Time(_) => "time",
             Refusal::Audience => "audience",
+            Refusal::NotAccessToken => "not_access_token",
             Refusal::Claims(_) => "claims",
         }
     }
@@ -56,6 +60,10 @@ impl Refusal {
             Refusal::Signature => "the token's signature does not verify".into(),
             Refusal::Time(e) => e.to_string(),
             Refusal::Audience => "the token is not meant for this audience".into(),
+            Refusal::NotAccessToken => {
+                "the token is not an access token (an ID token, or its typ is not JWT or at+jwt)"
+                    .into()
+            }
             Refusal::Claims(what) => format!("the token's claims are unusable: {what}"),
         }
     }
@@ -86,6 +94,27 @@ fn time(claims: &Map<String, Value>, k: &str) -> Result<Option<i64>, Refusal> {
             .ok_or(Refusal::Claims("a time claim is out of range")),
         Some(_) => Err(Refusal::Claims("a time claim is not a number")),
     }
+}
+
+/// Only access tokens are credentials: a `typ` other than `JWT` or `at+jwt` (RFC 9068,
+/// with or without `application/`) is refused, and so is an OpenID Connect ID token,
+/// recognised by the claims only ID tokens carry (`nonce`, `at_hash`, `c_hash`). An ID
+/// token tells a client who signed in; it is not meant for an API.
+pub fn check_token_type(typ: Option<&str>, claims: &Map<String, Value>) -> Result<(), Refusal> {
+    if let Some(t) = typ {
+        let t = t.to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        if t != "jwt" && t != "at+jwt" {
+            return Err(Refusal::NotAccessToken);
+        }
+    }
+    if ["nonce", "at_hash", "c_hash"]
+        .iter()
+        .any(|k| claims.contains_key(*k))
+    {
+        return Err(Refusal::NotAccessToken);
+    }
+    Ok(())
 }
 
 /// Time, audience and subject rules (the issuer was matched when the server was chosen).
