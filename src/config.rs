@@ -213,11 +213,19 @@ pub struct UsersConfig {
     pub argon2_parallelism: u32,
     /// Most password checks hashing at once; further logins queue. 0 = number of CPUs.
     pub argon2_max_concurrent: usize,
-    /// Failed logins within `failed_login_window` that lock the account name.
+    /// Failed logins of one name from one source address within `failed_login_window`
+    /// that lock that name for that source (`docs/users.md`, "Login throttling").
     pub max_failed_logins: u32,
+    /// Failed logins from one source address, whatever the names, that lock the source.
+    pub max_failed_logins_per_source: u32,
+    /// Failed logins of one name from all sources that lock the name for everyone.
+    pub max_failed_logins_per_name: u32,
     pub failed_login_window: Dur,
-    /// How long a locked account name refuses every password.
+    /// How long a first lockout refuses every password; each further one in a row lasts
+    /// twice as long, up to `max_lockout`.
     pub lockout: Dur,
+    /// The longest lockout.
+    pub max_lockout: Dur,
 }
 
 impl Default for UsersConfig {
@@ -229,8 +237,11 @@ impl Default for UsersConfig {
             argon2_parallelism: 1,
             argon2_max_concurrent: 0,
             max_failed_logins: 5,
+            max_failed_logins_per_source: 20,
+            max_failed_logins_per_name: 50,
             failed_login_window: Dur(Duration::from_secs(15 * 60)),
             lockout: Dur(Duration::from_secs(15 * 60)),
+            max_lockout: Dur(Duration::from_secs(60 * 60)),
         }
     }
 }
@@ -674,8 +685,14 @@ impl Config {
         if u.password_min_length == 0 || u.password_min_length > 1024 {
             return Err("users.password_min_length must be between 1 and 1024".into());
         }
-        if u.max_failed_logins == 0 {
-            return Err("users.max_failed_logins must be at least 1".into());
+        if u.max_failed_logins == 0
+            || u.max_failed_logins_per_source == 0
+            || u.max_failed_logins_per_name == 0
+        {
+            return Err("users.max_failed_logins, max_failed_logins_per_source and max_failed_logins_per_name must be at least 1".into());
+        }
+        if u.max_lockout.0 < u.lockout.0 {
+            return Err("users.max_lockout must be at least users.lockout".into());
         }
         if u.argon2_iterations == 0
             || u.argon2_parallelism == 0

@@ -337,3 +337,107 @@ async fn the_store_holds_only_a_mac_of_each_secret() {
         );
     }
 }
+
+/// Issue 12 finding 11: a help-desk regenerate that overlapped an admin's role raise
+/// handed help-desk the secret of what had just become an admin key, because the write
+/// did not check that the key was still what the caller's rights were checked against.
+/// The interleaving is replayed step by step on the store (no timing): the help-desk
+/// request read the key as read-only, the admin's raise committed, then the help-desk
+/// write lands with the role it saw.
+#[tokio::test]
+async fn api_key_writes_are_compare_and_set_on_the_role_the_caller_saw() {
+    use keygate::store::api_keys::{ApiKeyRow, SecretDigest};
+    use keygate::store::{Store, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}/k.db", dir.path().display()))
+        .await
+        .unwrap();
+    let digest = |b: u8| SecretDigest {
+        mac: vec![b; 32],
+        mac_ring: "api-key-mac".into(),
+        mac_version: 1,
+        hint: format!("h{b}"),
+    };
+    let row = ApiKeyRow {
+        id: "k1".into(),
+        name: "ci".into(),
+        description: String::new(),
+        owner: "root".into(),
+        role: "read-only".into(),
+        hint: "h1".into(),
+        mac_ring: "api-key-mac".into(),
+        mac_version: 1,
+        created_at: 1,
+        expires_at: i64::MAX,
+        last_used_at: None,
+    };
+    store.insert_api_key(&row, &digest(1), 10).await.unwrap();
+
+    // 1. The help-desk request reads the key and checks its rights: read-only, fine.
+    let seen = store.get_api_key("k1").await.unwrap().role;
+    assert_eq!(seen, "read-only");
+    // 2. Meanwhile an admin raises it to admin (checked against read-only: it was).
+    let raised = store
+        .update_api_key("k1", "read-only", None, None, Some("admin"))
+        .await
+        .unwrap();
+    assert_eq!(raised.role, "admin");
+    // 3. The help-desk writes land with what they saw, and all are refused.
+    let e = store
+        .replace_api_key_secret("k1", &seen, &digest(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    let e = store
+        .update_api_key("k1", &seen, Some("renamed"), None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    let e = store
+        .delete_api_key("k1", &seen, "api-key.delete")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    // The admin key kept its secret and its name.
+    let (k, mac) = store
+        .list_api_keys_with_macs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.id == "k1")
+        .unwrap();
+    assert_eq!(
+        (k.role.as_str(), k.name.as_str(), mac),
+        ("admin", "ci", vec![1; 32])
+    );
+    // A key that is gone is not found, not a conflict.
+    store
+        .delete_api_key("k1", "admin", "api-key.delete")
+        .await
+        .unwrap();
+    let e = store
+        .replace_api_key_secret("k1", "admin", &digest(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound), "{e:?}");
+}
+
+/// Over HTTP each write re-reads the key and sets only what it checked: a sequence of
+/// role change, regenerate and delete each succeeds on the key as it then is, and a key
+/// already gone is 404 (a lost compare-and-set is 409, see the test above).
+#[tokio::test]
+async fn sequential_api_key_writes_each_check_the_key_as_it_then_is() {
+    let s = Server::start();
+    let (id, _) = s.create_key("read-only").await;
+    let path = format!("/api/v1/api-keys/{id}");
+    let r = s
+        .patch_json(&path, &s.admin_key, json!({"role": "help-desk"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .post_json(&format!("{path}/regenerate"), &s.admin_key, json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.delete(&path, &s.admin_key).await.status(), 204);
+    expect_problem(s.delete(&path, &s.admin_key).await, 404, "not-found").await;
+}

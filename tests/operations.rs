@@ -74,6 +74,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/users/{username}", "get"),
         ("/api/v1/users/{username}", "patch"),
         ("/api/v1/users/{username}", "delete"),
+        ("/api/v1/users/{username}/lockout", "delete"),
         ("/.well-known/openid-configuration", "get"),
         ("/api/v1/keys/{ring}/rotate", "post"),
         ("/api/v1/keys/{ring}/sign", "post"),

@@ -460,3 +460,110 @@ async fn keys_in_another_users_name_need_the_right_to_manage_that_user() {
         .await;
     assert_eq!(r.status(), 201);
 }
+
+/// A client of the server that connects from `ip` (any 127.0.0.0/8 address works on
+/// loopback), so tests can speak from several source addresses.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn password_login(
+    s: &crate::common::server::Server,
+    from: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> u16 {
+    let body = format!(
+        "grant_type=password&username={}&password={}",
+        crate::common::server::form_encode(user),
+        crate::common::server::form_encode(password)
+    );
+    from.post(s.url("/api/v1/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 12 finding 10: six anonymous wrong passwords for a user locked the account,
+/// and its owner's right password was refused. Now failures count per (name, source),
+/// per source and per name from all sources: one address guessing cannot lock the
+/// owner out of a login from another address, and an administrator can clear a lockout.
+#[tokio::test]
+async fn wrong_passwords_from_one_source_do_not_lock_the_owner_out_from_another() {
+    let s = crate::common::server::Server::start_with(crate::common::server::Options {
+        env: vec![
+            ("KEYGATE__USERS__MAX_FAILED_LOGINS".into(), "3".into()),
+            (
+                "KEYGATE__USERS__MAX_FAILED_LOGINS_PER_SOURCE".into(),
+                "6".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    const RIGHT: &str = "correct horse battery";
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "alice", "password": RIGHT, "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let attacker = client_from("127.0.0.2");
+    let owner = client_from("127.0.0.3");
+
+    // Far more wrong passwords than any limit, from one address.
+    for _ in 0..10 {
+        assert_eq!(
+            password_login(&s, &attacker, "alice", "guess guess guess").await,
+            400
+        );
+    }
+    // That address is locked out, even with the right password ...
+    assert_eq!(password_login(&s, &attacker, "alice", RIGHT).await, 400);
+    // ... the owner, elsewhere, is not.
+    assert_eq!(password_login(&s, &owner, "alice", RIGHT).await, 200);
+
+    // One address guessing many names is locked out of all of them.
+    let sprayer = client_from("127.0.0.4");
+    for i in 0..6 {
+        let name = format!("user{i}");
+        assert_eq!(
+            password_login(&s, &sprayer, &name, "guess guess guess").await,
+            400
+        );
+    }
+    assert_eq!(password_login(&s, &sprayer, "alice", RIGHT).await, 400);
+    assert_eq!(password_login(&s, &owner, "alice", RIGHT).await, 200);
+
+    // An administrator clears alice's lockouts: her (name, source) lock is gone, so
+    // 127.0.0.5, locked for alice after three failures, logs in at once.
+    let helper = client_from("127.0.0.5");
+    for _ in 0..3 {
+        password_login(&s, &helper, "alice", "typo typo typo").await;
+    }
+    assert_eq!(password_login(&s, &helper, "alice", RIGHT).await, 400);
+    let r = s.delete("/api/v1/users/alice/lockout", &s.admin_key).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(password_login(&s, &helper, "alice", RIGHT).await, 200);
+    let (_, ro) = s.create_key("read-only").await;
+    crate::common::expect_problem(
+        s.delete("/api/v1/users/alice/lockout", &ro).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    crate::common::expect_problem(
+        s.delete("/api/v1/users/nobody/lockout", &s.admin_key).await,
+        404,
+        "not-found",
+    )
+    .await;
+}

@@ -119,6 +119,11 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(128).collect::<String>());
     let scope = AuditScope::new(request_id, client_cert_serial);
+    scope.set_source(
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    );
     req.extensions_mut().insert(AuditSlot(scope.clone()));
     let resp = scope.clone().run(next.run(req)).await;
     let status = resp.status();

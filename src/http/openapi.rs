@@ -41,6 +41,7 @@ impl Modify for Security {
         api_keys::create, api_keys::list, api_keys::get, api_keys::update,
         api_keys::regenerate, api_keys::delete,
         users::create, users::list, users::get, users::update, users::delete,
+        users::clear_lockout,
         key_files::create, key_files::list, key_files::get, key_files::update,
         key_files::regenerate, key_files::delete,
         roles::create, roles::list, roles::get, roles::update, roles::delete,

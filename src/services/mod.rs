@@ -11,6 +11,7 @@ pub mod error;
 pub mod groups;
 pub mod key_files;
 pub mod key_rings;
+pub mod login_throttle;
 pub mod oauth_servers;
 pub mod passwords;
 pub mod principal;

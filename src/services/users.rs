@@ -93,7 +93,12 @@ pub struct UserService {
     store: Store,
     hasher: PasswordHasher,
     password_min_length: usize,
+    /// Per (name, source) (`services/login_throttle.rs`).
     throttle: Throttle,
+    /// Per source address, whatever the names.
+    source_throttle: Throttle,
+    /// Per name, from all sources.
+    name_throttle: Throttle,
     /// The current role of every local user, so token issuance (`custom_token` for a user
     /// subject) does not read the store per request. Loaded at start; every change made
     /// through this service updates it while holding `changing`, so the map follows the
@@ -178,6 +183,19 @@ impl UserService {
                 max_failures: i64::from(cfg.max_failed_logins),
                 window_secs: secs(cfg.failed_login_window),
                 lockout_secs: secs(cfg.lockout),
+                max_lockout_secs: secs(cfg.max_lockout),
+            },
+            source_throttle: Throttle {
+                max_failures: i64::from(cfg.max_failed_logins_per_source),
+                window_secs: secs(cfg.failed_login_window),
+                lockout_secs: secs(cfg.lockout),
+                max_lockout_secs: secs(cfg.max_lockout),
+            },
+            name_throttle: Throttle {
+                max_failures: i64::from(cfg.max_failed_logins_per_name),
+                window_secs: secs(cfg.failed_login_window),
+                lockout_secs: secs(cfg.lockout),
+                max_lockout_secs: secs(cfg.max_lockout),
             },
         })
     }
@@ -407,30 +425,59 @@ impl UserService {
     /// Checks a username and password for the password grant.
     ///
     /// Always runs exactly one argon2 verify (the user's hash, or the dummy hash when the
-    /// user is unknown, has no password or the name is locked). Every refusal is the same
-    /// `Unauthenticated("invalid username or password")`. A failure is counted against
-    /// the name tried; success forgets earlier failures.
+    /// user is unknown, has no password or a lockout applies). Every refusal is the same
+    /// `Unauthenticated("invalid username or password")`. Failures count per (name,
+    /// source), per source and per name (`services/login_throttle.rs`); the source is
+    /// the request's client address. Success forgets the name's failures.
     pub async fn authenticate_password(
         &self,
         username: &str,
         password: &SecretString,
         now: i64,
     ) -> Result<User, ServiceError> {
+        use crate::services::login_throttle as lt;
         let refused = || ServiceError::Unauthenticated(LOGIN_FAILED.into());
-        if username.is_empty() || username.chars().count() > MAX_USERNAME_LEN {
+        let source = lt::source_key(crate::store::audit_scope::AuditScope::current_source());
+        let source_row = lt::by_source(&source);
+        // The source's own lock is checked first and counted only on failure, so a busy
+        // address with many good logins is never locked by its successes.
+        let source_locked = self
+            .store
+            .login_failures(&source_row)
+            .await?
+            .is_some_and(|f| f.locked_until.is_some_and(|u| u > now));
+        if !lt::countable(username) || username.chars().count() > MAX_USERNAME_LEN {
             self.hasher.verify(password, None).await?;
+            self.store
+                .record_login_failure(&source_row, now, self.source_throttle)
+                .await?;
             return Err(refused());
         }
-        // The attempt is counted before the password is checked, so concurrent guesses
-        // cannot all pass a "not locked yet" check: only the first max_failed_logins of a
-        // window reach the real hash.
-        let attempt = self
+        // The per-name and per-(name, source) attempts are counted before the password is
+        // checked, so concurrent guesses cannot all pass a "not locked yet" check: only
+        // the first max_failed_logins of a window reach the real hash.
+        let pair = self
             .store
-            .record_login_failure(username, now, self.throttle)
+            .record_login_failure(
+                &lt::by_name_and_source(username, &source),
+                now,
+                self.throttle,
+            )
             .await?;
-        if attempt.failures > self.throttle.max_failures {
+        let name = self
+            .store
+            .record_login_failure(username, now, self.name_throttle)
+            .await?;
+        let locked = source_locked
+            || pair.failures > self.throttle.max_failures
+            || name.failures > self.name_throttle.max_failures;
+        if locked {
             self.hasher.verify(password, None).await?;
-            tracing::info!(username = ?username, "password login refused: the account name is locked");
+            self.store
+                .record_login_failure(&source_row, now, self.source_throttle)
+                .await?;
+            tracing::info!(username = ?username, source = %source,
+                "password login refused: a lockout applies to this name or source");
             return Err(refused());
         }
         let account = self.store.get_user_for_login(username).await?;
@@ -446,16 +493,48 @@ impl UserService {
         match account {
             Some((row, _)) if verified => {
                 self.store.clear_login_failures(username).await?;
+                self.store
+                    .clear_login_failures(&lt::by_name_and_source(username, &source))
+                    .await?;
                 row.try_into()
             }
             _ => {
-                if attempt.failures == self.throttle.max_failures {
-                    tracing::info!(username = ?username, failures = attempt.failures,
-                        locked_until = attempt.locked_until, "account name locked after repeated failed logins");
+                let by_source = self
+                    .store
+                    .record_login_failure(&source_row, now, self.source_throttle)
+                    .await?;
+                if pair.failures == self.throttle.max_failures {
+                    tracing::info!(username = ?username, source = %source, failures = pair.failures,
+                        locked_until = pair.locked_until, "account name locked for this source after repeated failed logins");
+                }
+                if name.failures == self.name_throttle.max_failures {
+                    tracing::warn!(username = ?username, failures = name.failures,
+                        locked_until = name.locked_until, "account name locked for every source after failed logins from many sources");
+                }
+                if by_source.failures == self.source_throttle.max_failures {
+                    tracing::warn!(source = %source, failures = by_source.failures,
+                        locked_until = by_source.locked_until, "source address locked out of password logins");
                 }
                 Err(refused())
             }
         }
+    }
+
+    /// Clears the lockouts of `username` (the name-wide one and those per source), so its
+    /// owner can log in at once (`DELETE /api/v1/users/{username}/lockout`). Needs
+    /// `users:write` and a role that manages the user's. Lockouts of source addresses
+    /// are not tied to a user and end on their own (bounded by `users.max_lockout`).
+    pub async fn clear_lockout(
+        &self,
+        caller: &Principal,
+        username: &str,
+    ) -> Result<bool, ServiceError> {
+        Self::check_write(caller)?;
+        let current = self.load(username).await?;
+        Self::check_manage(caller, current.role)?;
+        let cleared = self.store.clear_lockouts_of(username).await?;
+        tracing::info!(user = %username, cleared, by = %caller.name, "cleared login lockouts");
+        Ok(cleared)
     }
 
     /// Deletes up to `batch` finished login-failure records; returns how many. The purge
@@ -562,7 +641,9 @@ mod tests {
             svc.authenticate_password("ghost", &right, 1010).await,
         ));
         assert!(answers.iter().all(|a| a == LOGIN_FAILED), "{answers:?}");
-        let ghost = svc.store.login_failures("ghost").await.unwrap().unwrap();
+        // Without a request, the source is "-": the lock is on (ghost, -).
+        let key = crate::services::login_throttle::by_name_and_source("ghost", "-");
+        let ghost = svc.store.login_failures(&key).await.unwrap().unwrap();
         assert_eq!(ghost.locked_until, Some(1003 + 600));
 
         // Still locked one second before the end; open at the end, and success clears.
@@ -573,6 +654,8 @@ mod tests {
             .unwrap();
         assert_eq!(ok.username, "alice");
         assert_eq!(svc.store.login_failures("alice").await.unwrap(), None);
+        let key = crate::services::login_throttle::by_name_and_source("alice", "-");
+        assert_eq!(svc.store.login_failures(&key).await.unwrap(), None);
     }
 
     #[tokio::test]

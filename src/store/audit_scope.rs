@@ -14,7 +14,8 @@
 //! A scope is a tokio task-local, so work moved to another task must carry it along
 //! ([`AuditScope::current`] then [`AuditScope::run`]); `http::detached` does.
 //! The scope also counts the entries written under it, so the HTTP layer can tell a
-//! state-changing request that wrote none (a bug it reports, see `audit_log.rs`).
+//! state-changing request that wrote none (a bug it reports, see `audit_log.rs`), and
+//! carries the client's address for login throttling (`services/login_throttle.rs`).
 
 use super::audit::{append_in, AuditActor, NewAuditEntry};
 use super::{Store, StoreError};
@@ -30,6 +31,8 @@ struct ScopeState {
     actor: Option<AuditActor>,
     request_id: Option<String>,
     client_cert_serial: Option<String>,
+    /// The client's address as the socket saw it (for login throttling).
+    source: Option<std::net::IpAddr>,
     written: u64,
 }
 
@@ -63,6 +66,18 @@ impl AuditScope {
     /// Runs `f` with this scope as the task's scope.
     pub async fn run<F: Future>(self, f: F) -> F::Output {
         SCOPE.scope(self, f).await
+    }
+
+    /// Records the client's address.
+    pub fn set_source(&self, source: Option<std::net::IpAddr>) {
+        if let Ok(mut s) = self.0.lock() {
+            s.source = source;
+        }
+    }
+
+    /// The client address of the running task's request, if known.
+    pub fn current_source() -> Option<std::net::IpAddr> {
+        Self::current().and_then(|s| s.0.lock().ok().and_then(|st| st.source))
     }
 
     /// Records who the request authenticated as.

@@ -45,8 +45,10 @@ pub struct Throttle {
     /// Failures within `window_secs` that lock the name.
     pub max_failures: i64,
     pub window_secs: i64,
-    /// How long a locked name stays locked.
+    /// How long a first lockout lasts; each further one in a row lasts twice the last.
     pub lockout_secs: i64,
+    /// The longest lockout: escalation stops here.
+    pub max_lockout_secs: i64,
 }
 
 /// Why a user's sessions were revoked (`sessions.revoked_reason`).
@@ -284,7 +286,9 @@ impl Store {
     ///
     /// The count starts afresh when an earlier lockout has ended, or when the window has
     /// passed without a lockout; otherwise it grows by one. Reaching `max_failures` sets
-    /// `locked_until = now + lockout_secs`. Attempts during a lockout do not extend it.
+    /// `locked_until = now + min(lockout_secs * 2^lockouts, max_lockout_secs)` and counts
+    /// the lockout, so repeated lockouts escalate but never past `max_lockout_secs`.
+    /// Attempts during a lockout do not extend it.
     pub async fn record_login_failure(
         &self,
         username: &str,
@@ -298,17 +302,28 @@ impl Store {
                                 AND login_failures.locked_until <= $2)
                               OR (login_failures.locked_until IS NULL
                                   AND login_failures.window_start + $3 <= $2))";
+        // Whether this attempt reaches the limit (and is not inside a running lockout).
+        const REACHES: &str = "(NOT (login_failures.locked_until IS NOT NULL
+                                     AND login_failures.locked_until > $2)
+                                AND (CASE WHEN ((login_failures.locked_until IS NOT NULL
+                                                 AND login_failures.locked_until <= $2)
+                                                OR (login_failures.locked_until IS NULL
+                                                    AND login_failures.window_start + $3 <= $2))
+                                          THEN 1 ELSE login_failures.failures + 1 END) >= $4)";
         let sql = format!(
-            "INSERT INTO login_failures (username, failures, window_start, locked_until)
-             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + $5 END)
+            "INSERT INTO login_failures (username, failures, window_start, locked_until, lockouts)
+             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + MIN($5, $6) END,
+                     CASE WHEN 1 >= $4 THEN 1 ELSE 0 END)
              ON CONFLICT (username) DO UPDATE SET
                failures = CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END,
                window_start = CASE WHEN {FRESH} THEN $2 ELSE login_failures.window_start END,
                locked_until = CASE
                  WHEN {LOCKED} THEN login_failures.locked_until
-                 WHEN (CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END) >= $4
-                   THEN $2 + $5
-                 ELSE NULL END
+                 WHEN {REACHES}
+                   THEN $2 + MIN($5 << MIN(login_failures.lockouts, 30), $6)
+                 ELSE NULL END,
+               lockouts = CASE WHEN {REACHES} THEN login_failures.lockouts + 1
+                               ELSE login_failures.lockouts END
              RETURNING failures, window_start, locked_until"
         );
         let r = sqlx::query(&sql)
@@ -317,6 +332,7 @@ impl Store {
             .bind(t.window_secs)
             .bind(t.max_failures)
             .bind(t.lockout_secs)
+            .bind(t.max_lockout_secs.max(t.lockout_secs))
             .fetch_one(&self.pool)
             .await?;
         Ok(LoginFailures {
@@ -324,6 +340,26 @@ impl Store {
             window_start: r.try_get(1)?,
             locked_until: r.try_get(2)?,
         })
+    }
+
+    /// Forgets the failed logins and lockouts of `username`: the name-wide counter and
+    /// every (name, source) counter (keys `<name>\x1f<source>`). For an administrator
+    /// unlocking an account (`DELETE /api/v1/users/{username}/lockout`). Returns whether
+    /// any was there.
+    pub async fn clear_lockouts_of(&self, username: &str) -> Result<bool, StoreError> {
+        let mut tx = self
+            .begin_audited("user.unlock", username, super::audit_scope::unix_now())
+            .await?;
+        let r = sqlx::query(
+            "DELETE FROM login_failures WHERE username = $1
+               OR (length(username) > length($1)
+                   AND substr(username, 1, length($1) + 1) = $1 || char(31))",
+        )
+        .bind(username)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Forgets the failed logins of `username` (after a successful login).
@@ -367,6 +403,7 @@ mod tests {
         max_failures: 3,
         window_secs: 100,
         lockout_secs: 50,
+        max_lockout_secs: 150,
     };
 
     async fn store() -> (Store, tempfile::TempDir) {
@@ -417,6 +454,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lockouts_in_a_row_double_but_never_pass_the_maximum() {
+        let (s, _d) = store().await;
+        let mut t = 1000;
+        let mut locks = Vec::new();
+        for _ in 0..4 {
+            let mut last = None;
+            for _ in 0..3 {
+                last = Some(s.record_login_failure("n", t, T).await.unwrap());
+                t += 1;
+            }
+            let until = last.and_then(|l| l.locked_until).unwrap();
+            locks.push(until - (t - 1));
+            // Attempts during the lock do not extend it.
+            let during = s.record_login_failure("n", until - 1, T).await.unwrap();
+            assert_eq!(during.locked_until, Some(until));
+            t = until;
+        }
+        assert_eq!(locks, [50, 100, 150, 150], "bounded by max_lockout");
+        // An administrator's unlock forgets the name and its (name, source) counters.
+        s.record_login_failure("n\u{1f}10.0.0.1", t, T)
+            .await
+            .unwrap();
+        s.record_login_failure("nn", t, T).await.unwrap();
+        assert!(s.clear_lockouts_of("n").await.unwrap());
+        assert_eq!(s.login_failures("n").await.unwrap(), None);
+        assert_eq!(s.login_failures("n\u{1f}10.0.0.1").await.unwrap(), None);
+        assert!(
+            s.login_failures("nn").await.unwrap().is_some(),
+            "another name"
+        );
+        // Unlocked, the escalation starts over.
+        for _ in 0..3 {
+            s.record_login_failure("n", t, T).await.unwrap();
+        }
+        let l = s.login_failures("n").await.unwrap().unwrap();
+        assert_eq!(l.locked_until, Some(t + 50));
+    }
+
+    #[tokio::test]
     async fn a_limit_of_one_locks_on_the_first_failure() {
         let (s, _d) = store().await;
         let t = Throttle {
@@ -457,6 +533,7 @@ mod tests {
             max_failures: 1,
             window_secs: 10,
             lockout_secs: 1000,
+            max_lockout_secs: 1000,
         };
         s.record_login_failure("n", 1000, t).await.unwrap();
         assert_eq!(s.purge_login_failures(1500, 10, 10).await.unwrap(), 0);

@@ -75,6 +75,10 @@ pub fn router() -> Router<AppState> {
             get(users::get).patch(users::update).delete(users::delete),
         )
         .route(
+            "/api/v1/users/{username}/lockout",
+            delete(users::clear_lockout),
+        )
+        .route(
             "/api/v1/key-files",
             get(key_files::list).post(key_files::create),
         )

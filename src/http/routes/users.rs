@@ -243,3 +243,21 @@ pub async fn delete(
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Clears the login lockouts of a user (the one for every source and those per source
+/// address), so its owner can log in at once (`docs/users.md`, "Login throttling").
+#[utoipa::path(delete, path = "/api/v1/users/{username}/lockout", tag = "users",
+    params(("username" = String, Path, description = "Username")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "No lockout applies to the user any more"),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem)))]
+pub async fn clear_lockout(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(username): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let rt = state.rt.clone();
+    detached(async move { rt.users.clear_lockout(&caller, &username).await }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
