@@ -59,6 +59,19 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub approvals: ApprovalsConfig,
     pub audit: AuditConfig,
+    /// Which networks outbound fetches (JWKS, CRLs) may reach (`src/outbound.rs`).
+    pub outbound: OutboundConfig,
+}
+
+/// `[outbound]`: networks outbound fetches may reach beyond the default (`allow`), and
+/// networks they may never reach (`deny`, which wins). See `docs/configuration.md`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// CIDR networks or addresses allowed although loopback, link-local or private.
+    pub allow: Vec<String>,
+    /// CIDR networks or addresses never reached.
+    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -681,6 +694,7 @@ impl Config {
         if self.sessions.purge_batch == 0 {
             return Err("sessions.purge_batch must be at least 1".into());
         }
+        crate::outbound::Policy::new(&self.outbound.allow, &self.outbound.deny, false)?;
         let u = &self.users;
         if u.password_min_length == 0 || u.password_min_length > 1024 {
             return Err("users.password_min_length must be between 1 and 1024".into());

@@ -1161,3 +1161,113 @@ async fn an_idp_needs_an_audience_unless_it_opts_out_explicitly_and_loudly() {
         s.log_text()
     );
 }
+
+/// Presents a token of `issuer` signed by `key`; returns the status.
+async fn attempt(s: &Server, key: &IdpKey, issuer: &str) -> reqwest::StatusCode {
+    let t = now();
+    let c = json!({"iss": issuer, "sub": "x", "aud": "keygate-api", "roles": ["readers"],
+                   "exp": t + 300, "iat": t});
+    s.get_bearer("/api/v1/keys", &key.es256(&c)).await.status()
+}
+
+/// A TCP listener on 127.0.0.1 that counts the connections made to it (and closes them).
+async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    (port, count)
+}
+
+/// Issue 12 finding 12: JWKS (and CRL) URLs reached any host, a blind SSRF by an admin.
+/// Outbound fetches now go through one client whose policy refuses loopback,
+/// link-local and private addresses unless `outbound.allow` names them, checked on the
+/// resolved address: a host name that resolves to loopback gets nowhere either.
+#[tokio::test]
+async fn jwks_fetches_never_reach_internal_addresses_unless_allowed() {
+    let (port, connections) = counting_listener().await;
+    let key = IdpKey::p256("k1");
+    // Default policy, no loopback test flag.
+    let s = Server::start();
+    for (name, uri) in [
+        ("literal", format!("https://127.0.0.1:{port}/jwks")),
+        ("by-name", format!("https://localhost:{port}/jwks")),
+        ("mapped", format!("https://[::ffff:127.0.0.1]:{port}/jwks")),
+    ] {
+        let issuer = format!("https://{name}.example");
+        register(
+            &s,
+            json!({"name": name, "issuer": issuer, "jwks_uri": uri, "audience": "keygate-api",
+                   "role_mapping": {"readers": "read-only"}}),
+        )
+        .await;
+        assert_eq!(attempt(&s, &key, &issuer).await, 401, "{name}");
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection reached the internal address"
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("127.0.0.1 is a loopback, link-local, private or reserved address"),
+        "{log}"
+    );
+    assert!(log.contains("resolves only to refused addresses"), "{log}");
+    drop(s);
+
+    // outbound.allow opens it: now the fetch connects (and fails at TLS, which is fine).
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__OUTBOUND__ALLOW".into(),
+            r#"["127.0.0.0/8"]"#.into(),
+        )],
+        ..Options::default()
+    });
+    register(
+        &s,
+        json!({"name": "allowed", "issuer": "https://allowed.example",
+               "jwks_uri": format!("https://localhost:{port}/jwks"), "audience": "keygate-api",
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    assert_eq!(attempt(&s, &key, "https://allowed.example").await, 401);
+    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    drop(s);
+
+    // outbound.deny wins even over the loopback test flag.
+    let before = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let s = Server::start_with(Options {
+        env: vec![
+            (
+                "KEYGATE__OAUTH__ALLOW_INSECURE_LOOPBACK_JWKS".into(),
+                "true".into(),
+            ),
+            ("KEYGATE__OUTBOUND__DENY".into(), r#"["127.0.0.1"]"#.into()),
+        ],
+        ..Options::default()
+    });
+    register(
+        &s,
+        json!({"name": "denied", "issuer": "https://denied.example",
+               "jwks_uri": format!("http://127.0.0.1:{port}/jwks"), "audience": "keygate-api",
+               "role_mapping": {"readers": "read-only"}}),
+    )
+    .await;
+    assert_eq!(attempt(&s, &key, "https://denied.example").await, 401);
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+    assert!(
+        s.log_text().contains("is in outbound.deny"),
+        "{}",
+        s.log_text()
+    );
+}

@@ -744,12 +744,19 @@ async fn a_crl_from_a_url_is_fetched_and_an_unreachable_one_fails_closed() {
         axum::serve(listener, app).await.unwrap();
     });
     let dead_ca = Ca::root("Dead URL Root");
+    let meta_ca = Ca::root("Metadata URL Root");
     let ca_pem = write(pki.path(), "ca.pem", &ca.cert.pem());
     let dead_pem = write(pki.path(), "dead.pem", &dead_ca.cert.pem());
+    let meta_pem = write(pki.path(), "meta.pem", &meta_ca.cert.pem());
+    // Loopback is refused to outbound fetches by default; this test's CRL server is on
+    // 127.0.0.1, so the configuration allows exactly that address. The cloud metadata
+    // address stays refused (issue 12 finding 12): that profile fails closed.
     let s = start(
         pki.path(),
         &format!(
             r#"
+[outbound]
+allow = ["127.0.0.1/32"]
 [tls]
 mtls = "required"
 [[tls.ca_profiles]]
@@ -760,6 +767,10 @@ crl_urls = [{crl_url:?}]
 name = "dead"
 ca_files = [{dead_pem:?}]
 crl_urls = ["http://127.0.0.1:9/nothing.crl"]
+[[tls.ca_profiles]]
+name = "metadata"
+ca_files = [{meta_pem:?}]
+crl_urls = ["http://169.254.169.254/latest/meta-data/"]
 "#
         ),
     );
@@ -772,6 +783,18 @@ crl_urls = ["http://127.0.0.1:9/nothing.crl"]
         "refuses clients",
     )
     .await;
+    refused(
+        &s,
+        Some(&meta_ca.leaf(LeafSpec::client("m"))),
+        "refuses clients",
+    )
+    .await;
+    assert!(
+        s.log_text()
+            .contains("169.254.169.254 is a loopback, link-local"),
+        "{}",
+        s.log_text()
+    );
 }
 
 #[tokio::test]

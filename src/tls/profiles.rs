@@ -88,8 +88,10 @@ pub struct LoadedProfile {
 #[derive(Debug, Clone)]
 pub struct LoadContext {
     pub provider: Arc<rustls::crypto::CryptoProvider>,
-    pub http: reqwest::Client,
+    /// The outbound client (its network policy applies to CRL URLs).
+    pub http: crate::outbound::Outbound,
     pub crl_max_bytes: usize,
+    pub crl_fetch_timeout: std::time::Duration,
     pub now: i64,
 }
 
@@ -188,34 +190,22 @@ fn read_capped(path: &std::path::Path, max: usize) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// Fetches a CRL over http(s) with the client's timeout and a size cap.
-pub async fn fetch_crl(http: &reqwest::Client, url: &str, max: usize) -> Result<Vec<u8>, String> {
-    // reqwest's top-level message ("error sending request") hides the cause.
-    let chain = |e: reqwest::Error| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        msg
+/// Fetches a CRL over http(s) through the outbound client: its network policy, the
+/// timeout, a size cap, up to 3 redirects.
+pub async fn fetch_crl(
+    http: &crate::outbound::Outbound,
+    url: &str,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, String> {
+    let limits = crate::outbound::Limits {
+        timeout,
+        max_bytes: max,
+        follow_redirects: true,
     };
-    let mut resp = http.get(url).send().await.map_err(chain)?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(format!("larger than {max} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(chain)? {
-        if body.len() + chunk.len() > max {
-            return Err(format!("larger than {max} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    http.get(url, "application/pkix-crl, */*", limits)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The CA certificates of a profile.
@@ -310,7 +300,7 @@ pub async fn load(p: &CaProfile, ctx: &LoadContext) -> LoadedProfile {
         for u in &p.crl_urls {
             sources.push((
                 format!("CRL URL {u}"),
-                fetch_crl(&ctx.http, u, ctx.crl_max_bytes).await,
+                fetch_crl(&ctx.http, u, ctx.crl_max_bytes, ctx.crl_fetch_timeout).await,
             ));
         }
         for (what, bytes) in sources {

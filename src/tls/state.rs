@@ -43,7 +43,7 @@ pub struct TlsState {
     active: ArcSwapOption<Active>,
     report: RwLock<Option<TlsReport>>,
     reload_lock: tokio::sync::Mutex<()>,
-    http: OnceLock<reqwest::Client>,
+    http: OnceLock<crate::outbound::Outbound>,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -71,23 +71,11 @@ impl TlsState {
         self.report.read().ok().and_then(|r| r.clone())
     }
 
-    fn http(&self, rt: &Runtime) -> Result<reqwest::Client, TlsError> {
+    fn http(&self, rt: &Runtime) -> Result<crate::outbound::Outbound, TlsError> {
         if let Some(c) = self.http.get() {
             return Ok(c.clone());
         }
-        let tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Invalid(format!("CRL client: {e}")))?
-            .with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(rt.config.tls.crl_fetch_timeout.0)
-            .connect_timeout(rt.config.tls.crl_fetch_timeout.0)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
+        let client = crate::outbound::Outbound::from_config(&rt.config)
             .map_err(|e| TlsError::Invalid(format!("CRL client: {e}")))?;
         Ok(self.http.get_or_init(|| client).clone())
     }
@@ -126,6 +114,7 @@ impl TlsState {
                 provider: provider.clone(),
                 http: self.http(rt)?,
                 crl_max_bytes: cfg.crl_max_bytes,
+                crl_fetch_timeout: cfg.crl_fetch_timeout.0,
                 now: now(),
             };
             let mut loaded = Vec::new();

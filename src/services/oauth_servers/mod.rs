@@ -130,7 +130,7 @@ impl std::fmt::Debug for OAuthServerService {
 impl OAuthServerService {
     pub async fn new(store: Store, config: &Config) -> Result<OAuthServerService, ServiceError> {
         let o = &config.oauth;
-        let fetcher = Fetcher::new(o).map_err(ServiceError::Invalid)?;
+        let fetcher = Fetcher::new(config).map_err(ServiceError::Invalid)?;
         let settings = crate::services::tokens::TokenSettings::from_config(config);
         let svc = OAuthServerService {
             store,
