@@ -96,10 +96,12 @@ fn time(claims: &Map<String, Value>, k: &str) -> Result<Option<i64>, Refusal> {
     }
 }
 
-/// Only access tokens are credentials: a `typ` other than `JWT` or `at+jwt` (RFC 9068,
-/// with or without `application/`) is refused, and so is an OpenID Connect ID token,
-/// recognised by the claims only ID tokens carry (`nonce`, `at_hash`, `c_hash`). An ID
-/// token tells a client who signed in; it is not meant for an API.
+/// Only access tokens are credentials: a `typ` header other than `JWT` or `at+jwt` (RFC
+/// 9068, with or without `application/`) is refused, and so is an OpenID Connect ID
+/// token, recognised by the claims only ID tokens carry (`nonce`, `at_hash`, `c_hash`),
+/// or by Keycloak's `typ` claim (`ID`, and `Refresh` or `Logout` for its other
+/// non-access tokens). An ID token tells a client who signed in; it is not meant for an
+/// API.
 pub fn check_token_type(typ: Option<&str>, claims: &Map<String, Value>) -> Result<(), Refusal> {
     if let Some(t) = typ {
         let t = t.to_ascii_lowercase();
@@ -111,6 +113,13 @@ pub fn check_token_type(typ: Option<&str>, claims: &Map<String, Value>) -> Resul
     if ["nonce", "at_hash", "c_hash"]
         .iter()
         .any(|k| claims.contains_key(*k))
+    {
+        return Err(Refusal::NotAccessToken);
+    }
+    if claims
+        .get("typ")
+        .and_then(Value::as_str)
+        .is_some_and(|t| ["id", "refresh", "logout"].contains(&t.to_ascii_lowercase().as_str()))
     {
         return Err(Refusal::NotAccessToken);
     }
@@ -206,6 +215,39 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn only_access_tokens_pass_the_type_check() {
+        let access = claims(json!({"sub": "s", "typ": "Bearer"}));
+        for typ in [
+            None,
+            Some("JWT"),
+            Some("at+jwt"),
+            Some("application/AT+JWT"),
+        ] {
+            assert_eq!(check_token_type(typ, &access), Ok(()), "{typ:?}");
+        }
+        for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt", "id_token"] {
+            assert_eq!(
+                check_token_type(Some(typ), &access),
+                Err(Refusal::NotAccessToken),
+                "{typ}"
+            );
+        }
+        for c in [
+            json!({"sub": "s", "nonce": "n"}),
+            json!({"sub": "s", "at_hash": "h"}),
+            json!({"sub": "s", "c_hash": "h"}),
+            json!({"sub": "s", "typ": "ID"}),
+            json!({"sub": "s", "typ": "Refresh"}),
+        ] {
+            assert_eq!(
+                check_token_type(Some("JWT"), &claims(c.clone())),
+                Err(Refusal::NotAccessToken),
+                "{c}"
+            );
+        }
     }
 
     const RULES: TimeRules = TimeRules {
