@@ -27,7 +27,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
 
-dpkg-deb -c "$DEB" | awk '{print $6}' >"$WORK/contents"
+dpkg-deb -c "$DEB" >"$WORK/listing"
+awk '{print $6}' "$WORK/listing" >"$WORK/contents"
 for f in ./usr/bin/keygate ./etc/keygate/keygate.toml ./etc/keygate/softhsm2.conf \
   ./lib/systemd/system/keygate.service ./usr/share/man/man1/keygate.1.gz \
   ./usr/share/doc/keygate/README.md ./usr/share/doc/keygate/deployment.md \
@@ -35,7 +36,7 @@ for f in ./usr/bin/keygate ./etc/keygate/keygate.toml ./etc/keygate/softhsm2.con
   ./usr/share/doc/keygate/examples/tpm.conf; do
   grep -qxF "$f" "$WORK/contents" || fail "the package lacks $f"
 done
-dpkg-deb -c "$DEB" | grep -q -- '-rw-r----- root/root .* ./etc/keygate/keygate.toml' || fail "keygate.toml is not mode 0640 in the package"
+grep -Eq -- '^-rw-r----- (0/0|root/root) .* ./etc/keygate/keygate.toml$' "$WORK/listing" || fail "keygate.toml is not mode 0640 in the package"
 echo "package-test: dpkg-deb -c lists the binary, config, unit, man page and docs"
 
 dpkg -i "$DEB" >/dev/null
@@ -71,7 +72,6 @@ WD=$(prop WorkingDirectory)
 ENVS=$(sed -n 's/^Environment=//p' "$UNIT")
 EXEC=$(prop ExecStart)
 PORT=$((20000 + RANDOM % 20000))
-# setpriv execs (no fork), so $! below is keygate itself.
 as_unit() { (cd "$WD" && exec setpriv --reuid="$USER_" --regid="$USER_" --init-groups env $ENVS KEYGATE__SERVER__LISTEN="127.0.0.1:$PORT" "$@"); }
 
 as_unit keygate --config /etc/keygate/keygate.toml config check >"$WORK/check" 2>&1 || { cat "$WORK/check" >&2; fail "config check failed"; }
@@ -79,7 +79,9 @@ grep -q "backend hsm (pkcs11, token \"keygate\"): module loaded, token found, lo
 echo "package-test: config check passes against the SoftHSM token"
 as_unit keygate --config /etc/keygate/keygate.toml tls init --subject CN=localhost --san DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1 || fail "tls init"
 
-as_unit $EXEC >"$WORK/out" 2>"$WORK/err" &
+# A simple command in the background, exec'ing all the way down: $! is keygate itself.
+bash -c 'cd "$1" && shift && exec "$@"' _ "$WD" setpriv --reuid="$USER_" --regid="$USER_" --init-groups \
+  env $ENVS KEYGATE__SERVER__LISTEN="127.0.0.1:$PORT" $EXEC >"$WORK/out" 2>"$WORK/err" &
 SERVER=$!
 for _ in $(seq 300); do grep -qs "listening on" "$WORK/out" && break; kill -0 "$SERVER" 2>/dev/null || break; sleep 0.2; done
 grep -qs "keygate listening on https://127.0.0.1:$PORT" "$WORK/out" || { cat "$WORK/out" "$WORK/err" >&2; fail "keygate did not start as the unit starts it"; }

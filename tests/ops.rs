@@ -558,3 +558,23 @@ async fn a_store_with_a_newer_schema_is_refused_with_both_versions_named() {
         assert!(msg.contains("keygate 99.0.0"), "{msg}");
     }
 }
+
+#[tokio::test]
+async fn serve_tells_systemd_it_is_ready_once_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    // A guard against a hung test, not a performance assertion.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let s = Server::start_with(Options {
+        env: vec![("NOTIFY_SOCKET".into(), d(&path).to_string())],
+        ..Options::default()
+    });
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification from keygate");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert_eq!(s.get("/healthz", "").await.status(), 200);
+}
