@@ -14,3 +14,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== Debian package (ci/package-test.sh, with the dev binary the tests built)"
+KEYGATE_BIN=target/debug/keygate ./ci/package-test.sh

@@ -193,7 +193,12 @@ async fn run_command(
             }
         }
         // Handled in `main` before any configuration is read.
-        Command::Client { .. } => bail!("client commands need no configuration"),
+        Command::Client { .. } | Command::Openapi { .. } | Command::Manpage => {
+            bail!("this command needs no configuration")
+        }
+        Command::Config { .. } | Command::Backup { .. } | Command::Restore { .. } => {
+            crate::ops_cli::run(command, config).await
+        }
         Command::Tls { command } => tls_command(command, config).await,
         Command::Bench {
             seconds,
@@ -449,6 +454,7 @@ async fn serve(
     }
     writeln!(out, "keygate listening on {scheme}://{bound}")?;
     out.flush()?;
+    keygate::ops::notify_ready();
     tracing::info!(addr = %bound, "serving");
     if let Some(l) = ops {
         let router = keygate::http::ops_app(state.clone());

@@ -1,6 +1,6 @@
 //! Configuration: one TOML file, overridable by environment variables.
 //!
-//! Keys and defaults follow API.md's "Configuration" section exactly. Any key can be
+//! Keys and defaults are those of `docs/configuration.md`. Any key can be
 //! overridden with `KEYGATE__<SECTION>__<KEY>=<value>` (double underscores separate the
 //! path; the value is read as TOML if it parses, else as a string), e.g.
 //! `KEYGATE__SERVER__LISTEN=0.0.0.0:8443`. `--dev` fills in dev defaults for whatever the
@@ -379,7 +379,7 @@ impl Default for RotationConfig {
     }
 }
 
-/// Operations gated by M-of-N approvals (API.md "Key rings and the signing service").
+/// Operations gated by M-of-N approvals (`docs/lifecycle.md`).
 pub const APPROVAL_OPERATIONS: [&str; 7] = [
     "rotate",
     "rotate-now",
@@ -438,8 +438,8 @@ pub struct ApprovalRule {
 }
 
 impl ApprovalsConfig {
-    /// The defaults of API.md: rotate 0, rotate-now 1, regenerate 2, destroy 2. The
-    /// operations API.md gives no default for: change-backend 1 (it replaces the key's
+    /// The documented defaults (`docs/lifecycle.md`): rotate 0, rotate-now 1, regenerate 2,
+    /// destroy 2. The operations without a documented default: change-backend 1 (it replaces the key's
     /// hardware), create-super-admin-key and delete-oauth-server 0.
     pub fn default_required(op: &str) -> u32 {
         match op {
@@ -570,13 +570,13 @@ impl Config {
             value = base;
         }
         apply_env_overrides(&mut value, std::env::vars());
-        let config: Config =
-            toml::Value::Table(value)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                })?;
+        // Every unknown key and bad value at once, each by its path (`docs/configuration.md`).
+        let config = crate::ops::config_errors::deserialize(value).map_err(|problems| {
+            ConfigError::Invalid {
+                path: shown.clone(),
+                reason: problems.join("; "),
+            }
+        })?;
         config.validate().map_err(|reason| ConfigError::Invalid {
             path: shown,
             reason,

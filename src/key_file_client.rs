@@ -1,7 +1,7 @@
 //! The client side of key files: turning a downloaded key file into a fresh assertion
 //! (`keygate client assertion`), so a shell user can call the API with curl.
 //!
-//! Why it lives in keygate: it is the reference client for API.md's key-file assertion,
+//! Why it lives in keygate: it is the reference client for the key-file assertion of `docs/key-files.md`,
 //! and it needs no server, store or hardware. The private key is read from the file,
 //! decrypted with the passphrase if it is encrypted, used once and zeroized.
 

@@ -12,6 +12,7 @@ pub mod hardware;
 pub mod http;
 pub mod key_file_client;
 pub mod keys;
+pub mod ops;
 pub mod outbound;
 pub mod runtime;
 pub mod services;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod ops_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +24,11 @@ pub struct Cli {
     /// Data directory of the dev layout (store, SoftHSM token, PIN).
     #[arg(long, global = true, default_value = "./var")]
     data_dir: PathBuf,
+    /// Create the dev layout (SQLite + SoftHSM token) under --data-dir if missing, and use
+    /// dev defaults under --config. Every command takes it, so the arguments that started
+    /// a server reach that server's store and hardware.
+    #[arg(long, global = true)]
+    dev: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,8 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the HTTP service.
     Serve {
-        /// Create the dev layout (SQLite + SoftHSM token) if missing, and use dev defaults.
-        #[arg(long)]
+        /// The global `--dev`, copied here by `main`.
+        #[arg(skip)]
         dev: bool,
         /// Listen address; overrides server.listen. Port 0 picks a free port.
         #[arg(long)]
@@ -78,6 +84,37 @@ pub enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
+    /// Configuration: `config check`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Writes a consistent snapshot of the store (SQLite) and its manifest to a file, while
+    /// the server runs. Key material stays in the hardware (docs/backup.md).
+    Backup {
+        /// The backup file to write (a tar of manifest.json and keygate.db, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restores a backup into the configured store after checking it against the hardware.
+    Restore {
+        /// The backup file `keygate backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store (stop keygate first).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Prints the OpenAPI document served at /api/v1/openapi.json (docs/openapi.json), or
+    /// the HTTP reference generated from it (docs/api.md).
+    Openapi {
+        /// Print the Markdown reference instead of the JSON document.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Prints the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Manpage,
     /// Measures raw SoftHSM rates against the same operations through keygate's pool.
     Bench {
         /// Seconds per measurement.
@@ -89,6 +126,18 @@ pub enum Command {
         /// Interleaved rounds; medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validates the configuration (every unknown key, bad value and contradiction, by
+    /// path), probes each backend and key ring, and prints the effective settings. Exits
+    /// non-zero on any problem.
+    Check {
+        /// Print only problems.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -217,7 +266,13 @@ pub enum TlsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(code) = ops_cli::without_config(&cli.command) {
+        return code;
+    }
+    if let Command::Serve { dev, .. } = &mut cli.command {
+        *dev = cli.dev;
+    }
     if let Command::Client {
         command:
             ClientCommand::Assertion {
@@ -235,7 +290,7 @@ fn main() -> ExitCode {
             **ttl,
         );
     }
-    let dev = matches!(cli.command, Command::Serve { dev: true, .. });
+    let dev = cli.dev;
     let serve = matches!(cli.command, Command::Serve { .. });
     let layout = DevLayout::new(&cli.data_dir);
     // Everything that touches process-wide state (env vars, PKCS#11 init) happens here,

@@ -113,7 +113,9 @@ fn read_pin(
     }
 }
 
-fn connect_backend(
+/// Connects one configured backend: module load, token, login (`keygate config check`
+/// and `keygate restore` use it too).
+pub(crate) fn connect_backend(
     name: &str,
     cfg: &BackendConfig,
 ) -> Result<(Arc<dyn Backend>, usize), StartupError> {

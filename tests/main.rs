@@ -20,6 +20,7 @@ mod keys;
 mod lifecycle;
 mod oauth_servers;
 mod operations;
+mod ops;
 mod roles;
 mod sessions;
 mod tls;

@@ -85,10 +85,10 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, ApiError> {
     }
 }
 
-/// The header that carries an external IdP's token (API.md "Authentication").
+/// The header that carries an external IdP's token (`docs/oauth-servers.md`).
 pub const IDP_TOKEN_HEADER: &str = "x-oauth2-token";
 
-/// Authenticates whatever credential the request carries, per API.md "Authentication":
+/// Authenticates whatever credential the request carries, per `docs/api.md` "Authentication":
 /// an API key (`x-api-key`, or a `kg_` bearer); an IdP token (`x-oauth2-token`); or a
 /// bearer JWT, which goes to the verifier its unverified `iss` names: keygate's own
 /// access tokens, a registered OAuth server's, or else a key-file assertion (whose `iss`
@@ -134,7 +134,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The authenticated caller, without the `read-only` method rule: for the endpoints
-/// API.md lets every principal use on its own session (`DELETE /api/v1/auth/sessions/{id}`).
+/// `docs/roles.md` lets every principal use on its own session (`DELETE /api/v1/auth/sessions/{id}`).
 /// The handler must check that the target is the caller's own.
 #[derive(Debug, Clone)]
 pub struct SessionCaller(pub Principal);
@@ -171,7 +171,7 @@ impl FromRequestParts<AppState> for MaybeCaller {
 }
 
 /// `Json<T>` whose rejections are problem+json: 413 for an oversized body, 400 for
-/// everything else (wrong content type, bad syntax, wrong shape), as API.md requires.
+/// everything else (wrong content type, bad syntax, wrong shape), as `docs/api.md` requires.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 

@@ -1,7 +1,7 @@
 //! OAuth request bodies and RFC 6749 §5.2 error responses.
 //!
 //! The token, revoke and introspect endpoints accept `application/x-www-form-urlencoded`
-//! (what the OAuth RFCs require) and JSON (what API.md adds). Both become one parameter
+//! (what the OAuth RFCs require) and JSON (what `docs/tokens.md` adds). Both become one parameter
 //! map. Form parameters may not repeat (RFC 6749 §3.2); form values are strings, so
 //! numbers and objects are also accepted in their text form.
 

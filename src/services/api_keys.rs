@@ -318,7 +318,7 @@ impl ApiKeyService {
         Self::check_manage(caller, req.role)?;
         let owner = req.owner.unwrap_or_else(|| caller.name.clone());
         validate_text("owner", &owner, 256, true)?;
-        // A key acts as its owner (API.md), so minting one for somebody else is acting on
+        // A key acts as its owner (`docs/api-keys.md`), so minting one for somebody else is acting on
         // their behalf. Without user management that is refused before the owner is
         // looked up, so such callers cannot probe which names exist.
         let for_other = owner != caller.name;

@@ -1,5 +1,4 @@
-//! M-of-N approvals for destructive or identity-changing operations (API.md "Key rings
-//! and the signing service"): rotate, rotate-now, regenerate, destroy, change-backend,
+//! M-of-N approvals for destructive or identity-changing operations (`docs/lifecycle.md`): rotate, rotate-now, regenerate, destroy, change-backend,
 //! create-super-admin-key, delete-oauth-server.
 //!
 //! [`submit`] runs an operation at once when `approvals.<op>.required` is 0, and
@@ -44,7 +43,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The operation's name in API.md and in `[approvals.<name>]`.
+    /// The operation's name in `docs/lifecycle.md` and in `[approvals.<name>]`.
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Rotate {

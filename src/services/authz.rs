@@ -1,6 +1,6 @@
 //! Roles and permissions.
 //!
-//! A role is a name and a set of permissions. The built-in roles of API.md are constants;
+//! A role is a name and a set of permissions. The built-in roles (`docs/roles.md`) are constants;
 //! custom roles (`/api/v1/roles`, see [`crate::services::roles`]) are made at run time
 //! from the same permissions. "Higher" is defined by inclusion: role A is at or below
 //! role B when every permission of A is also in B. That one rule answers "may this caller
@@ -314,7 +314,7 @@ impl Role {
         perms: Perms::Fixed(GATEWAY),
     };
 
-    /// The built-in roles of API.md.
+    /// The built-in roles (`docs/roles.md`).
     pub const ALL: [Role; 5] = [
         Role::SuperAdmin,
         Role::Admin,
@@ -410,7 +410,7 @@ impl Role {
         self.covers(target) && (!target.has(ManageSuperAdmins) || self.has(ManageSuperAdmins))
     }
 
-    /// `read-only` may use safe methods only (API.md). That is the built-in role's rule;
+    /// `read-only` may use safe methods only (`docs/roles.md`). That is the built-in role's rule;
     /// a custom role can do only what its permissions allow anyway.
     pub fn read_only(self) -> bool {
         self.name == Role::ReadOnly.name

@@ -3,7 +3,7 @@
 //!
 //! Why it exists: role permissions are all-or-nothing across rings (`keys:sign` signs
 //! with every ring). Sites need "the payments gateways may sign with `payments-jwt`, and
-//! nothing else". A group holds principals (API.md: a user name, an API key's owner, a
+//! nothing else". A group holds principals (`docs/roles.md`: a user name, an API key's owner, a
 //! key file's accessID, or `<oauth_id>:<sub>`) and grants on resources (`ring:<name>`):
 //! `view`, `sign`, `rotate` and `admin`, which implies the other three.
 //!

@@ -13,7 +13,7 @@
 //! - **Keys**: ES256 (P-256) by default, RS256 (RSA-2048) on request. Bring-your-own-key
 //!   takes an SPKI `public_key_pem` (P-256, or RSA of 2048 to 4096 bits) and returns no
 //!   `accessKey`.
-//! - **Assertions** (API.md "Authentication", RFC 7523): a JWT signed by the file's key
+//! - **Assertions** (`docs/key-files.md`, RFC 7523): a JWT signed by the file's key
 //!   with `iss` = `sub` = accessID, `aud` = the file's `adminRestApiUrl` or the token
 //!   endpoint URL, `exp` at most [`MAX_ASSERTION_LIFETIME`] after `iat`, and a `jti` that
 //!   is spent on first use and remembered until the assertion expires.
@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use zeroize::Zeroizing;
 
-/// Longest accepted assertion lifetime (`exp - iat`), per API.md.
+/// Longest accepted assertion lifetime (`exp - iat`), per `docs/key-files.md`.
 pub const MAX_ASSERTION_LIFETIME: i64 = 3600;
 /// PBKDF2-HMAC-SHA256 iterations for encrypted `accessKey`s (OWASP 2023).
 pub const PBKDF2_ITERATIONS: u32 = 600_000;

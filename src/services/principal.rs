@@ -31,7 +31,7 @@ pub enum AuthMethod {
     Cli,
 }
 
-/// An authenticated caller. `name` is the principal per API.md: a user name (or a custom
+/// An authenticated caller. `name` is the principal per `docs/roles.md`: a user name (or a custom
 /// token's subject), an API key's owner, a key file's accessID, or `<oauth_id>:<sub>`.
 #[derive(Debug, Clone)]
 pub struct Principal {

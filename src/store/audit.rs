@@ -15,7 +15,7 @@ use sqlx::Row;
 /// Who did something, as written in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditActor {
-    /// The principal (API.md "Authentication"), or `anonymous`, or `keygate` for the
+    /// The principal (`docs/roles.md`), or `anonymous`, or `keygate` for the
     /// server's own scheduled work.
     pub principal: String,
     /// `api-key:<id>`, `access-token`, `key-file`, `idp:<oauth_id>`, `cli`, `scheduler`,

@@ -20,6 +20,7 @@ pub mod meta;
 pub mod oauth_servers;
 pub mod revocations;
 pub mod roles;
+pub mod schema;
 pub mod sessions;
 pub mod users;
 
@@ -105,11 +106,47 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        sqlx::migrate!("src/store/migrations")
+        schema::check_not_newer(&pool, url).await?;
+        schema::accept_reworded(&pool).await?;
+        schema::MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
+        schema::record(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Opens an existing store without creating or migrating anything, after checking
+    /// its schema is not newer than this binary (`keygate config check`, which only
+    /// reads). Not SQLite's read-only mode: that cannot open a WAL store whose `-shm`
+    /// file is gone.
+    pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres") {
+            return Err(StoreError::Unavailable(
+                "PostgreSQL is not built into this keygate yet; use sqlite://".into(),
+            ));
+        }
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("store url {url:?}: {e}")))?
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        schema::check_not_newer(&pool, url).await?;
+        Ok(Store { pool })
+    }
+
+    /// The newest migration applied to this store.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::applied_version(&self.pool).await
+    }
+
+    /// Closes every connection (a restore renames the file afterwards).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Cheap liveness check for `/readyz`.

@@ -1,7 +1,7 @@
 //! The verified client certificate of a connection, as the request handlers see it, and
 //! the optional rule that the certificate must name the authenticated principal.
 //!
-//! The certificate never replaces credentials (API.md "Authentication"): the listener
+//! The certificate never replaces credentials (`docs/tls.md`): the listener
 //! puts a [`ClientCert`] into every request of an mTLS connection, the extractors
 //! authenticate the API key or token as always, and then [`check_principal`] applies the
 //! profile's `principal_match`, if any.

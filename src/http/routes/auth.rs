@@ -312,7 +312,7 @@ pub async fn introspect(
     use secrecy::ExposeSecret;
     let token = token.expose_secret();
     // keygate's own credentials first (the hot path: no extra parse). A token keygate
-    // does not know whose issuer is a registered IdP is that IdP's (API.md: introspection
+    // does not know whose issuer is a registered IdP is that IdP's (`docs/oauth-servers.md`: introspection
     // recognises external IdP tokens too).
     let own = state.rt.tokens.introspect(&caller, token, now()).await?;
     let idp = !own.active

@@ -57,7 +57,7 @@ impl From<KeyFile> for KeyFileView {
     }
 }
 
-/// The key file as the client stores it (API.md "API key files").
+/// The key file as the client stores it (`docs/key-files.md`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyFileJson<'a> {

@@ -85,7 +85,7 @@ pub(crate) fn count_issued(kind: &'static str) {
     metrics::counter!("keygate_tokens_issued_total", "kind" => kind).increment(1);
 }
 
-/// What a successful grant returns (API.md "Tokens").
+/// What a successful grant returns (`docs/tokens.md`).
 #[derive(Debug)]
 pub struct Issued {
     pub access_token: String,

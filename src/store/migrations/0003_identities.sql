@@ -19,7 +19,7 @@ CREATE TABLE groups (
     updated_at   INTEGER NOT NULL
 );
 
--- Members are principals as API.md defines them: a user name, an API key owner, a key
+-- Members are principals as docs/roles.md defines them: a user name, an API key owner, a key
 -- file's accessID, or `<oauth_id>:<sub>`.
 CREATE TABLE group_members (
     group_name  TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
