@@ -384,6 +384,7 @@ async fn serve(
     rt.keys.reconcile().await;
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);
+    rt.limits.spawn_sweeper();
     spawn_health_watch(&rt);
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);
@@ -446,10 +447,8 @@ async fn serve(
     if https {
         keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
     } else {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("server failed")?;
+        let limits = rt.config.limits.clone();
+        keygate::http::conn::serve_plain(listener, app(state), &limits, shutdown()).await;
     }
     // A TPM without a resource manager keeps what we loaded until it is flushed.
     for exec in rt.keys.backends().values() {

@@ -28,7 +28,7 @@ async fn an_api_key_can_be_created_used_listed_updated_regenerated_and_deleted()
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let secret = created["api_key"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("kg_") && secret.len() == 46, "{secret}");
+    assert!(secret.starts_with("kg_") && secret.len() == 69, "{secret}");
     for field in [
         "id",
         "name",

@@ -5,6 +5,7 @@
 //! file and SoftHSM token (`common::server`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod api_keys;
 mod bad_input;
 mod cli;

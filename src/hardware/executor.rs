@@ -6,12 +6,31 @@
 //! few device sessions. So each backend gets its own pool with exactly as many threads as
 //! it has sessions, fed by a bounded queue: excess callers wait asynchronously for a
 //! queue slot (back-pressure), never on a worker thread.
+//!
+//! Lanes (docs/operations.md "Hardware lanes"): calls come in three [`Lane`]s.
+//! `Reserved` calls (TLS handshake signatures, token issuance, signing) go to a queue the
+//! threads always serve first. `Unauthenticated` calls (the MAC that checks a credential
+//! nobody has authenticated yet) may hold at most `lane` slots, queued and running
+//! together, and that is fewer than the threads: the rest of the sessions are kept for
+//! everybody else. When the lane is full such a call is refused at once (503 with
+//! `Retry-After`) instead of waiting for a slot.
 
 use crate::hardware::{Backend, HardwareError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Which share of the pool a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Served before anything else: TLS handshakes, token issuance, signing.
+    Reserved,
+    /// Everything else that an authenticated caller or the server itself asks for.
+    Normal,
+    /// Checking a credential that is not authenticated yet: bounded, never waits.
+    Unauthenticated,
+}
 
 /// A hardware call, named for metrics and batching; running it returns the step that
 /// hands its result back.
@@ -35,15 +54,30 @@ const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// slow device takes seconds; a hung one takes forever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn worker(rx: flume::Receiver<Job>) {
+/// The next job: a reserved one if any is queued, else whichever comes first.
+fn next_job(first: &flume::Receiver<Job>, rest: &flume::Receiver<Job>) -> Option<Job> {
+    if let Ok(job) = first.try_recv() {
+        return Some(job);
+    }
+    flume::Selector::new()
+        .recv(first, |r| r.ok())
+        .recv(rest, |r| r.ok())
+        .wait()
+}
+
+fn try_next_job(first: &flume::Receiver<Job>, rest: &flume::Receiver<Job>) -> Option<Job> {
+    first.try_recv().or_else(|_| rest.try_recv()).ok()
+}
+
+fn worker(first: flume::Receiver<Job>, rx: flume::Receiver<Job>) {
     let mut done: Vec<Completion> = Vec::with_capacity(BATCH_MAX);
     // Ends when every sender (every executor clone) is dropped.
-    while let Ok(job) = rx.recv() {
+    while let Some(job) = next_job(&first, &rx) {
         let started = Instant::now();
         run_one(job, &mut done);
         while done.len() < BATCH_MAX && started.elapsed() < BATCH_WINDOW {
-            match rx.try_recv() {
-                Ok(job) => {
+            match try_next_job(&first, &rx) {
+                Some(job) => {
                     if is_slow(job.op) {
                         for complete in done.drain(..) {
                             complete();
@@ -51,7 +85,7 @@ fn worker(rx: flume::Receiver<Job>) {
                     }
                     run_one(job, &mut done);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         for complete in done.drain(..) {
@@ -101,7 +135,12 @@ pub struct HardwareExecutor {
     name: Arc<str>,
     backend: Arc<dyn Backend>,
     tx: flume::Sender<Job>,
+    /// The reserved lane's queue, served first.
+    reserved: flume::Sender<Job>,
     threads: usize,
+    /// Slots of the unauthenticated lane (queued and running calls together).
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    lane: usize,
 }
 
 impl std::fmt::Debug for HardwareExecutor {
@@ -109,6 +148,7 @@ impl std::fmt::Debug for HardwareExecutor {
         f.debug_struct("HardwareExecutor")
             .field("name", &self.name)
             .field("threads", &self.threads)
+            .field("unauthenticated_lane", &self.lane)
             .finish()
     }
 }
@@ -122,21 +162,40 @@ impl HardwareExecutor {
     ) -> Result<Self, HardwareError> {
         let threads = threads.max(1);
         let (tx, rx) = flume::bounded::<Job>(threads * 256);
+        let (reserved, first) = flume::bounded::<Job>(threads * 256);
         for i in 0..threads {
-            let rx = rx.clone();
+            let (first, rx) = (first.clone(), rx.clone());
             std::thread::Builder::new()
                 .name(format!("kg-hw-{name}-{i}"))
-                .spawn(move || worker(rx))
+                .spawn(move || worker(first, rx))
                 .map_err(|e| {
                     HardwareError::Failure(format!("cannot start hardware thread: {e}"))
                 })?;
         }
+        let lane = crate::limits::LimitsConfig::default().lane_for(threads);
         Ok(HardwareExecutor {
             name: name.into(),
             backend,
             tx,
+            reserved,
             threads,
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(lane)),
+            lane,
         })
+    }
+
+    /// Sets the unauthenticated lane's slots (`limits.unauthenticated_lane`, resolved by
+    /// [`LimitsConfig::lane_for`](crate::limits::LimitsConfig::lane_for)).
+    pub fn with_unauthenticated_lane(mut self, slots: usize) -> Self {
+        let slots = slots.max(1);
+        self.lane = slots;
+        self.unauthenticated = Arc::new(tokio::sync::Semaphore::new(slots));
+        self
+    }
+
+    /// Slots of the unauthenticated lane.
+    pub fn unauthenticated_lane(&self) -> usize {
+        self.lane
     }
 
     /// The backend name from the configuration (`[backends.<name>]`).
@@ -204,16 +263,65 @@ impl HardwareExecutor {
         T: Send + 'static,
         F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
     {
+        self.run_lane(Lane::Normal, op, f).await
+    }
+
+    /// [`run`](Self::run) in `lane`. An `Unauthenticated` call that finds its lane full
+    /// fails at once with `Unavailable`.
+    pub async fn run_lane<T, F>(
+        &self,
+        lane: Lane,
+        op: &'static str,
+        f: F,
+    ) -> Result<T, HardwareError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
+    {
         let (otx, orx) = tokio::sync::oneshot::channel();
-        // The caller may have gone away (request cancelled); nothing to do then.
+        let permit = match lane {
+            Lane::Unauthenticated => match self.unauthenticated.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    metrics::counter!("keygate_hardware_lane_full_total", "backend" => self.name.to_string())
+                        .increment(1);
+                    return Err(HardwareError::Unavailable(format!(
+                        "{op}: the unauthenticated lane of backend {} is full",
+                        self.name
+                    )));
+                }
+            },
+            _ => None,
+        };
+        // The caller may have gone away (request cancelled); nothing to do then. The
+        // lane slot is given back when the call has run, not when the caller leaves.
         let job = self.job(op, f, move |result| {
+            drop(permit);
             let _ = otx.send(result);
         });
         let call = async {
-            self.tx
-                .send_async(job)
-                .await
-                .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
+            let queue = if lane == Lane::Reserved {
+                &self.reserved
+            } else {
+                &self.tx
+            };
+            if lane == Lane::Unauthenticated {
+                // Never waits for a queue slot either.
+                queue.try_send(job).map_err(|e| match e {
+                    flume::TrySendError::Full(_) => HardwareError::Unavailable(format!(
+                        "{op}: the hardware queue of backend {} is full",
+                        self.name
+                    )),
+                    flume::TrySendError::Disconnected(_) => {
+                        HardwareError::Unavailable("hardware pool has stopped".into())
+                    }
+                })?;
+            } else {
+                queue
+                    .send_async(job)
+                    .await
+                    .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
+            }
             orx.await.map_err(|_| {
                 HardwareError::Failure("hardware call ended without a result".into())
             })?
@@ -231,7 +339,8 @@ impl HardwareExecutor {
     /// The call still goes through the same bounded queue and the same threads as
     /// [`run`](Self::run), so the device sees no more concurrent calls than it has
     /// sessions. Never call this on an async worker directly: wrap it in
-    /// `tokio::task::block_in_place` (see `tls::signer`).
+    /// `tokio::task::block_in_place` (see `tls::signer`). Its only caller is the TLS
+    /// handshake, so it runs in the reserved lane.
     pub fn run_blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
     where
         T: Send + 'static,
@@ -242,7 +351,7 @@ impl HardwareExecutor {
         let job = self.job(op, f, move |result| {
             let _ = rtx.send(result);
         });
-        match self.tx.send_deadline(job, deadline) {
+        match self.reserved.send_deadline(job, deadline) {
             Ok(()) => {}
             Err(flume::SendTimeoutError::Timeout(_)) => return Err(self.timed_out(op)),
             Err(flume::SendTimeoutError::Disconnected(_)) => {

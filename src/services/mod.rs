@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod ca_profiles;
+pub mod credential;
 pub mod error;
 pub mod groups;
 pub mod key_files;

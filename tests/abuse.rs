@@ -1,0 +1,397 @@
+//! Abuse resistance (docs/operations.md "Limits"): forged credentials cost no hardware,
+//! rate limits answer 429 with `Retry-After`, `X-Forwarded-For` is believed only from
+//! trusted proxies, and the hardware lanes keep TLS handshakes going while the
+//! unauthenticated lane is full. Every test runs against a spawned server over HTTP.
+
+use crate::common::server::{Options, Server};
+use keygate::services::credential;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Sum of the hardware-call counters for `op` on `/metrics`.
+async fn hardware_calls(s: &Server, op: &str) -> u64 {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("op=\"{op}\"");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("keygate_hardware_call_duration_seconds_count{") && l.contains(&label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A well-formed credential with a correct checksum and a random (unknown) id.
+fn forged(prefix: &str) -> String {
+    let id = credential::encode_id(&random_bytes(credential::ID_BYTES));
+    forged_with_id(prefix, &id)
+}
+
+fn forged_with_id(prefix: &str, id: &str) -> String {
+    let mut s = String::new();
+    credential::encode_into(&mut s, prefix, id, &random_bytes(credential::SECRET_BYTES));
+    s
+}
+
+fn id_of(secret: &str, prefix: &str) -> String {
+    match credential::parse(prefix, secret) {
+        Ok(credential::Parsed::Current { id }) => id.to_string(),
+        other => panic!("{secret} is not a current-format credential: {other:?}"),
+    }
+}
+
+fn start_with_env(env: &[(&str, &str)], https: bool) -> Server {
+    Server::start_with(Options {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        https,
+        ..Options::default()
+    })
+}
+
+#[tokio::test]
+async fn new_secrets_carry_a_public_id_and_a_checksum() {
+    let s = Server::start();
+    let (_, key) = s.create_key("admin").await;
+    assert_eq!(key.len(), credential::current_len("kg_"), "{key}");
+    id_of(&key, "kg_");
+    // The bootstrap key too.
+    id_of(&s.admin_key, "kg_");
+    assert_eq!(s.get("/api/v1/keys", &key).await.status(), 200);
+}
+
+#[tokio::test]
+async fn forged_credentials_cost_no_hardware_call() {
+    let s = Server::start();
+    // Warm: the bootstrap key is known; one real use so every lazy series exists.
+    assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
+    let macs = hardware_calls(&s, "mac").await;
+    let randoms = hardware_calls(&s, "random").await;
+    let mut refused = 0;
+    for i in 0..20 {
+        // A well-formed key with a valid checksum but an unknown id, a bad checksum, the
+        // old format (no old-format key exists here), and plain garbage.
+        let good_shape = forged("kg_");
+        let mut bad_check = forged("kg_");
+        bad_check.pop();
+        bad_check.push(if i % 2 == 0 { 'A' } else { 'B' });
+        let legacy = format!("kg_{}", "A".repeat(43));
+        for key in [good_shape.as_str(), &bad_check, &legacy, "kg_garbage"] {
+            let r = s.get("/api/v1/keys", key).await;
+            assert_eq!(r.status(), 401, "{key}");
+            refused += 1;
+        }
+        // Refresh tokens and revocation of garbage.
+        let r = s
+            .post_form(
+                "/api/v1/auth/token",
+                None,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &forged("kgr_")),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant");
+        for token in [
+            forged("kg_"),
+            forged("kgr_"),
+            format!("kgr_{}", "B".repeat(43)),
+        ] {
+            let r = s
+                .post_form("/api/v1/auth/revoke", None, &[("token", &token)])
+                .await;
+            assert_eq!(r.status(), 200);
+        }
+    }
+    assert_eq!(refused, 80);
+    assert_eq!(
+        hardware_calls(&s, "mac").await,
+        macs,
+        "forged credentials must not reach the hardware MAC"
+    );
+    assert_eq!(
+        hardware_calls(&s, "random").await,
+        randoms,
+        "a forged refresh token must not draw a new one from the hardware RNG"
+    );
+}
+
+#[tokio::test]
+async fn a_known_id_with_a_wrong_secret_costs_one_mac_until_its_failure_limiter_locks_it() {
+    let s = start_with_env(
+        &[(
+            "KEYGATE__LIMITS__CREDENTIAL_FAILURES",
+            "{ per_minute = 1, burst = 3 }",
+        )],
+        false,
+    );
+    let (_, key) = s.create_key("admin").await;
+    let id = id_of(&key, "kg_");
+    let before = hardware_calls(&s, "mac").await;
+    for _ in 0..10 {
+        let wrong = forged_with_id("kg_", &id);
+        assert_eq!(s.get("/api/v1/keys", &wrong).await.status(), 401);
+    }
+    // Three failures fit the burst, the fourth locks the id: four MACs, then none.
+    assert_eq!(hardware_calls(&s, "mac").await - before, 4);
+    // Another key's id is not affected.
+    let (_, other) = s.create_key("admin").await;
+    assert_eq!(s.get("/api/v1/keys", &other).await.status(), 200);
+}
+
+#[tokio::test]
+async fn too_many_requests_answer_429_with_retry_after_at_the_configured_rate() {
+    let s = start_with_env(
+        &[
+            (
+                "KEYGATE__LIMITS__UNAUTHENTICATED",
+                "{ per_minute = 1, burst = 5 }",
+            ),
+            ("KEYGATE__LIMITS__FAILED", "{ per_minute = 1, burst = 3 }"),
+        ],
+        false,
+    );
+    // Anonymous requests: exactly the burst passes, then 429.
+    for i in 0..5 {
+        let r = s
+            .http
+            .get(s.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "anonymous request {i}");
+    }
+    let r = s
+        .http
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:keygate:problem:rate-limited");
+    assert_eq!(body["status"], 429);
+    // Health stays reachable for load balancers.
+    assert_eq!(
+        s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    // Authenticated requests do not draw from the anonymous bucket.
+    assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
+    // Failed requests: three 401s fit the burst; the fourth is answered 429, and from
+    // then on the source is refused even with a valid key, with no work done.
+    for _ in 0..3 {
+        assert_eq!(s.get("/api/v1/keys", &forged("kg_")).await.status(), 401);
+    }
+    let r = s.get("/api/v1/keys", &forged("kg_")).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 429);
+}
+
+/// A client bound to `local` (any 127.0.0.0/8 address reaches the loopback listener).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn jwks_status(c: &reqwest::Client, s: &Server, xff: Option<&str>) -> u16 {
+    let mut r = c.get(s.url("/.well-known/jwks.json"));
+    if let Some(x) = xff {
+        r = r.header("x-forwarded-for", x);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let s = start_with_env(
+        &[
+            (
+                "KEYGATE__LIMITS__UNAUTHENTICATED",
+                "{ per_minute = 1, burst = 2 }",
+            ),
+            ("KEYGATE__LIMITS__TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
+        ],
+        false,
+    );
+    // An untrusted client cannot escape its bucket by inventing addresses.
+    let direct = client_from("127.0.0.1");
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        codes.push(jwks_status(&direct, &s, Some(&format!("203.0.113.{i}"))).await);
+    }
+    assert_eq!(codes, [200, 200, 429, 429]);
+    // Through the trusted proxy, each forwarded client has its own bucket...
+    let proxy = client_from("127.0.0.2");
+    for _ in 0..2 {
+        assert_eq!(jwks_status(&proxy, &s, Some("198.51.100.1")).await, 200);
+    }
+    assert_eq!(jwks_status(&proxy, &s, Some("198.51.100.1")).await, 429);
+    assert_eq!(jwks_status(&proxy, &s, Some("198.51.100.2")).await, 200);
+    // ...and a client that prepends its own entry is still the address the proxy saw.
+    assert_eq!(
+        jwks_status(&proxy, &s, Some("192.0.2.99, 198.51.100.1")).await,
+        429
+    );
+    // Without the header, the proxy itself is the source.
+    assert_eq!(jwks_status(&proxy, &s, None).await, 200);
+}
+
+#[tokio::test]
+async fn tls_handshakes_keep_working_while_the_unauthenticated_lane_is_full() {
+    let s = start_with_env(
+        &[
+            ("KEYGATE__LIMITS__UNAUTHENTICATED_LANE", "1"),
+            (
+                "KEYGATE__LIMITS__CREDENTIAL_FAILURES",
+                "{ per_minute = 600000, burst = 1000000 }",
+            ),
+            (
+                "KEYGATE__LIMITS__FAILED",
+                "{ per_minute = 600000, burst = 1000000 }",
+            ),
+        ],
+        true,
+    );
+    let (_, key) = s.create_key("admin").await;
+    let id = id_of(&key, "kg_");
+    let signs_before = hardware_calls(&s, "tls_sign").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The flood: wrong secrets for a known id, each one a MAC in the unauthenticated lane.
+    let mut flood = Vec::new();
+    for _ in 0..48 {
+        let (http, url, id) = (s.http.clone(), s.url("/api/v1/keys"), id.clone());
+        let (stop, busy) = (stop.clone(), busy.clone());
+        flood.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 5000 {
+                n += 1;
+                let r = http
+                    .get(&url)
+                    .header("x-api-key", forged_with_id("kg_", &id))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    401 => {}
+                    503 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+        }));
+    }
+    // Meanwhile: fresh connections, each a full TLS handshake signed by the hardware key.
+    let pem = std::fs::read(s.data_dir().join("tls").join("cert.pem")).unwrap();
+    let mut handshakes = 0;
+    for _ in 0..200 {
+        let c = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let r = c.get(s.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        handshakes += 1;
+        if handshakes >= 20 && busy.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    assert!(handshakes >= 20);
+    assert!(
+        busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the flood never filled the one-slot unauthenticated lane"
+    );
+    assert!(
+        hardware_calls(&s, "tls_sign").await >= signs_before + handshakes,
+        "every handshake was signed by the hardware key"
+    );
+}
+
+#[tokio::test]
+async fn a_slowloris_source_cannot_take_the_connections_of_a_legitimate_client() {
+    use tokio::io::AsyncWriteExt;
+    let s = start_with_env(
+        &[
+            ("KEYGATE__LIMITS__MAX_CONNECTIONS_PER_SOURCE", "20"),
+            ("KEYGATE__LIMITS__MAX_CONNECTIONS", "200"),
+        ],
+        false,
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // 100 connections from 127.0.0.3, each sending half a request line and then nothing.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        if let Ok(mut c) = sock.connect(addr.parse().unwrap()).await {
+            let _ = c.write_all(b"GET /healthz HT").await;
+            held.push(c);
+        }
+    }
+    // The legitimate client from another address is served at once, many times over.
+    let c = client_from("127.0.0.1");
+    for _ in 0..20 {
+        let r = c.get(s.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let refused = {
+        let text = s
+            .http
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("keygate_http_connections_refused_total{cap=\"source\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    assert_eq!(refused, 80, "20 trickling connections admitted, 80 refused");
+    drop(held);
+}
