@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod conformance;
+mod fuzz_corpus;
 mod custom_roles;
 mod groups;
 mod hardware;
