@@ -6,7 +6,9 @@ use std::path::Path;
 
 #[test]
 fn every_fuzz_corpus_replays_without_a_panic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus");
     let mut total = 0;
     for (name, target) in keygate::fuzzing::TARGETS {
         let dir = root.join(name);
@@ -19,7 +21,11 @@ fn every_fuzz_corpus_replays_without_a_panic() {
         for path in entries {
             let data = std::fs::read(&path).unwrap();
             let outcome = std::panic::catch_unwind(|| target(&data));
-            assert!(outcome.is_ok(), "target {name} panicked on {}", path.display());
+            assert!(
+                outcome.is_ok(),
+                "target {name} panicked on {}",
+                path.display()
+            );
             total += 1;
         }
     }
@@ -32,9 +38,14 @@ fn every_fuzz_target_has_a_libfuzzer_binary() {
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     for (name, _) in keygate::fuzzing::TARGETS {
         assert!(
-            root.join("fuzz_targets").join(format!("{name}.rs")).exists(),
+            root.join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .exists(),
             "fuzz/fuzz_targets/{name}.rs"
         );
-        assert!(manifest.contains(&format!("name = \"{name}\"")), "{name} in fuzz/Cargo.toml");
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{name} in fuzz/Cargo.toml"
+        );
     }
 }
