@@ -14,3 +14,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== schemathesis (API conformance, bounded)"
+./ci/schemathesis.sh

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod openapi_problems;
 pub mod rate_limit;
 pub mod routes;
 pub mod time_fmt;
