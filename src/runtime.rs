@@ -264,12 +264,17 @@ impl Runtime {
                     name: name.clone(),
                     reason: e.to_string(),
                 })??;
-            let exec = HardwareExecutor::new(name, backend, size)
-                .map_err(|e| StartupError::Backend {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?
-                .with_unauthenticated_lane(config.limits.lane_for(size));
+            let exec = HardwareExecutor::with_lanes(
+                name,
+                backend,
+                size,
+                config.limits.lane_for(size),
+                config.limits.unauthenticated_queue,
+            )
+            .map_err(|e| StartupError::Backend {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
             executors.insert(name.clone(), exec);
         }
         // Built-in rings go to the backend named `hsm` (the dev layout's), else the first

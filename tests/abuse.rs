@@ -276,6 +276,7 @@ async fn tls_handshakes_keep_working_while_the_unauthenticated_lane_is_full() {
     let s = start_with_env(
         &[
             ("KEYGATE__LIMITS__UNAUTHENTICATED_LANE", "1"),
+            ("KEYGATE__LIMITS__UNAUTHENTICATED_QUEUE", "1"),
             (
                 "KEYGATE__LIMITS__CREDENTIAL_FAILURES",
                 "{ per_minute = 600000, burst = 1000000 }",
@@ -342,7 +343,7 @@ async fn tls_handshakes_keep_working_while_the_unauthenticated_lane_is_full() {
     assert!(handshakes >= 20);
     assert!(
         busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "the flood never filled the one-slot unauthenticated lane"
+        "the flood never filled the one-session, one-slot unauthenticated lane"
     );
     assert!(
         hardware_calls(&s, "tls_sign").await >= signs_before + handshakes,
@@ -394,4 +395,161 @@ async fn a_slowloris_source_cannot_take_the_connections_of_a_legitimate_client()
     };
     assert_eq!(refused, 80, "20 trickling connections admitted, 80 refused");
     drop(held);
+}
+
+/// HMAC-SHA256 of `msg` under the server's `api-key-mac` key, computed in its SoftHSM
+/// token with OpenSC's pkcs11-tool while the server is stopped: how a key or refresh
+/// token of the old format was stored.
+fn token_hmac(dir: &std::path::Path, key_id_hex: &str, msg: &str) -> Vec<u8> {
+    let input = dir.join("hmac-in");
+    let output = dir.join("hmac-out");
+    std::fs::write(&input, msg).unwrap();
+    let pin = std::fs::read_to_string(dir.join("pin")).unwrap();
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", dir.join("softhsm").join("softhsm2.conf"))
+        .args(["--module", keygate::dev::SOFTHSM_MODULE])
+        .args([
+            "--token-label",
+            keygate::dev::DEV_TOKEN_LABEL,
+            "--login",
+            "--pin",
+        ])
+        .arg(pin.trim())
+        .args(["--sign", "--mechanism", "SHA256-HMAC", "--id", key_id_hex])
+        .arg("--input-file")
+        .arg(&input)
+        .arg("--output-file")
+        .arg(&output)
+        .output()
+        .expect("run pkcs11-tool (package opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&output).unwrap()
+}
+
+#[tokio::test]
+async fn old_format_keys_and_refresh_tokens_keep_working_until_regenerated_or_rotated() {
+    use base64::Engine;
+    let s = Server::start();
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            serde_json::json!({"username": "olda", "password": "correct horse battery", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let admin = s.admin_key.clone();
+    let dir = s.stop();
+    // Records as a release before public ids wrote them, straight into the store.
+    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let legacy_key = format!("kg_{}", b64(random_bytes(32)));
+    let legacy_refresh = format!("kgr_{}", b64(random_bytes(32)));
+    let db = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let (locator, version): (String, i64) = sqlx::query_as(
+        "SELECT locator, version FROM key_versions WHERE ring = 'api-key-mac' AND state = 'active'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let locator: Value = serde_json::from_str(&locator).unwrap();
+    let key_id = locator["id"].as_str().unwrap().to_string();
+    let key_mac = token_hmac(dir.path(), &key_id, &legacy_key);
+    let refresh_mac = token_hmac(dir.path(), &key_id, &legacy_refresh);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
+                               hint, created_at, expires_at)
+         VALUES ('11111111-2222-3333-4444-555555555555', 'old', '', 'root', 'admin', $1,
+                 'api-key-mac', $2, $3, $4, $5)",
+    )
+    .bind(&key_mac)
+    .bind(version)
+    .bind(&legacy_key[legacy_key.len() - 4..])
+    .bind(now)
+    .bind(now + 3600)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, username, created_at, expires_at, last_used_at)
+         VALUES ('old-session', 'olda', $1, $2, $1)",
+    )
+    .bind(now)
+    .bind(now + 3600)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (mac, session_id, mac_ring, mac_version, issued_at)
+         VALUES ($1, 'old-session', 'api-key-mac', $2, $3)",
+    )
+    .bind(&refresh_mac)
+    .bind(version)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let s = Server::start_in(dir, Options::default());
+    // The old key authenticates, and so does a new one beside it.
+    assert_eq!(s.get("/api/v1/keys", &legacy_key).await.status(), 200);
+    // The old refresh token is exchanged; its successor is in the new format.
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &legacy_refresh),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let next = body["refresh_token"].as_str().unwrap();
+    id_of(next, "kgr_");
+    // Presenting the spent old token again is still recognised as reuse.
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &legacy_refresh),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[("grant_type", "refresh_token"), ("refresh_token", next)],
+        )
+        .await;
+    assert_eq!(r.status(), 400, "reuse revoked the whole session");
+    // Regenerating the old key gives it a new-format secret; the old one stops working.
+    let r = s
+        .http
+        .post(s.url("/api/v1/api-keys/11111111-2222-3333-4444-555555555555/regenerate"))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let fresh = body["api_key"].as_str().unwrap();
+    id_of(fresh, "kg_");
+    assert_eq!(s.get("/api/v1/keys", fresh).await.status(), 200);
+    assert_eq!(s.get("/api/v1/keys", &legacy_key).await.status(), 401);
+    // With no old-format key left, old-format strings cost no hardware call any more.
+    let before = hardware_calls(&s, "mac").await;
+    assert_eq!(s.get("/api/v1/keys", &legacy_key).await.status(), 401);
+    assert_eq!(hardware_calls(&s, "mac").await, before);
 }

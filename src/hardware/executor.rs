@@ -7,13 +7,13 @@
 //! it has sessions, fed by a bounded queue: excess callers wait asynchronously for a
 //! queue slot (back-pressure), never on a worker thread.
 //!
-//! Lanes (docs/operations.md "Hardware lanes"): calls come in three [`Lane`]s.
-//! `Reserved` calls (TLS handshake signatures, token issuance, signing) go to a queue the
-//! threads always serve first. `Unauthenticated` calls (the MAC that checks a credential
-//! nobody has authenticated yet) may hold at most `lane` slots, queued and running
-//! together, and that is fewer than the threads: the rest of the sessions are kept for
-//! everybody else. When the lane is full such a call is refused at once (503 with
-//! `Retry-After`) instead of waiting for a slot.
+//! Lanes (docs/operations.md "Hardware lanes"): calls come in three [`Lane`]s, each with
+//! its own queue. `Reserved` calls (TLS handshake signatures, token issuance, signing)
+//! are served first by every thread. `Unauthenticated` calls (the MAC that checks a
+//! credential nobody has authenticated yet) are served only by the first `lane` threads,
+//! fewer than all of them when there are two or more, so the other sessions can never be
+//! taken by them; their queue is small, and a call that finds it full is refused at once
+//! (503 with `Retry-After`) instead of waiting for a slot.
 
 use crate::hardware::{Backend, HardwareError};
 use std::cell::RefCell;
@@ -54,29 +54,47 @@ const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// slow device takes seconds; a hung one takes forever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The next job: a reserved one if any is queued, else whichever comes first.
-fn next_job(first: &flume::Receiver<Job>, rest: &flume::Receiver<Job>) -> Option<Job> {
-    if let Ok(job) = first.try_recv() {
-        return Some(job);
+/// The queues one worker serves, in priority order: reserved, normal, and (for the
+/// first `lane` workers only) unauthenticated.
+struct Queues {
+    reserved: flume::Receiver<Job>,
+    normal: flume::Receiver<Job>,
+    unauthenticated: Option<flume::Receiver<Job>>,
+}
+
+impl Queues {
+    /// The next job without waiting, highest priority first.
+    fn try_next(&self) -> Option<Job> {
+        self.reserved
+            .try_recv()
+            .or_else(|_| self.normal.try_recv())
+            .ok()
+            .or_else(|| self.unauthenticated.as_ref()?.try_recv().ok())
     }
-    flume::Selector::new()
-        .recv(first, |r| r.ok())
-        .recv(rest, |r| r.ok())
-        .wait()
+
+    /// The next job, waiting for one; `None` once the executor is gone.
+    fn next(&self) -> Option<Job> {
+        if let Some(job) = self.try_next() {
+            return Some(job);
+        }
+        let sel = flume::Selector::new()
+            .recv(&self.reserved, |r| r.ok())
+            .recv(&self.normal, |r| r.ok());
+        match &self.unauthenticated {
+            Some(u) => sel.recv(u, |r| r.ok()).wait(),
+            None => sel.wait(),
+        }
+    }
 }
 
-fn try_next_job(first: &flume::Receiver<Job>, rest: &flume::Receiver<Job>) -> Option<Job> {
-    first.try_recv().or_else(|_| rest.try_recv()).ok()
-}
-
-fn worker(first: flume::Receiver<Job>, rx: flume::Receiver<Job>) {
+fn worker(queues: Queues) {
     let mut done: Vec<Completion> = Vec::with_capacity(BATCH_MAX);
     // Ends when every sender (every executor clone) is dropped.
-    while let Some(job) = next_job(&first, &rx) {
+    while let Some(job) = queues.next() {
         let started = Instant::now();
         run_one(job, &mut done);
         while done.len() < BATCH_MAX && started.elapsed() < BATCH_WINDOW {
-            match try_next_job(&first, &rx) {
+            match queues.try_next() {
                 Some(job) => {
                     if is_slow(job.op) {
                         for complete in done.drain(..) {
@@ -137,9 +155,9 @@ pub struct HardwareExecutor {
     tx: flume::Sender<Job>,
     /// The reserved lane's queue, served first.
     reserved: flume::Sender<Job>,
+    /// The unauthenticated lane's small queue, served by the first `lane` threads only.
+    unauthenticated: flume::Sender<Job>,
     threads: usize,
-    /// Slots of the unauthenticated lane (queued and running calls together).
-    unauthenticated: Arc<tokio::sync::Semaphore>,
     lane: usize,
 }
 
@@ -154,46 +172,57 @@ impl std::fmt::Debug for HardwareExecutor {
 }
 
 impl HardwareExecutor {
-    /// Starts `threads` worker threads with a queue of `threads * 256` pending calls.
+    /// Starts `threads` worker threads with a queue of `threads * 256` pending calls, and
+    /// the default unauthenticated lane ([`LimitsConfig`](crate::limits::LimitsConfig)).
     pub fn new(
         name: &str,
         backend: Arc<dyn Backend>,
         threads: usize,
     ) -> Result<Self, HardwareError> {
+        let d = crate::limits::LimitsConfig::default();
+        let lane = d.lane_for(threads);
+        Self::with_lanes(name, backend, threads, lane, d.unauthenticated_queue)
+    }
+
+    /// Starts `threads` worker threads; the first `lane` of them (at least one) also serve
+    /// unauthenticated calls, of which at most `lane_queue` may wait.
+    pub fn with_lanes(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        threads: usize,
+        lane: usize,
+        lane_queue: usize,
+    ) -> Result<Self, HardwareError> {
         let threads = threads.max(1);
-        let (tx, rx) = flume::bounded::<Job>(threads * 256);
-        let (reserved, first) = flume::bounded::<Job>(threads * 256);
+        let lane = lane.clamp(1, threads);
+        let (tx, normal) = flume::bounded::<Job>(threads * 256);
+        let (reserved, reserved_rx) = flume::bounded::<Job>(threads * 256);
+        let (unauthenticated, unauthenticated_rx) = flume::bounded::<Job>(lane_queue.max(1));
         for i in 0..threads {
-            let (first, rx) = (first.clone(), rx.clone());
+            let queues = Queues {
+                reserved: reserved_rx.clone(),
+                normal: normal.clone(),
+                unauthenticated: (i < lane).then(|| unauthenticated_rx.clone()),
+            };
             std::thread::Builder::new()
                 .name(format!("kg-hw-{name}-{i}"))
-                .spawn(move || worker(first, rx))
+                .spawn(move || worker(queues))
                 .map_err(|e| {
                     HardwareError::Failure(format!("cannot start hardware thread: {e}"))
                 })?;
         }
-        let lane = crate::limits::LimitsConfig::default().lane_for(threads);
         Ok(HardwareExecutor {
             name: name.into(),
             backend,
             tx,
             reserved,
+            unauthenticated,
             threads,
-            unauthenticated: Arc::new(tokio::sync::Semaphore::new(lane)),
             lane,
         })
     }
 
-    /// Sets the unauthenticated lane's slots (`limits.unauthenticated_lane`, resolved by
-    /// [`LimitsConfig::lane_for`](crate::limits::LimitsConfig::lane_for)).
-    pub fn with_unauthenticated_lane(mut self, slots: usize) -> Self {
-        let slots = slots.max(1);
-        self.lane = slots;
-        self.unauthenticated = Arc::new(tokio::sync::Semaphore::new(slots));
-        self
-    }
-
-    /// Slots of the unauthenticated lane.
+    /// Threads that serve unauthenticated calls.
     pub fn unauthenticated_lane(&self) -> usize {
         self.lane
     }
@@ -279,48 +308,31 @@ impl HardwareExecutor {
         F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
     {
         let (otx, orx) = tokio::sync::oneshot::channel();
-        let permit = match lane {
-            Lane::Unauthenticated => match self.unauthenticated.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    metrics::counter!("keygate_hardware_lane_full_total", "backend" => self.name.to_string())
-                        .increment(1);
-                    return Err(HardwareError::Unavailable(format!(
-                        "{op}: the unauthenticated lane of backend {} is full",
-                        self.name
-                    )));
-                }
-            },
-            _ => None,
-        };
-        // The caller may have gone away (request cancelled); nothing to do then. The
-        // lane slot is given back when the call has run, not when the caller leaves.
+        // The caller may have gone away (request cancelled); nothing to do then.
         let job = self.job(op, f, move |result| {
-            drop(permit);
             let _ = otx.send(result);
         });
         let call = async {
-            let queue = if lane == Lane::Reserved {
-                &self.reserved
-            } else {
-                &self.tx
-            };
-            if lane == Lane::Unauthenticated {
-                // Never waits for a queue slot either.
-                queue.try_send(job).map_err(|e| match e {
-                    flume::TrySendError::Full(_) => HardwareError::Unavailable(format!(
-                        "{op}: the hardware queue of backend {} is full",
-                        self.name
-                    )),
-                    flume::TrySendError::Disconnected(_) => {
+            match lane {
+                // Never waits for a queue slot: a full lane answers at once.
+                Lane::Unauthenticated => self.unauthenticated.try_send(job).map_err(|e| {
+                    if let flume::TrySendError::Full(_) = e {
+                        metrics::counter!("keygate_hardware_lane_full_total", "backend" => self.name.to_string())
+                            .increment(1);
+                        HardwareError::Unavailable(format!(
+                            "{op}: the unauthenticated lane of backend {} is full",
+                            self.name
+                        ))
+                    } else {
                         HardwareError::Unavailable("hardware pool has stopped".into())
                     }
-                })?;
-            } else {
-                queue
-                    .send_async(job)
-                    .await
-                    .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
+                })?,
+                Lane::Reserved => self.reserved.send_async(job).await.map_err(|_| {
+                    HardwareError::Unavailable("hardware pool has stopped".into())
+                })?,
+                Lane::Normal => self.tx.send_async(job).await.map_err(|_| {
+                    HardwareError::Unavailable("hardware pool has stopped".into())
+                })?,
             }
             orx.await.map_err(|_| {
                 HardwareError::Failure("hardware call ended without a result".into())

@@ -30,10 +30,13 @@ pub struct LimitsConfig {
     pub per_ring: Rate,
     /// Wrong secrets per known API-key id, refresh-token id or key-file accessID.
     pub credential_failures: Rate,
-    /// Hardware calls for credentials not yet authenticated that may be queued or
-    /// running at once, per backend; 0 picks half the backend's sessions (at least 1,
-    /// and always leaving one session to the reserved lane when there are two or more).
+    /// Sessions (pool threads) per backend that may run hardware calls for credentials
+    /// not yet authenticated; 0 picks half the backend's sessions (at least 1, and always
+    /// leaving one session to the other lanes when there are two or more).
     pub unauthenticated_lane: usize,
+    /// Such calls that may wait for one of those sessions, per backend; one more is
+    /// answered 503 at once.
+    pub unauthenticated_queue: usize,
     /// Longest a client may take to send a request's headers; on HTTP/1.1 this also
     /// bounds the wait for the next request on a keep-alive connection.
     pub header_read_timeout: Dur,
@@ -74,6 +77,7 @@ impl Default for LimitsConfig {
                 burst: 10,
             },
             unauthenticated_lane: 0,
+            unauthenticated_queue: 32,
             header_read_timeout: Dur(Duration::from_secs(10)),
             idle_timeout: Dur(Duration::from_secs(120)),
             request_timeout: Dur(Duration::from_secs(60)),
@@ -112,6 +116,9 @@ impl LimitsConfig {
             return Err(
                 "limits.idle_timeout must be longer than limits.request_timeout, so a request in progress is never cut as idle".into(),
             );
+        }
+        if self.unauthenticated_queue == 0 {
+            return Err("limits.unauthenticated_queue must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_connections_per_source == 0 {
             return Err(
