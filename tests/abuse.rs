@@ -553,3 +553,45 @@ async fn old_format_keys_and_refresh_tokens_keep_working_until_regenerated_or_ro
     assert_eq!(s.get("/api/v1/keys", &legacy_key).await.status(), 401);
     assert_eq!(hardware_calls(&s, "mac").await, before);
 }
+
+#[tokio::test]
+async fn each_credential_and_each_signing_ring_has_its_own_quota() {
+    let s = start_with_env(
+        &[
+            (
+                "KEYGATE__LIMITS__PER_CREDENTIAL",
+                "{ per_minute = 1, burst = 4 }",
+            ),
+            ("KEYGATE__LIMITS__PER_RING", "{ per_minute = 1, burst = 2 }"),
+        ],
+        false,
+    );
+    let (_, key) = s.create_key("admin").await;
+    for _ in 0..4 {
+        assert_eq!(s.get("/api/v1/keys", &key).await.status(), 200);
+    }
+    let r = s.get("/api/v1/keys", &key).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:keygate:problem:rate-limited");
+    // Another credential is not affected by this one's quota.
+    let (_, other) = s.create_key("admin").await;
+    let sign = |k: String| {
+        let s = &s;
+        async move {
+            s.post_json(
+                "/api/v1/keys/jwt-default/sign",
+                &k,
+                serde_json::json!({"claims": {"sub": "x"}, "audience": "https://gw.example"}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    // The ring allows two signatures, whoever asks.
+    assert_eq!(sign(other.clone()).await, 200);
+    assert_eq!(sign(other.clone()).await, 200);
+    assert_eq!(sign(other.clone()).await, 429);
+}
