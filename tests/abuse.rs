@@ -595,3 +595,72 @@ async fn each_credential_and_each_signing_ring_has_its_own_quota() {
     assert_eq!(sign(other.clone()).await, 200);
     assert_eq!(sign(other.clone()).await, 429);
 }
+
+#[tokio::test]
+async fn refused_key_file_assertions_lock_that_access_id_for_bearer_and_client_credentials() {
+    let s = start_with_env(
+        &[(
+            "KEYGATE__LIMITS__CREDENTIAL_FAILURES",
+            "{ per_minute = 1, burst = 2 }",
+        )],
+        false,
+    );
+    let make = |body: Value| {
+        let s = &s;
+        async move {
+            let r = s.post_json("/api/v1/key-files", &s.admin_key, body).await;
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap().to_string()
+        }
+    };
+    let file = make(serde_json::json!({"description": "locked", "role": "admin"})).await;
+    let other = make(serde_json::json!({"description": "other", "role": "admin"})).await;
+    let assertion = |file: &str| {
+        keygate::key_file_client::assertion(
+            file,
+            None,
+            &keygate::key_file_client::AssertionOptions {
+                audience: None,
+                ttl: 300,
+                now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            },
+        )
+        .unwrap()
+    };
+    let status = |token: String| {
+        let s = &s;
+        async move {
+            s.get_bearer("/api/v1/key-files", &token)
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    let once = assertion(&file);
+    assert_eq!(status(once.clone()).await, 200);
+    // Replays are refused; the third refusal is one more than the burst and locks the id.
+    for _ in 0..3 {
+        assert_eq!(status(once.clone()).await, 401);
+    }
+    // Now even a fresh, correctly signed assertion for that accessID is refused...
+    assert_eq!(status(assertion(&file)).await, 401);
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(&file)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    // ...while another key file is unaffected.
+    assert_eq!(status(assertion(&other)).await, 200);
+}
