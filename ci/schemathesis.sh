@@ -37,7 +37,8 @@ SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=ci "$VENV/bin/schemathesis" \
   --config-file ci/schemathesis.toml run "$BASE/api/v1/openapi.json" \
   -H "x-api-key: $KEY" \
   --checks not_a_server_error,response_schema_conformance,content_type_conformance,client_errors_are_problem_json \
-  --exclude-path-regex '^/api/v1/api-keys/\{id\}(/regenerate)?$' \
+  --exclude-name 'DELETE /api/v1/api-keys/{id}' --exclude-name 'PATCH /api/v1/api-keys/{id}' \
+  --exclude-name 'POST /api/v1/api-keys/{id}/regenerate' \
   --phases examples,coverage,fuzzing --max-time "$ST_SECONDS" -w 2 --no-color \
   --report junit --report-dir "$DATA/report" >"$DATA/st.log" 2>&1
 status=$?
