@@ -16,3 +16,5 @@ echo "== cargo test"
 cargo test --all-targets
 echo "== Debian package (ci/package-test.sh, with the dev binary the tests built)"
 KEYGATE_BIN=target/debug/keygate ./ci/package-test.sh
+echo "== schemathesis (API conformance, bounded)"
+./ci/schemathesis.sh

@@ -406,6 +406,7 @@ async fn serve(
     rt.keys.reconcile().await;
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);
+    rt.limits.spawn_sweeper();
     spawn_health_watch(&rt);
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);
@@ -470,14 +471,10 @@ async fn serve(
     if https {
         keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
     } else {
-        // The peer address reaches handlers as `ConnectInfo` (login throttling, audit).
-        axum::serve(
-            listener,
-            app(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("server failed")?;
+        // The plain listener applies the same connection caps and timeouts as HTTPS; the
+        // peer address reaches handlers as `PeerAddr` (rate limits, login throttling, audit).
+        let limits = rt.config.limits.clone();
+        keygate::http::conn::serve_plain(listener, app(state), &limits, shutdown()).await;
     }
     // Refusals counted in the open minute are written now, not lost.
     if let Err(e) = rt.audit.flush_failures(keygate::runtime::now(), true).await {

@@ -61,6 +61,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Which networks outbound fetches (JWKS, CRLs) may reach (`src/outbound.rs`).
     pub outbound: OutboundConfig,
+    /// Rate limits, hardware lanes, HTTP timeouts and connection caps (`src/limits/`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// `[outbound]`: networks outbound fetches may reach beyond the default (`allow`), and
@@ -542,6 +544,22 @@ impl Config {
         Self::load_layered(path, None)
     }
 
+    /// Parses and validates a configuration file's text, without environment overrides.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: "(text)".into(),
+            reason,
+        };
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
     /// Like [`load`](Self::load), with `base` underneath the file: the file wins where it
     /// sets a key, `base` fills the rest (`--dev` uses this).
     pub fn load_layered(
@@ -645,6 +663,7 @@ impl Config {
             }
         }
         self.tls.validate()?;
+        self.limits.validate()?;
         self.validate_tokens()
     }
 

@@ -8,10 +8,13 @@ pub mod bench;
 pub mod bench_tpm;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardware;
 pub mod http;
 pub mod key_file_client;
 pub mod keys;
+pub mod limits;
 pub mod ops;
 pub mod outbound;
 pub mod runtime;

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub instance_id: String,
     /// The TLS configuration in force; empty unless `serve` serves HTTPS.
     pub tls: crate::tls::state::TlsState,
+    /// Rate limits (`[limits]`).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -264,11 +266,17 @@ impl Runtime {
                     name: name.clone(),
                     reason: e.to_string(),
                 })??;
-            let exec =
-                HardwareExecutor::new(name, backend, size).map_err(|e| StartupError::Backend {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?;
+            let exec = HardwareExecutor::with_lanes(
+                name,
+                backend,
+                size,
+                config.limits.lane_for(size),
+                config.limits.unauthenticated_queue,
+            )
+            .map_err(|e| StartupError::Backend {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
             executors.insert(name.clone(), exec);
         }
         // Built-in rings go to the backend named `hsm` (the dev layout's), else the first
@@ -344,7 +352,8 @@ impl Runtime {
                 config.api_keys.verify_cache_max,
             )
             .await
-            .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?,
+            .map_err(|e| StartupError::Store(format!("loading API keys: {e}")))?
+            .with_failure_quota(config.limits.credential_failures),
         );
         let settings = TokenSettings::from_config(&config);
         match keys.active(&settings.ring) {
@@ -371,7 +380,8 @@ impl Runtime {
                 settings.leeway,
             )
             .await
-            .map_err(|e| StartupError::Store(format!("loading key files: {e}")))?,
+            .map_err(|e| StartupError::Store(format!("loading key files: {e}")))?
+            .with_failure_quota(config.limits.credential_failures),
         );
         let oauth = Arc::new(
             OAuthServerService::new(store.clone(), &config)
@@ -397,7 +407,8 @@ impl Runtime {
                 now(),
             )
             .await
-            .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?,
+            .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?
+            .with_failure_quota(config.limits.credential_failures),
         );
         let users = Arc::new(
             UserService::new(store.clone(), &config.users)
@@ -409,7 +420,10 @@ impl Runtime {
             keys.clone(),
             config.audit.clone(),
         ));
+        let limits =
+            Arc::new(crate::limits::Limits::new(&config.limits).map_err(StartupError::Config)?);
         Ok(Runtime {
+            limits,
             audit,
             instance_id: uuid::Uuid::new_v4().to_string(),
             config,

@@ -28,7 +28,7 @@ async fn an_api_key_can_be_created_used_listed_updated_regenerated_and_deleted()
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let secret = created["api_key"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("kg_") && secret.len() == 46, "{secret}");
+    assert!(secret.starts_with("kg_") && secret.len() == 69, "{secret}");
     for field in [
         "id",
         "name",
@@ -357,6 +357,7 @@ async fn api_key_writes_are_compare_and_set_on_the_role_the_caller_saw() {
         mac_ring: "api-key-mac".into(),
         mac_version: 1,
         hint: format!("h{b}"),
+        public_id: Some(format!("id{b}")),
     };
     let row = ApiKeyRow {
         id: "k1".into(),
@@ -370,6 +371,7 @@ async fn api_key_writes_are_compare_and_set_on_the_role_the_caller_saw() {
         created_at: 1,
         expires_at: i64::MAX,
         last_used_at: None,
+        public_id: Some("id1".into()),
     };
     store.insert_api_key(&row, &digest(1), 10).await.unwrap();
 

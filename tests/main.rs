@@ -5,6 +5,7 @@
 //! file and SoftHSM token (`common::server`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod api_keys;
 mod audit;
 mod bad_input;
@@ -12,6 +13,7 @@ mod cli;
 mod common;
 mod conformance;
 mod custom_roles;
+mod fuzz_corpus;
 mod groups;
 mod hardware;
 mod interop;

@@ -39,7 +39,7 @@ async fn login(s: &Server, name: &str) -> (String, String) {
     assert_eq!(b["expires_in"], 900);
     assert_eq!(b["refresh_expires_in"], 86_400);
     let rt = b["refresh_token"].as_str().unwrap().to_string();
-    assert!(rt.starts_with("kgr_") && rt.len() == 47, "{rt}");
+    assert!(rt.starts_with("kgr_") && rt.len() == 70, "{rt}");
     (b["access_token"].as_str().unwrap().to_string(), rt)
 }
 

@@ -6,12 +6,31 @@
 //! few device sessions. So each backend gets its own pool with exactly as many threads as
 //! it has sessions, fed by a bounded queue: excess callers wait asynchronously for a
 //! queue slot (back-pressure), never on a worker thread.
+//!
+//! Lanes (docs/operations.md "Hardware lanes"): calls come in three [`Lane`]s, each with
+//! its own queue. `Reserved` calls (TLS handshake signatures, token issuance, signing)
+//! are served first by every thread. `Unauthenticated` calls (the MAC that checks a
+//! credential nobody has authenticated yet) are served only by the first `lane` threads,
+//! fewer than all of them when there are two or more, so the other sessions can never be
+//! taken by them; their queue is small, and a call that finds it full is refused at once
+//! (503 with `Retry-After`) instead of waiting for a slot.
 
 use crate::hardware::{Backend, HardwareError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Which share of the pool a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Served before anything else: TLS handshakes, token issuance, signing.
+    Reserved,
+    /// Everything else that an authenticated caller or the server itself asks for.
+    Normal,
+    /// Checking a credential that is not authenticated yet: bounded, never waits.
+    Unauthenticated,
+}
 
 /// A hardware call, named for metrics and batching; running it returns the step that
 /// hands its result back.
@@ -35,15 +54,48 @@ const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// slow device takes seconds; a hung one takes forever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn worker(rx: flume::Receiver<Job>) {
+/// The queues one worker serves, in priority order: reserved, normal, and (for the
+/// first `lane` workers only) unauthenticated.
+struct Queues {
+    reserved: flume::Receiver<Job>,
+    normal: flume::Receiver<Job>,
+    unauthenticated: Option<flume::Receiver<Job>>,
+}
+
+impl Queues {
+    /// The next job without waiting, highest priority first.
+    fn try_next(&self) -> Option<Job> {
+        self.reserved
+            .try_recv()
+            .or_else(|_| self.normal.try_recv())
+            .ok()
+            .or_else(|| self.unauthenticated.as_ref()?.try_recv().ok())
+    }
+
+    /// The next job, waiting for one; `None` once the executor is gone.
+    fn next(&self) -> Option<Job> {
+        if let Some(job) = self.try_next() {
+            return Some(job);
+        }
+        let sel = flume::Selector::new()
+            .recv(&self.reserved, |r| r.ok())
+            .recv(&self.normal, |r| r.ok());
+        match &self.unauthenticated {
+            Some(u) => sel.recv(u, |r| r.ok()).wait(),
+            None => sel.wait(),
+        }
+    }
+}
+
+fn worker(queues: Queues) {
     let mut done: Vec<Completion> = Vec::with_capacity(BATCH_MAX);
     // Ends when every sender (every executor clone) is dropped.
-    while let Ok(job) = rx.recv() {
+    while let Some(job) = queues.next() {
         let started = Instant::now();
         run_one(job, &mut done);
         while done.len() < BATCH_MAX && started.elapsed() < BATCH_WINDOW {
-            match rx.try_recv() {
-                Ok(job) => {
+            match queues.try_next() {
+                Some(job) => {
                     if is_slow(job.op) {
                         for complete in done.drain(..) {
                             complete();
@@ -51,7 +103,7 @@ fn worker(rx: flume::Receiver<Job>) {
                     }
                     run_one(job, &mut done);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         for complete in done.drain(..) {
@@ -101,7 +153,12 @@ pub struct HardwareExecutor {
     name: Arc<str>,
     backend: Arc<dyn Backend>,
     tx: flume::Sender<Job>,
+    /// The reserved lane's queue, served first.
+    reserved: flume::Sender<Job>,
+    /// The unauthenticated lane's small queue, served by the first `lane` threads only.
+    unauthenticated: flume::Sender<Job>,
     threads: usize,
+    lane: usize,
 }
 
 impl std::fmt::Debug for HardwareExecutor {
@@ -109,24 +166,47 @@ impl std::fmt::Debug for HardwareExecutor {
         f.debug_struct("HardwareExecutor")
             .field("name", &self.name)
             .field("threads", &self.threads)
+            .field("unauthenticated_lane", &self.lane)
             .finish()
     }
 }
 
 impl HardwareExecutor {
-    /// Starts `threads` worker threads with a queue of `threads * 256` pending calls.
+    /// Starts `threads` worker threads with a queue of `threads * 256` pending calls, and
+    /// the default unauthenticated lane ([`LimitsConfig`](crate::limits::LimitsConfig)).
     pub fn new(
         name: &str,
         backend: Arc<dyn Backend>,
         threads: usize,
     ) -> Result<Self, HardwareError> {
+        let d = crate::limits::LimitsConfig::default();
+        let lane = d.lane_for(threads);
+        Self::with_lanes(name, backend, threads, lane, d.unauthenticated_queue)
+    }
+
+    /// Starts `threads` worker threads; the first `lane` of them (at least one) also serve
+    /// unauthenticated calls, of which at most `lane_queue` may wait.
+    pub fn with_lanes(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        threads: usize,
+        lane: usize,
+        lane_queue: usize,
+    ) -> Result<Self, HardwareError> {
         let threads = threads.max(1);
-        let (tx, rx) = flume::bounded::<Job>(threads * 256);
+        let lane = lane.clamp(1, threads);
+        let (tx, normal) = flume::bounded::<Job>(threads * 256);
+        let (reserved, reserved_rx) = flume::bounded::<Job>(threads * 256);
+        let (unauthenticated, unauthenticated_rx) = flume::bounded::<Job>(lane_queue.max(1));
         for i in 0..threads {
-            let rx = rx.clone();
+            let queues = Queues {
+                reserved: reserved_rx.clone(),
+                normal: normal.clone(),
+                unauthenticated: (i < lane).then(|| unauthenticated_rx.clone()),
+            };
             std::thread::Builder::new()
                 .name(format!("kg-hw-{name}-{i}"))
-                .spawn(move || worker(rx))
+                .spawn(move || worker(queues))
                 .map_err(|e| {
                     HardwareError::Failure(format!("cannot start hardware thread: {e}"))
                 })?;
@@ -135,8 +215,16 @@ impl HardwareExecutor {
             name: name.into(),
             backend,
             tx,
+            reserved,
+            unauthenticated,
             threads,
+            lane,
         })
+    }
+
+    /// Threads that serve unauthenticated calls.
+    pub fn unauthenticated_lane(&self) -> usize {
+        self.lane
     }
 
     /// The backend name from the configuration (`[backends.<name>]`).
@@ -204,16 +292,48 @@ impl HardwareExecutor {
         T: Send + 'static,
         F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
     {
+        self.run_lane(Lane::Normal, op, f).await
+    }
+
+    /// [`run`](Self::run) in `lane`. An `Unauthenticated` call that finds its lane full
+    /// fails at once with `Unavailable`.
+    pub async fn run_lane<T, F>(
+        &self,
+        lane: Lane,
+        op: &'static str,
+        f: F,
+    ) -> Result<T, HardwareError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, HardwareError> + Send + 'static,
+    {
         let (otx, orx) = tokio::sync::oneshot::channel();
         // The caller may have gone away (request cancelled); nothing to do then.
         let job = self.job(op, f, move |result| {
             let _ = otx.send(result);
         });
         let call = async {
-            self.tx
-                .send_async(job)
-                .await
-                .map_err(|_| HardwareError::Unavailable("hardware pool has stopped".into()))?;
+            match lane {
+                // Never waits for a queue slot: a full lane answers at once.
+                Lane::Unauthenticated => self.unauthenticated.try_send(job).map_err(|e| {
+                    if let flume::TrySendError::Full(_) = e {
+                        metrics::counter!("keygate_hardware_lane_full_total", "backend" => self.name.to_string())
+                            .increment(1);
+                        HardwareError::Unavailable(format!(
+                            "{op}: the unauthenticated lane of backend {} is full",
+                            self.name
+                        ))
+                    } else {
+                        HardwareError::Unavailable("hardware pool has stopped".into())
+                    }
+                })?,
+                Lane::Reserved => self.reserved.send_async(job).await.map_err(|_| {
+                    HardwareError::Unavailable("hardware pool has stopped".into())
+                })?,
+                Lane::Normal => self.tx.send_async(job).await.map_err(|_| {
+                    HardwareError::Unavailable("hardware pool has stopped".into())
+                })?,
+            }
             orx.await.map_err(|_| {
                 HardwareError::Failure("hardware call ended without a result".into())
             })?
@@ -231,7 +351,8 @@ impl HardwareExecutor {
     /// The call still goes through the same bounded queue and the same threads as
     /// [`run`](Self::run), so the device sees no more concurrent calls than it has
     /// sessions. Never call this on an async worker directly: wrap it in
-    /// `tokio::task::block_in_place` (see `tls::signer`).
+    /// `tokio::task::block_in_place` (see `tls::signer`). Its only caller is the TLS
+    /// handshake, so it runs in the reserved lane.
     pub fn run_blocking<T, F>(&self, op: &'static str, f: F) -> Result<T, HardwareError>
     where
         T: Send + 'static,
@@ -242,7 +363,7 @@ impl HardwareExecutor {
         let job = self.job(op, f, move |result| {
             let _ = rtx.send(result);
         });
-        match self.tx.send_deadline(job, deadline) {
+        match self.reserved.send_deadline(job, deadline) {
             Ok(()) => {}
             Err(flume::SendTimeoutError::Timeout(_)) => return Err(self.timed_out(op)),
             Err(flume::SendTimeoutError::Disconnected(_)) => {

@@ -75,12 +75,20 @@ fn hot_path(route: &str) -> bool {
     )
 }
 
-/// The client's address as the socket saw it, or `unknown` (in-process tests).
+/// The client's address: the one the rate limiter settled on (the socket's peer, or the
+/// `X-Forwarded-For` entry of a trusted proxy; see `docs/operations.md`), else the socket's
+/// peer, else `None` (in-process tests).
+pub fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    let ext = req.extensions();
+    ext.get::<super::rate_limit::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<super::conn::PeerAddr>().map(|p| p.0.ip()))
+        .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+}
+
+/// [`client_ip`] as text, or `unknown`.
 pub fn source_of(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    client_ip(req).map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
 
 /// A method as a bounded label: extension methods are all `other`.
@@ -119,11 +127,7 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(128).collect::<String>());
     let scope = AuditScope::new(request_id, client_cert_serial);
-    scope.set_source(
-        req.extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
-    );
+    scope.set_source(client_ip(&req));
     req.extensions_mut().insert(AuditSlot(scope.clone()));
     let resp = scope.clone().run(next.run(req)).await;
     let status = resp.status();

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub detail: String,
     /// RFC 6750 error code for `WWW-Authenticate` on 400/401.
     pub bearer_error: Option<&'static str>,
+    /// `Retry-After` in seconds (429; 503 sends 1 without it).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -44,6 +46,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             bearer_error: None,
+            retry_after: None,
         }
     }
 
@@ -114,6 +117,24 @@ impl ApiError {
     }
 }
 
+/// A refusal by a rate limit (docs/operations.md "Limits"): 429, `Retry-After`.
+impl From<crate::limits::Limited> for ApiError {
+    fn from(l: crate::limits::Limited) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "rate limit ({}) exceeded; retry after {} s",
+                l.limit,
+                l.retry_after_secs()
+            ),
+        );
+        e.retry_after = Some(l.retry_after_secs());
+        e
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
@@ -176,7 +197,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self.status == StatusCode::UNAUTHORIZED || self.bearer_error.is_some() {

@@ -4,11 +4,14 @@
 //! `tower::ServiceExt::oneshot`, `serve` puts it on a listener.
 
 pub mod audit_log;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod openapi_problems;
+pub mod rate_limit;
 pub mod routes;
 pub mod time_fmt;
 
@@ -46,6 +49,15 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // Outside the router and its audit middleware: a refused request writes nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            conn::request_timeout,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(

@@ -149,13 +149,21 @@ impl<S: Send + Sync> FromRequest<S> for OAuthParams {
                     rej.body_text()
                 },
             })?;
+        OAuthParams::decode(&ctype, &bytes)
+    }
+}
+
+impl OAuthParams {
+    /// Decodes a body of media type `ctype` (lower case, no parameters): a form or a
+    /// JSON object. Pure, so it can be fuzzed (`fuzz/`).
+    pub fn decode(ctype: &str, bytes: &[u8]) -> Result<OAuthParams, BodyError> {
         let bad = |detail: String| BodyError {
             too_large: false,
             detail,
         };
-        match ctype.as_str() {
+        match ctype {
             "application/x-www-form-urlencoded" => {
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
                     .map_err(|e| bad(format!("form body: {e}")))?;
                 let mut map = Map::new();
                 for (k, v) in pairs {
@@ -165,7 +173,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthParams {
                 }
                 Ok(OAuthParams(map))
             }
-            "application/json" => match serde_json::from_slice::<Value>(&bytes) {
+            "application/json" => match serde_json::from_slice::<Value>(bytes) {
                 Ok(Value::Object(map)) => Ok(OAuthParams(map)),
                 Ok(_) => Err(bad("JSON body must be an object".into())),
                 Err(e) => Err(bad(format!("JSON body: {e}"))),

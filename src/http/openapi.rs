@@ -2,6 +2,7 @@
 //! annotations so it cannot drift from the routes (a test checks every route is listed).
 
 use super::error::Problem;
+use super::openapi_problems::ProblemResponses;
 use super::routes::{
     api_keys, approvals, audit, auth, discovery, groups, health, key_files, keys, oauth_servers,
     roles, tls, users,
@@ -77,7 +78,7 @@ impl Modify for Security {
         crate::tls::profiles::ProfileStatus, crate::tls::settings::MtlsMode,
         crate::tls::settings::RevocationCheck, crate::tls::settings::StaleCrl,
         crate::tls::settings::PrincipalMatch)),
-    modifiers(&Security),
+    modifiers(&Security, &ProblemResponses),
 )]
 pub struct ApiDoc;
 

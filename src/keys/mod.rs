@@ -246,9 +246,14 @@ impl KeyRegistry {
             )));
         }
         let (loc, alg) = (v.locator.clone(), v.algorithm);
+        // Token issuance and the signing service: the reserved lane (docs/operations.md).
         Ok(self
             .backend(&v.backend)?
-            .run("sign", move |b| b.sign(&loc, alg, &msg))
+            .run_lane(
+                crate::hardware::executor::Lane::Reserved,
+                "sign",
+                move |b| b.sign(&loc, alg, &msg),
+            )
             .await?)
     }
 
@@ -340,6 +345,27 @@ impl KeyRegistry {
         ring: &str,
         msg: zeroize::Zeroizing<Vec<u8>>,
     ) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
+        self.mac_in(crate::hardware::executor::Lane::Normal, ring, msg)
+            .await
+    }
+
+    /// [`mac`](Self::mac) for a credential nobody has authenticated yet: it runs in the
+    /// bounded unauthenticated lane and fails at once (`Unavailable`) when that is full.
+    pub async fn mac_unauthenticated(
+        &self,
+        ring: &str,
+        msg: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
+        self.mac_in(crate::hardware::executor::Lane::Unauthenticated, ring, msg)
+            .await
+    }
+
+    async fn mac_in(
+        &self,
+        lane: crate::hardware::executor::Lane,
+        ring: &str,
+        msg: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<(Mac, Arc<KeyVersion>), KeysError> {
         let v = self.active(ring)?;
         if !v.algorithm.is_mac() {
             return Err(KeysError::Invalid(format!(
@@ -349,7 +375,7 @@ impl KeyRegistry {
         let loc = v.locator.clone();
         let tag = self
             .backend(&v.backend)?
-            .run("mac", move |b| b.mac(&loc, &msg))
+            .run_lane(lane, "mac", move |b| b.mac(&loc, &msg))
             .await?;
         Ok((tag, v))
     }

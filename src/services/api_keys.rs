@@ -1,8 +1,15 @@
 //! API keys: create, authenticate, list, update, regenerate, delete.
 //!
-//! A secret is `kg_` followed by 32 bytes from the hardware RNG in base64url (43
-//! characters). The store keeps only HMAC-SHA256(secret) computed by the `api-key-mac`
-//! ring in hardware, so a stolen database yields nothing usable offline.
+//! A secret is `kg_<id>_<secret><check>` (see [`crate::services::credential`]): a public
+//! id, 32 bytes from the hardware RNG in base64url and a checksum. The store keeps only
+//! HMAC-SHA256(secret) computed by the `api-key-mac` ring in hardware, so a stolen
+//! database yields nothing usable offline.
+//!
+//! A malformed secret, a bad checksum or an unknown id is refused in software; only a
+//! known id costs a hardware MAC, in the executor's bounded unauthenticated lane, and
+//! each id has its own failure limiter. Keys made before ids existed (`kg_` + 43
+//! characters) keep working until they expire or are regenerated; while none is left,
+//! a string of that form is refused without a MAC too (docs/api-keys.md "Format").
 //!
 //! Authentication is the secret's MAC (computed in hardware, or remembered for
 //! `api_keys.verify_cache_ttl` after it last came from the hardware) plus a lookup in an
@@ -16,14 +23,14 @@
 
 use crate::keys::verify::mac_matches;
 use crate::keys::{KeyRegistry, API_KEY_MAC_RING};
+use crate::limits::{FailureLimiter, Rate};
 use crate::services::authz::{Permission, Role};
+use crate::services::credential::{self, Parsed};
 use crate::services::validate_text;
 use crate::services::verify_cache::VerifyCache;
 use crate::services::{AuthMethod, Principal, ServiceError};
 use crate::store::api_keys::{ApiKeyRow, SecretDigest};
 use crate::store::{Store, StoreError};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,9 +38,6 @@ use zeroize::Zeroizing;
 
 /// Prefix of every API-key secret; lets secret scanners find leaked keys.
 pub const SECRET_PREFIX: &str = "kg_";
-const SECRET_BYTES: usize = 32;
-/// `kg_` + base64url of 32 bytes.
-const SECRET_LEN: usize = 3 + 43;
 /// Default lifetime: one year.
 pub const DEFAULT_TTL_SECS: i64 = 365 * 24 * 3600;
 /// `last_used_at` is written at most this often per key, so authentication stays a read.
@@ -69,6 +73,8 @@ pub struct ApiKey {
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
+    /// The public id its secret carries; `None` for a key in the old format.
+    pub public_id: Option<String>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -88,6 +94,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
+            public_id: r.public_id,
         })
     }
 }
@@ -100,6 +107,10 @@ struct Index {
     /// key id → its binding (see [`binding_of`]), what tokens minted with the key carry,
     /// and its expiry.
     bindings: HashMap<String, (String, i64)>,
+    /// public id → stored MAC and key, for secrets in the current format.
+    by_id: HashMap<String, (Vec<u8>, Arc<ApiKey>)>,
+    /// Keys still in the old format (no public id).
+    legacy: usize,
 }
 
 impl Index {
@@ -108,10 +119,21 @@ impl Index {
             .iter()
             .map(|(mac, k)| (k.id.clone(), (binding_of(&k.id, mac), k.expires_at)))
             .collect();
+        let by_id = by_mac
+            .iter()
+            .filter_map(|(mac, k)| {
+                k.public_id
+                    .as_ref()
+                    .map(|p| (p.clone(), (mac.clone(), k.clone())))
+            })
+            .collect();
+        let legacy = by_mac.values().filter(|k| k.public_id.is_none()).count();
         Index {
             version,
             by_mac,
             bindings,
+            by_id,
+            legacy,
         }
     }
 }
@@ -143,6 +165,8 @@ pub struct ApiKeyService {
     verified: VerifyCache,
     /// Last `last_used_at` written per key id, to coalesce writes.
     touched: Mutex<HashMap<String, i64>>,
+    /// Wrong secrets per public id.
+    failures: FailureLimiter<String>,
 }
 
 impl std::fmt::Debug for ApiKeyService {
@@ -172,9 +196,18 @@ impl ApiKeyService {
             reloading: tokio::sync::Mutex::new(()),
             verified,
             touched: Mutex::new(HashMap::new()),
+            failures: FailureLimiter::new(
+                crate::limits::LimitsConfig::default().credential_failures,
+            ),
         };
         svc.reload().await?;
         Ok(svc)
+    }
+
+    /// Sets the failure limiter of each public id (`limits.credential_failures`).
+    pub fn with_failure_quota(mut self, rate: Rate) -> Self {
+        self.failures = FailureLimiter::new(rate);
+        self
     }
 
     /// Rebuilds the index from the store. The version is read before the rows, so a change
@@ -276,14 +309,21 @@ impl ApiKeyService {
         crate::services::authz::require(caller.role, Permission::ApiKeysRead, "read API keys")
     }
 
-    /// Draws a fresh secret from the hardware RNG and computes its MAC in hardware.
+    /// Draws a fresh id and secret from the hardware RNG and computes the MAC in hardware.
     async fn new_secret(&self) -> Result<(SecretString, SecretDigest), ServiceError> {
-        let random = self.keys.random(API_KEY_MAC_RING, SECRET_BYTES).await?;
+        let random = self
+            .keys
+            .random(
+                API_KEY_MAC_RING,
+                credential::ID_BYTES + credential::SECRET_BYTES,
+            )
+            .await?;
+        let (id_bytes, secret_bytes) = random.split_at(credential::ID_BYTES);
+        let public_id = credential::encode_id(id_bytes);
         // Encoded straight into the string the SecretString takes over, so no other copy
         // of the secret is left behind (capacity is exact, so it never reallocates).
-        let mut encoded = String::with_capacity(SECRET_LEN);
-        encoded.push_str(SECRET_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&*random, &mut encoded);
+        let mut encoded = String::with_capacity(credential::current_len(SECRET_PREFIX));
+        credential::encode_into(&mut encoded, SECRET_PREFIX, &public_id, secret_bytes);
         let secret = SecretString::from(encoded);
         let (mac, version) = self
             .keys
@@ -301,6 +341,7 @@ impl ApiKeyService {
                 mac_ring: version.ring.clone(),
                 mac_version: version.version,
                 hint,
+                public_id: Some(public_id),
             },
         ))
     }
@@ -372,6 +413,7 @@ impl ApiKeyService {
             created_at: now,
             expires_at,
             last_used_at: None,
+            public_id: digest.public_id.clone(),
         };
         self.store
             .insert_api_key(&row, &digest, self.max_per_owner)
@@ -400,46 +442,95 @@ impl ApiKeyService {
 
     /// The live key a presented secret belongs to, without recording a use (for
     /// introspection and revocation by the holder).
+    ///
+    /// Known and unknown ids take the same software steps (parse, checksum, cache
+    /// digest, index lookup); only a known id, not locked by its failure limiter, goes
+    /// on to the hardware MAC.
     pub async fn identify(&self, presented: &str, now: i64) -> Result<Arc<ApiKey>, ServiceError> {
-        let unauthenticated = || ServiceError::Unauthenticated("invalid or expired API key".into());
-        if presented.len() != SECRET_LEN
-            || !presented.starts_with(SECRET_PREFIX)
-            || !presented[SECRET_PREFIX.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            // Still "no valid credentials" (401), like an unknown key: a gateway treats it
-            // as failed authentication, not as its own malformed request.
-            return Err(ServiceError::Unauthenticated(
-                "malformed API key: keys are kg_ followed by 43 base64url characters".into(),
-            ));
-        }
-        let digest = self.verified.digest(presented);
-        let (mac, from_cache) = match self.verified.get(&digest, now) {
-            Some(mac) => (mac, true),
-            None => {
-                let (mac, _) = self
-                    .keys
-                    .mac(
-                        API_KEY_MAC_RING,
-                        Zeroizing::new(presented.as_bytes().to_vec()),
-                    )
-                    .await?;
-                (mac.0, false)
+        let refuse = |reason: &'static str| {
+            metrics::counter!("keygate_api_key_refusals_total", "reason" => reason).increment(1);
+            ServiceError::Unauthenticated("invalid or expired API key".into())
+        };
+        let parsed = match credential::parse(SECRET_PREFIX, presented) {
+            Ok(p) => p,
+            // Still "no valid credentials" (401), like an unknown key: a gateway treats
+            // it as failed authentication, not as its own malformed request.
+            Err(e) => {
+                metrics::counter!("keygate_api_key_refusals_total", "reason" => e.label())
+                    .increment(1);
+                return Err(ServiceError::Unauthenticated(format!(
+                    "malformed API key ({e}): keys are kg_<id>_<secret><checksum>"
+                )));
             }
         };
+        let digest = self.verified.digest(presented);
+        let cached = self.verified.get(&digest, now);
+        let from_cache = cached.is_some();
         let index = self.index();
-        let (stored, key) = index
-            .by_mac
-            .get_key_value(mac.as_slice())
-            .ok_or_else(unauthenticated)?;
-        if !mac_matches(&mac, stored) || key.expires_at <= now {
-            return Err(unauthenticated());
+        let (mac, key) = match parsed {
+            Parsed::Current { id } => {
+                let found = index.by_id.get(id);
+                let Some((stored, key)) = found else {
+                    return Err(refuse("unknown_id"));
+                };
+                let id = id.to_string();
+                let mac = match cached {
+                    Some(mac) => mac,
+                    None => {
+                        if self.failures.locked(&id).is_some() {
+                            return Err(refuse("id_locked"));
+                        }
+                        let (mac, _) = self
+                            .keys
+                            .mac_unauthenticated(
+                                API_KEY_MAC_RING,
+                                Zeroizing::new(presented.as_bytes().to_vec()),
+                            )
+                            .await?;
+                        mac.0
+                    }
+                };
+                if !mac_matches(&mac, stored) {
+                    if self.failures.failed(&id).is_some() {
+                        tracing::info!(api_key = %key.id, "API key id locked after repeated wrong secrets");
+                    }
+                    return Err(refuse("wrong_secret"));
+                }
+                (mac, key.clone())
+            }
+            Parsed::Legacy => {
+                if index.legacy == 0 {
+                    return Err(refuse("legacy_format"));
+                }
+                let mac = match cached {
+                    Some(mac) => mac,
+                    None => {
+                        self.keys
+                            .mac_unauthenticated(
+                                API_KEY_MAC_RING,
+                                Zeroizing::new(presented.as_bytes().to_vec()),
+                            )
+                            .await?
+                            .0
+                             .0
+                    }
+                };
+                let Some((stored, key)) = index.by_mac.get_key_value(mac.as_slice()) else {
+                    return Err(refuse("unknown_key"));
+                };
+                if !mac_matches(&mac, stored) || key.public_id.is_some() {
+                    return Err(refuse("unknown_key"));
+                }
+                (mac, key.clone())
+            }
+        };
+        if key.expires_at <= now {
+            return Err(refuse("expired"));
         }
         if !from_cache {
             self.verified.put(digest, mac, now);
         }
-        Ok(key.clone())
+        Ok(key)
     }
 
     /// Forgets every remembered MAC: after `api-key-mac` is regenerated no secret may

@@ -118,6 +118,8 @@ pub enum AssertionRefusal {
     Audience,
     Expired,
     Replayed,
+    /// Too many refused assertions for this accessID lately (`limits.credential_failures`).
+    Locked,
 }
 
 impl AssertionRefusal {
@@ -132,6 +134,7 @@ impl AssertionRefusal {
             AssertionRefusal::Audience => "audience",
             AssertionRefusal::Expired => "expired",
             AssertionRefusal::Replayed => "replayed",
+            AssertionRefusal::Locked => "locked",
         }
     }
 }
@@ -146,6 +149,8 @@ pub struct KeyFileService {
     /// against, without a store read per request.
     live: RwLock<(String, HashMap<String, i64>)>,
     reloading: tokio::sync::Mutex<()>,
+    /// Refused assertions per accessID of a live file (docs/key-files.md).
+    failures: crate::limits::FailureLimiter<String>,
 }
 
 impl std::fmt::Debug for KeyFileService {
@@ -399,9 +404,26 @@ impl KeyFileService {
             token_endpoint: format!("{base}/api/v1/auth/token"),
             live: RwLock::new((String::new(), HashMap::new())),
             reloading: tokio::sync::Mutex::new(()),
+            failures: crate::limits::FailureLimiter::new(
+                crate::limits::LimitsConfig::default().credential_failures,
+            ),
         };
         svc.reload().await?;
         Ok(svc)
+    }
+
+    /// Sets the failure limiter of each accessID (`limits.credential_failures`).
+    pub fn with_failure_quota(mut self, rate: crate::limits::Rate) -> Self {
+        self.failures = crate::limits::FailureLimiter::new(rate);
+        self
+    }
+
+    /// Whether `access_id` names a live key file (in memory, no store read).
+    fn is_live(&self, access_id: &str) -> bool {
+        self.live
+            .read()
+            .map(|l| l.1.contains_key(access_id))
+            .unwrap_or(false)
     }
 
     pub fn admin_rest_api_url(&self) -> &str {
@@ -658,6 +680,19 @@ impl KeyFileService {
         match self.verify(token, now).await {
             Ok(p) => Ok(p),
             Err(Ok(reason)) => {
+                // Refusals for a live file count toward its accessID's failure limiter
+                // (like a user's login lockout, in memory): once it runs dry, the
+                // accessID's assertions are refused before any store read.
+                if !matches!(
+                    reason,
+                    AssertionRefusal::Locked | AssertionRefusal::UnknownFile
+                ) {
+                    if let Some(iss) = jws::unverified_issuer(token).filter(|i| self.is_live(i)) {
+                        if self.failures.failed(&iss).is_some() {
+                            tracing::info!(key_file = %iss, "key file locked after repeated refused assertions");
+                        }
+                    }
+                }
                 tracing::debug!(reason = reason.label(), "key-file assertion refused");
                 metrics::counter!("keygate_key_file_assertion_refusals_total", "reason" => reason.label())
                     .increment(1);
@@ -688,6 +723,9 @@ impl KeyFileService {
         // accessIDs are UUIDs: anything else is not a key file, so no store read.
         if uuid::Uuid::parse_str(iss).is_err() {
             return Err(Ok(R::UnknownFile));
+        }
+        if self.failures.locked(&iss.to_string()).is_some() {
+            return Err(Ok(R::Locked));
         }
         let file = match self.store.get_key_file(iss).await {
             Ok(r) => match KeyFile::try_from(r) {

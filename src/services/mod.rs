@@ -7,6 +7,7 @@ pub mod audit;
 pub mod audit_buckets;
 pub mod authz;
 pub mod ca_profiles;
+pub mod credential;
 pub mod error;
 pub mod groups;
 pub mod key_files;

@@ -21,6 +21,8 @@ pub struct ApiKeyRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
+    /// The secret's public identifier; `None` for keys made before it existed.
+    pub public_id: Option<String>,
 }
 
 /// The MAC and hint of a fresh secret.
@@ -30,10 +32,12 @@ pub struct SecretDigest {
     pub mac_ring: String,
     pub mac_version: i64,
     pub hint: String,
+    /// The public identifier carried in the secret (docs/api-keys.md "Format").
+    pub public_id: Option<String>,
 }
 
 const COLUMNS: &str = "id, name, description, owner, role, hint, mac_ring, mac_version, \
-                       created_at, expires_at, last_used_at";
+                       created_at, expires_at, last_used_at, public_id";
 
 fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
     Ok(ApiKeyRow {
@@ -48,6 +52,7 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
         created_at: row.try_get(8)?,
         expires_at: row.try_get(9)?,
         last_used_at: row.try_get(10)?,
+        public_id: row.try_get(11)?,
     })
 }
 
@@ -85,7 +90,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(11)?)))
+            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(12)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -103,8 +108,8 @@ impl Store {
             .await?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
-                                   hint, created_at, expires_at, last_used_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL
+                                   hint, created_at, expires_at, last_used_at, public_id)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13
              WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
         )
         .bind(&row.id)
@@ -119,6 +124,7 @@ impl Store {
         .bind(row.created_at)
         .bind(row.expires_at)
         .bind(max_per_owner)
+        .bind(&digest.public_id)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -204,7 +210,7 @@ impl Store {
             .await?;
         let r = sqlx::query(&format!(
             "UPDATE api_keys SET mac = $3, mac_ring = $4, mac_version = $5, hint = $6,
-                                 last_used_at = NULL
+                                 last_used_at = NULL, public_id = $7
              WHERE id = $1 AND role = $2
              RETURNING {COLUMNS}"
         ))
@@ -214,6 +220,7 @@ impl Store {
         .bind(&digest.mac_ring)
         .bind(digest.mac_version)
         .bind(&digest.hint)
+        .bind(&digest.public_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(r) = r else {

@@ -28,6 +28,8 @@ pub struct RefreshDigest {
     pub mac: Vec<u8>,
     pub mac_ring: String,
     pub mac_version: i64,
+    /// The public id the token carries (docs/tokens.md "Refresh token format").
+    pub public_id: Option<String>,
 }
 
 /// A new session with its first refresh token.
@@ -187,6 +189,32 @@ impl Store {
         })
     }
 
+    /// The stored MAC of the refresh token with public id `public_id`, used or not.
+    pub async fn refresh_mac_by_public_id(
+        &self,
+        public_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT mac FROM refresh_tokens WHERE public_id = $1")
+                .bind(public_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Until when a refresh token in the old format (no public id) can matter: the
+    /// latest expiry of a live session holding one, used or not (a used one must still
+    /// be recognised as reuse). `None` when there is none.
+    pub async fn legacy_refresh_horizon(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(s.expires_at) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             WHERE t.public_id IS NULL AND s.revoked_at IS NULL AND s.expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Looks a refresh token up without changing anything.
     pub async fn refresh_info(
         &self,
@@ -340,14 +368,15 @@ async fn insert_refresh(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO refresh_tokens (mac, session_id, mac_ring, mac_version, issued_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refresh_tokens (mac, session_id, mac_ring, mac_version, issued_at, public_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&d.mac)
     .bind(session_id)
     .bind(&d.mac_ring)
     .bind(d.mac_version)
     .bind(now)
+    .bind(&d.public_id)
     .execute(tx)
     .await?;
     Ok(())

@@ -3,28 +3,27 @@
 //! garbage handshake never holds the loop or another client), and serves the router over
 //! hyper-util's HTTP/1.1 + HTTP/2 connection builder.
 //!
+//! Connection caps, header/idle timeouts and the peer address come from `http::conn`
+//! (docs/operations.md "HTTP limits"); a connection over a cap is closed before its
+//! handshake, so it costs no hardware signature.
+//!
 //! Each connection uses the `ServerConfig` that was in force when it was accepted, so a
 //! reload never touches open connections. On shutdown the loop stops accepting, asks
 //! every open connection to finish its in-flight requests, and waits for them (bounded).
 
 use super::client_identity::{self, ClientCert};
 use super::state::Active;
+use crate::http::conn::{Activity, ConnLimits, Idle, PeerAddr, DRAIN_TIMEOUT};
 use crate::runtime::Runtime;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
-
-/// How long shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -34,7 +33,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = crate::http::conn::builder(&rt.config.limits);
+    let conns = ConnLimits::new(&rt.config.limits);
+    let idle = rt.config.limits.idle_timeout.0;
     let handshake_timeout = rt.config.tls.handshake_timeout.0;
     tokio::pin!(shutdown);
     loop {
@@ -50,6 +51,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(guard) = conns.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let Some(active) = rt.tls.active() else {
             tracing::error!("no TLS configuration is loaded; closing the connection");
             continue;
@@ -58,11 +63,15 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let (router, builder) = (router.clone(), builder.clone());
         tokio::spawn(async move {
+            let _guard = guard;
+            let activity = Activity::new();
+            let tcp = Idle::new(tcp, activity.clone());
             let Some((stream, client)) = handshake(tcp, peer, &active, handshake_timeout).await
             else {
                 return;
             };
             let svc = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 if let Some(c) = &client {
                     req.extensions_mut().insert(c.clone());
                 }
@@ -71,13 +80,7 @@ pub async fn serve(
                     .insert(axum::extract::ConnectInfo(peer));
                 req
             });
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(svc),
-            );
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-            }
+            crate::http::conn::drive(&builder, stream, svc, watcher, activity, idle, peer).await;
         });
     }
     drop(listener);
@@ -91,12 +94,12 @@ pub async fn serve(
 
 /// Runs the handshake; logs and returns `None` when it fails or takes too long.
 async fn handshake(
-    tcp: TcpStream,
+    tcp: Idle<TcpStream>,
     peer: SocketAddr,
     active: &Active,
     timeout: Duration,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<Idle<TcpStream>>,
     Option<ClientCert>,
 )> {
     let acceptor = tokio_rustls::TlsAcceptor::from(active.config.clone());
@@ -123,7 +126,7 @@ async fn handshake(
 /// The verified client certificate of a finished handshake, with the profile that
 /// accepted it.
 fn client_cert(
-    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    stream: &tokio_rustls::server::TlsStream<Idle<TcpStream>>,
     active: &Active,
 ) -> Option<ClientCert> {
     let certs = stream.get_ref().1.peer_certificates()?;

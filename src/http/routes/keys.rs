@@ -292,7 +292,7 @@ pub struct Signed {
     responses((status = 200, body = Signed),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 503, body = Problem)))]
+              (status = 429, body = Problem), (status = 503, body = Problem)))]
 pub async fn sign(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -310,6 +310,10 @@ pub async fn sign(
         audience,
         typ: body.typ,
     };
+    // The ring's own quota (`limits.per_ring`); unknown rings keep no bucket.
+    if state.rt.keys.ring_exists(&ring) {
+        state.rt.limits.check_ring(&ring)?;
+    }
     let (token, kid) = key_rings::sign(&state.rt, &caller, &ring, req, now()).await?;
     Ok(Json(Signed { token, kid }))
 }

@@ -105,21 +105,24 @@ impl TokenService {
     pub async fn refresh(&self, presented: &str, now: i64) -> Result<Issued, GrantError> {
         let invalid =
             || GrantError::InvalidGrant("invalid, expired or revoked refresh token".into());
-        if !Self::refresh_shaped(presented) {
+        // Garbage, a bad checksum or an unknown id ends here with no hardware call.
+        let Some(mac) = self.presented_refresh_mac(presented, now).await? else {
+            return Err(invalid());
+        };
+        let info = self
+            .store
+            .refresh_info(&mac, now)
+            .await
+            .map_err(ServiceError::from)?;
+        if info.is_none() {
             return Err(invalid());
         }
-        let (mac, _) = self.refresh_mac(presented).await?;
         let next = self.fresh_refresh().await?;
         // Sign before spending the token: if the hardware fails here, nothing has changed
         // and the client's retry with the same refresh token still works. The exchange
         // below re-checks everything atomically; a role that changed in between is
         // signed again.
-        let presigned = match self
-            .store
-            .refresh_info(&mac, now)
-            .await
-            .map_err(ServiceError::from)?
-        {
+        let presigned = match info {
             Some(info) if info.active => match info.role.as_deref().map(str::parse::<Role>) {
                 Some(Ok(role)) => Some((
                     info.session_id.clone(),

@@ -4,9 +4,11 @@
 //! - Access tokens are JWTs (`typ: at+jwt`) signed by the active version of
 //!   `tokens.ring`. The hardware signs; the public keys are cached, so verification is a
 //!   software signature check plus an in-memory denylist lookup, never a hardware call.
-//! - Refresh tokens are `kgr_` plus 32 bytes from the hardware RNG. The store keeps only
-//!   their HMAC from the `api-key-mac` ring. Each use rotates the token; presenting a
-//!   used one revokes its session (RFC 9700 §4.14).
+//! - Refresh tokens are `kgr_<id>_<secret><check>` ([`crate::services::credential`]),
+//!   the secret 32 bytes from the hardware RNG. The store keeps only their HMAC from the
+//!   `api-key-mac` ring, beside the public id. A malformed token, a bad checksum or an
+//!   unknown id is refused after one indexed store read and no hardware call. Each use
+//!   rotates the token; presenting a used one revokes its session (RFC 9700 §4.14).
 //! - Every function takes `now`, so tests drive the clock.
 
 pub mod claims;
@@ -19,11 +21,10 @@ use crate::config::Config;
 use crate::keys::{KeyRegistry, KeyVersion, API_KEY_MAC_RING};
 use crate::services::api_keys::ApiKeyService;
 use crate::services::authz::{Permission, Role};
+use crate::services::credential;
 use crate::services::{AuthMethod, Principal, ServiceError};
 use crate::store::sessions::RefreshDigest;
 use crate::store::Store;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use claims::{AccessClaims, Audience, ClaimsError, TimeRules};
 use denylist::Denylist;
 use secrecy::{ExposeSecret, SecretString};
@@ -34,8 +35,6 @@ use zeroize::Zeroizing;
 
 /// Prefix of refresh tokens, so scanners and the revoke/introspect endpoints know them.
 pub const REFRESH_PREFIX: &str = "kgr_";
-const REFRESH_BYTES: usize = 32;
-const REFRESH_LEN: usize = 4 + 43;
 
 /// Why a presented JWT is not a valid keygate access token. Callers see one generic
 /// 401; the reason goes to the debug log.
@@ -165,6 +164,11 @@ pub struct TokenService {
     key_files: Arc<crate::services::key_files::KeyFileService>,
     settings: TokenSettings,
     denylist: Denylist,
+    /// Until when an old-format refresh token (no public id) may still be live; 0 when
+    /// none can be, so such strings cost no MAC.
+    legacy_refresh_until: std::sync::atomic::AtomicI64,
+    /// Wrong secrets per refresh-token public id.
+    refresh_failures: crate::limits::FailureLimiter<String>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -263,6 +267,7 @@ impl TokenService {
         now: i64,
     ) -> Result<Self, ServiceError> {
         let denylist = Denylist::load(&store, now, settings.session_window()).await?;
+        let legacy = store.legacy_refresh_horizon(now).await?.unwrap_or(0);
         Ok(TokenService {
             store,
             keys,
@@ -270,7 +275,17 @@ impl TokenService {
             key_files,
             settings,
             denylist,
+            legacy_refresh_until: std::sync::atomic::AtomicI64::new(legacy),
+            refresh_failures: crate::limits::FailureLimiter::new(
+                crate::limits::LimitsConfig::default().credential_failures,
+            ),
         })
+    }
+
+    /// Sets the failure limiter of each refresh-token id (`limits.credential_failures`).
+    pub fn with_failure_quota(mut self, rate: crate::limits::Rate) -> Self {
+        self.refresh_failures = crate::limits::FailureLimiter::new(rate);
+        self
     }
 
     /// Whether the credential a token was minted with still stands: an API key with the
@@ -431,37 +446,87 @@ impl TokenService {
 
     /// Draws a refresh token from the hardware RNG and computes its MAC in hardware.
     async fn fresh_refresh(&self) -> Result<FreshRefresh, ServiceError> {
-        let random = self.keys.random(API_KEY_MAC_RING, REFRESH_BYTES).await?;
-        let mut encoded = String::with_capacity(REFRESH_LEN);
-        encoded.push_str(REFRESH_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&*random, &mut encoded);
+        let random = self
+            .keys
+            .random(
+                API_KEY_MAC_RING,
+                credential::ID_BYTES + credential::SECRET_BYTES,
+            )
+            .await?;
+        let (id_bytes, secret_bytes) = random.split_at(credential::ID_BYTES);
+        let public_id = credential::encode_id(id_bytes);
+        let mut encoded = String::with_capacity(credential::current_len(REFRESH_PREFIX));
+        credential::encode_into(&mut encoded, REFRESH_PREFIX, &public_id, secret_bytes);
         let secret = SecretString::from(encoded);
-        let (mac, v) = self.refresh_mac(secret.expose_secret()).await?;
+        let (mac, v) = self
+            .keys
+            .mac(
+                API_KEY_MAC_RING,
+                Zeroizing::new(secret.expose_secret().as_bytes().to_vec()),
+            )
+            .await?;
         Ok(FreshRefresh {
             secret,
             digest: RefreshDigest {
-                mac,
+                mac: mac.0,
                 mac_ring: v.ring.clone(),
                 mac_version: v.version,
+                public_id: Some(public_id),
             },
         })
     }
 
-    async fn refresh_mac(&self, token: &str) -> Result<(Vec<u8>, Arc<KeyVersion>), ServiceError> {
-        let (mac, v) = self
-            .keys
-            .mac(API_KEY_MAC_RING, Zeroizing::new(token.as_bytes().to_vec()))
-            .await?;
-        Ok((mac.0, v))
-    }
-
-    /// Whether `token` has the shape of a refresh token (checked before any hardware call).
-    fn refresh_shaped(token: &str) -> bool {
-        token.len() == REFRESH_LEN
-            && token.starts_with(REFRESH_PREFIX)
-            && token[REFRESH_PREFIX.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    /// The stored MAC a presented refresh token matches, or `None` when it matches none.
+    ///
+    /// Malformed, bad checksum and unknown id cost one indexed store read (the same for
+    /// known and unknown ids) and no hardware call; a known id that is not locked by
+    /// its failure limiter costs one MAC in the unauthenticated lane. An old-format
+    /// token costs a MAC only while old-format tokens can still be live.
+    async fn presented_refresh_mac(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
+        let refuse = |reason: &'static str| {
+            metrics::counter!("keygate_refresh_token_refusals_total", "reason" => reason)
+                .increment(1);
+            Ok(None)
+        };
+        let parsed = match credential::parse(REFRESH_PREFIX, token) {
+            Ok(p) => p,
+            Err(e) => return refuse(e.label()),
+        };
+        let mac_of = |t: &str| {
+            self.keys
+                .mac_unauthenticated(API_KEY_MAC_RING, Zeroizing::new(t.as_bytes().to_vec()))
+        };
+        match parsed {
+            credential::Parsed::Legacy => {
+                if now
+                    >= self
+                        .legacy_refresh_until
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return refuse("legacy_format");
+                }
+                Ok(Some(mac_of(token).await?.0 .0))
+            }
+            credential::Parsed::Current { id } => {
+                let Some(stored) = self.store.refresh_mac_by_public_id(id).await? else {
+                    return refuse("unknown_id");
+                };
+                let id = id.to_string();
+                if self.refresh_failures.locked(&id).is_some() {
+                    return refuse("id_locked");
+                }
+                let mac = mac_of(token).await?.0 .0;
+                if !crate::keys::verify::mac_matches(&mac, &stored) {
+                    self.refresh_failures.failed(&id);
+                    return refuse("wrong_secret");
+                }
+                Ok(Some(mac))
+            }
+        }
     }
 
     /// Records that sessions ended, so their access tokens stop working at once.
@@ -483,10 +548,9 @@ impl TokenService {
                 Ok(())
             }
             Presented::Refresh(t) => {
-                if !Self::refresh_shaped(t) {
+                let Some(mac) = self.presented_refresh_mac(t, now).await? else {
                     return Ok(());
-                }
-                let (mac, _) = self.refresh_mac(t).await?;
+                };
                 if let Some(sid) = self.store.revoke_session_by_refresh(&mac, now).await? {
                     self.sessions_ended(std::slice::from_ref(&sid), now);
                     tracing::info!(session = %sid, "session revoked by its refresh token");
@@ -538,10 +602,9 @@ impl TokenService {
                 Err(_) => inactive,
             }),
             Presented::Refresh(t) => {
-                if !Self::refresh_shaped(t) {
+                let Some(mac) = self.presented_refresh_mac(t, now).await? else {
                     return Ok(inactive);
-                }
-                let (mac, _) = self.refresh_mac(t).await?;
+                };
                 Ok(match self.store.refresh_info(&mac, now).await? {
                     Some(info) if info.active => Introspection {
                         active: true,
