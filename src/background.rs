@@ -55,7 +55,7 @@ pub fn spawn_rotation(rt: &Arc<Runtime>) {
         if let Err(e) = rt.keys.advance(rt.rotation_times(), at).await {
             tracing::warn!(error = %e, "key rotation step failed; retrying next tick");
         }
-        if let Err(e) = crate::services::approvals::expire_due(&rt, at).await {
+        if let Err(e) = crate::app::approvals::expire_due(&rt, at).await {
             tracing::warn!(error = %e, "expiring approval requests failed; retrying next tick");
         }
     });

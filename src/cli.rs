@@ -219,7 +219,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
                 days,
             );
             let (v, made) =
-                identity::ensure_ring(&rt, alg, backend.as_deref(), ROOT_PRINCIPAL).await?;
+                identity::ensure_ring(&rt.keys, alg, backend.as_deref(), ROOT_PRINCIPAL).await?;
             if made {
                 eprintln!(
                     "generated {} v{} ({}) in hardware: {}",
@@ -237,7 +237,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
                     v.locator.uri()
                 );
             }
-            let key = identity::signing_key(&rt, &v)?;
+            let key = identity::signing_key(&rt.keys, &v)?;
             match csr {
                 Some(path) => {
                     let pem = identity::csr(key, params).await?;
@@ -258,7 +258,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
         TlsCommand::InstallCert { chain } => {
             let bytes = std::fs::read(&chain)
                 .with_context(|| format!("cannot read {}", chain.display()))?;
-            let s = identity::install_cert(&rt, &bytes, &cert_file).await?;
+            let s = identity::install_cert(&rt.keys, &bytes, &cert_file).await?;
             eprintln!(
                 "installed {} (subject {}, issuer {}, serial {}, valid until {}, {} certificate(s)); \
                  the leaf carries the hardware key. A running server loads it on SIGHUP or POST /api/v1/tls/reload.",
@@ -282,7 +282,8 @@ async fn audit_verify(rt: &Runtime, from: i64) -> anyhow::Result<()> {
     let mut approvals = 0;
     for a in rt.store.list_approvals(i64::MAX).await? {
         approvals += 1;
-        problems.extend(keygate::services::approvals::verify_request(rt, &a).await?);
+        problems
+            .extend(keygate::services::approvals::verify_request(&rt.store, &rt.audit, &a).await?);
     }
     out!(
         "checked {} entries (to seq {}), {} checkpoints, {} approval requests",
@@ -369,16 +370,14 @@ async fn serve(
     if https {
         if dev {
             created.extend(
-                keygate::tls::identity::ensure_dev_identity(&rt, &rt.config.tls.cert_file).await?,
+                keygate::tls::identity::ensure_dev_identity(&rt.keys, &rt.config.tls.cert_file)
+                    .await?,
             );
         }
-        rt.tls
-            .reload(&rt)
-            .await
-            .context("loading the TLS identity")?;
+        rt.tls.reload().await.context("loading the TLS identity")?;
         spawn_sighup_reload(&rt);
         if rt.config.tls.mtls != keygate::tls::settings::MtlsMode::Off {
-            keygate::tls::state::TlsState::spawn_refresh(&rt);
+            rt.tls.spawn_refresh();
         }
     }
     rt.keys.reconcile().await;
@@ -444,7 +443,7 @@ async fn serve(
         });
     }
     if https {
-        keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
+        keygate::tls::listener::serve(listener, app(state), rt.tls.clone(), shutdown()).await;
     } else {
         axum::serve(listener, app(state))
             .with_graceful_shutdown(shutdown())
@@ -547,7 +546,7 @@ fn spawn_sighup_reload(rt: &Arc<Runtime>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the TLS configuration");
-            if let Err(e) = rt.tls.reload(&rt).await {
+            if let Err(e) = rt.tls.reload().await {
                 tracing::error!(error = %e, "TLS reload failed; the previous configuration stays in force");
             }
         }

@@ -50,7 +50,7 @@ pub struct Runtime {
     /// This process's name as a lease holder (scheduled rotation).
     pub instance_id: String,
     /// The TLS configuration in force; empty unless `serve` serves HTTPS.
-    pub tls: crate::tls::state::TlsState,
+    pub tls: Arc<crate::tls::state::TlsState>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -81,11 +81,8 @@ impl Runtime {
     }
 }
 
-/// Seconds since the epoch. The only place keygate reads the wall clock for requests;
-/// services take `now` as a parameter.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+/// Seconds since the epoch; see [`crate::clock`]. Services take `now` as a parameter.
+pub use crate::clock::now;
 
 fn read_pin(
     name: &str,
@@ -205,10 +202,10 @@ fn connect_backend(
 /// wired to its endpoint must not look configured.
 fn check_role_names(config: &Config) -> Result<(), StartupError> {
     let mut named: Vec<(String, String)> = Vec::new();
-    for op in crate::config::APPROVAL_OPERATIONS {
+    for op in crate::config::ApprovalOperation::ALL {
         for a in config.approvals.rule(op).approvers {
-            if let Some(r) = a.strip_prefix("role:") {
-                named.push((format!("approvals.{op}.approvers"), r.to_string()));
+            if let crate::config::ApproverRule::Role(r) = a {
+                named.push((format!("approvals.{op}.approvers"), r));
             }
         }
     }
@@ -223,7 +220,12 @@ fn check_role_names(config: &Config) -> Result<(), StartupError> {
         role.parse::<crate::services::authz::Role>()
             .map_err(|e| StartupError::Config(format!("{key}: {e}")))?;
     }
-    if config.approvals.rule("create-super-admin-key").required > 0 {
+    if config
+        .approvals
+        .rule(crate::config::ApprovalOperation::CreateSuperAdminKey)
+        .required
+        > 0
+    {
         return Err(StartupError::Config(
             "approvals.create-super-admin-key.required > 0 is not supported in this release: \
              the new key's secret could not be handed to the requester after approval"
@@ -379,12 +381,16 @@ impl Runtime {
                     e => StartupError::Store(format!("loading OAuth servers: {e}")),
                 })?,
         );
-        let approver_groups: Vec<String> = crate::config::APPROVAL_OPERATIONS
+        let approvers = Arc::new(crate::services::approvers::ApproverSets::new(
+            store.clone(),
+            &config.approvals,
+        ));
+        let signers = config
+            .rings
             .iter()
-            .flat_map(|op| config.approvals.rule(op).approvers)
-            .filter_map(|a| a.strip_prefix("group:").map(str::to_string))
+            .map(|(k, v)| (k.clone(), v.signers.clone()))
             .collect();
-        let groups = Arc::new(GroupService::new(store.clone(), approver_groups));
+        let groups = Arc::new(GroupService::new(store.clone(), approvers, signers));
         let tokens = Arc::new(
             TokenService::new(
                 store.clone(),
@@ -397,6 +403,7 @@ impl Runtime {
             .await
             .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?,
         );
+        tokens.connect_idps(oauth.clone());
         let users = Arc::new(
             UserService::new(store.clone(), &config.users)
                 .await
@@ -406,6 +413,11 @@ impl Runtime {
             store.clone(),
             keys.clone(),
             config.audit.clone(),
+        ));
+        let tls = Arc::new(crate::tls::state::TlsState::new(
+            store.clone(),
+            keys.clone(),
+            config.tls.clone(),
         ));
         Ok(Runtime {
             audit,
@@ -420,7 +432,7 @@ impl Runtime {
             key_files,
             oauth,
             groups,
-            tls: Default::default(),
+            tls,
         })
     }
 }

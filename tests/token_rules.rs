@@ -144,7 +144,11 @@ async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
         audience: vec!["https://gateway".into()],
         ..Default::default()
     };
-    let (signed, _) = f.tokens.sign_for(&caller, &f.ring, req, T0).await.unwrap();
+    let (signed, _) = f
+        .tokens
+        .sign_authorized(&caller, &f.ring, req, T0)
+        .await
+        .unwrap();
     assert!(matches!(
         f.tokens.verify_access(&signed, T0),
         Err(TokenError::NotAccessToken)
@@ -310,7 +314,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
     };
     let (t, kid) = f
         .tokens
-        .sign_for(&caller, &f.ring, ok.clone(), T0)
+        .sign_authorized(&caller, &f.ring, ok.clone(), T0)
         .await
         .unwrap();
     let (h, c, _) = segments(&t);
@@ -328,7 +332,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         req.claims.insert(claim.into(), json!(1));
         let e = f
             .tokens
-            .sign_for(&caller, &f.ring, req, T0)
+            .sign_authorized(&caller, &f.ring, req, T0)
             .await
             .unwrap_err();
         assert!(
@@ -342,7 +346,10 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             ..ok.clone()
         };
         assert!(
-            f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err(),
+            matches!(
+                f.tokens.sign_authorized(&caller, &f.ring, req, T0).await,
+                Err(keygate::services::ServiceError::Invalid(_))
+            ),
             "{typ}"
         );
     }
@@ -351,52 +358,83 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             audience: aud,
             ..ok.clone()
         };
-        assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+        assert!(matches!(
+            f.tokens.sign_authorized(&caller, &f.ring, req, T0).await,
+            Err(keygate::services::ServiceError::Invalid(_))
+        ));
     }
     let req = SignRequest {
         expires_in: Some(3601),
         ..ok.clone()
     };
-    assert!(f.tokens.sign_for(&caller, &f.ring, req, T0).await.is_err());
+    assert!(matches!(
+        f.tokens.sign_authorized(&caller, &f.ring, req, T0).await,
+        Err(keygate::services::ServiceError::Invalid(_))
+    ));
 }
 
+/// Ring access is decided in one place (`GroupService::allows`), for the signing
+/// service as for everything else: `rings.<r>.signers` names a role or a principal, and a
+/// name entry needs a credential proving the name (never a custom token's subject).
 #[tokio::test]
 async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
-    let f = fixture_with(Algorithm::ES256, |s| {
-        s.signers
-            .insert(s.ring.clone(), vec!["gw-a".into(), "role:help-desk".into()]);
-    })
-    .await;
-    let req = SignRequest {
-        claims: serde_json::Map::new(),
-        audience: vec!["https://gw".into()],
-        ..Default::default()
-    };
+    use keygate::services::groups::{GroupService, RingPermission};
+    let f = fixture().await;
+    let approvals = keygate::config::ApprovalsConfig::default();
+    let approvers = std::sync::Arc::new(keygate::services::approvers::ApproverSets::new(
+        f.store.clone(),
+        &approvals,
+    ));
+    let mut signers = std::collections::BTreeMap::new();
+    signers.insert(
+        f.ring.clone(),
+        vec!["gw-a".to_string(), "role:help-desk".to_string()],
+    );
+    let groups = GroupService::new(f.store.clone(), approvers, signers);
     let allowed = [
         principal("gw-a", Role::Gateway),
         principal("hd", Role::HelpDesk),
         principal("a", Role::Admin),
     ];
     for p in allowed {
-        f.tokens
-            .sign_for(&p, &f.ring, req.clone(), T0)
-            .await
-            .unwrap();
-    }
-    for p in [
-        principal("gw-b", Role::Gateway),
-        principal("ro", Role::ReadOnly),
-    ] {
-        let e = f
-            .tokens
-            .sign_for(&p, &f.ring, req.clone(), T0)
-            .await
-            .unwrap_err();
         assert!(
-            matches!(e, keygate::services::ServiceError::Forbidden(_)),
+            groups
+                .allows(&p, &f.ring, RingPermission::Sign)
+                .await
+                .unwrap(),
             "{}",
             p.name
         );
+    }
+    let minted = keygate::services::Principal {
+        method: keygate::services::AuthMethod::AccessToken {
+            jti: "j".into(),
+            sid: None,
+            exp: T0 + 60,
+            key_binding: None,
+            minted: true,
+        },
+        ..principal("gw-a", Role::Gateway)
+    };
+    for p in [
+        principal("gw-b", Role::Gateway),
+        principal("ro", Role::ReadOnly),
+        minted,
+    ] {
+        assert!(
+            !groups
+                .allows(&p, &f.ring, RingPermission::Sign)
+                .await
+                .unwrap(),
+            "{}",
+            p.name
+        );
+        assert!(matches!(
+            groups
+                .require_all(&p, &[(&f.ring, RingPermission::Sign)])
+                .await,
+            Err(keygate::services::ServiceError::Forbidden(_))
+        ));
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ApiKeyRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
+    /// Who created the key; `None` for keys older than the column (docs/api-keys.md).
+    pub created_by: Option<String>,
 }
 
 /// The MAC and hint of a fresh secret.
@@ -33,7 +35,7 @@ pub struct SecretDigest {
 }
 
 const COLUMNS: &str = "id, name, description, owner, role, hint, mac_ring, mac_version, \
-                       created_at, expires_at, last_used_at";
+                       created_at, expires_at, last_used_at, created_by";
 
 fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
     Ok(ApiKeyRow {
@@ -48,6 +50,7 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
         created_at: row.try_get(8)?,
         expires_at: row.try_get(9)?,
         last_used_at: row.try_get(10)?,
+        created_by: row.try_get(11)?,
     })
 }
 
@@ -68,7 +71,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(11)?)))
+            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(12)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -84,8 +87,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
-                                   hint, created_at, expires_at, last_used_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL
+                                   hint, created_at, expires_at, last_used_at, created_by)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13
              WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
         )
         .bind(&row.id)
@@ -100,6 +103,7 @@ impl Store {
         .bind(row.created_at)
         .bind(row.expires_at)
         .bind(max_per_owner)
+        .bind(&row.created_by)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {

@@ -23,6 +23,9 @@ pub struct ApprovalRow {
     pub decided_at: Option<i64>,
     pub sig_kid: String,
     pub request_sig: Vec<u8>,
+    /// The requester's credential, `<kind>:<id>` (empty on requests made before it was
+    /// recorded).
+    pub requested_with: String,
 }
 
 /// One stored vote.
@@ -34,6 +37,8 @@ pub struct VoteRow {
     pub at: i64,
     pub sig_kid: String,
     pub signature: Vec<u8>,
+    /// The credential the vote was cast with, `<kind>:<id>`.
+    pub credential: String,
 }
 
 /// What recording a vote led to.
@@ -48,7 +53,7 @@ pub enum VoteResult {
 }
 
 const COLUMNS: &str = "id, operation, target, params, requested_by, requested_at, expires_at,
-    required, approvers, state, outcome, decided_at, sig_kid, request_sig";
+    required, approvers, state, outcome, decided_at, sig_kid, request_sig, requested_with";
 
 fn row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRow, sqlx::Error> {
     Ok(ApprovalRow {
@@ -66,6 +71,7 @@ fn row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRow, sqlx::Error> {
         decided_at: r.try_get(11)?,
         sig_kid: r.try_get(12)?,
         request_sig: r.try_get(13)?,
+        requested_with: r.try_get(14)?,
     })
 }
 
@@ -78,7 +84,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO approvals ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            "INSERT INTO approvals ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
         ))
         .bind(&a.id)
         .bind(&a.operation)
@@ -94,6 +100,7 @@ impl Store {
         .bind(a.decided_at)
         .bind(&a.sig_kid)
         .bind(&a.request_sig)
+        .bind(&a.requested_with)
         .execute(&mut *tx)
         .await?;
         append_in(&mut tx, audit).await?;
@@ -127,7 +134,7 @@ impl Store {
     /// The votes on request `id`, in the order they were cast.
     pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT approval_id, principal, decision, at, sig_kid, signature
+            "SELECT approval_id, principal, decision, at, sig_kid, signature, credential
              FROM approval_votes WHERE approval_id = $1 ORDER BY at, rowid",
         )
         .bind(id)
@@ -142,6 +149,7 @@ impl Store {
                     at: r.try_get(3)?,
                     sig_kid: r.try_get(4)?,
                     signature: r.try_get(5)?,
+                    credential: r.try_get(6)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -172,8 +180,9 @@ impl Store {
             return Err(StoreError::Conflict("the request has expired".into()));
         }
         sqlx::query(
-            "INSERT INTO approval_votes (approval_id, principal, decision, at, sig_kid, signature)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO approval_votes (approval_id, principal, decision, at, sig_kid, signature,
+                                         credential)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&v.approval_id)
         .bind(&v.principal)
@@ -181,6 +190,7 @@ impl Store {
         .bind(v.at)
         .bind(&v.sig_kid)
         .bind(&v.signature)
+        .bind(&v.credential)
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {

@@ -8,8 +8,7 @@
 //! every open connection to finish its in-flight requests, and waits for them (bounded).
 
 use super::client_identity::{self, ClientCert};
-use super::state::Active;
-use crate::runtime::Runtime;
+use super::state::{Active, TlsState};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,12 +29,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    rt: Arc<Runtime>,
+    tls: Arc<TlsState>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    let handshake_timeout = rt.config.tls.handshake_timeout.0;
+    let handshake_timeout = tls.config().handshake_timeout.0;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -50,7 +49,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(active) = rt.tls.active() else {
+        let Some(active) = tls.active() else {
             tracing::error!("no TLS configuration is loaded; closing the connection");
             continue;
         };

@@ -121,24 +121,19 @@ pub async fn create(
         .map_err(ApiError::bad_request)?;
     let rt = state.rt.clone();
     let (key, secret) = detached(async move {
-        // A key in another principal's name acts as them: the caller must hold what
-        // belongs to that name (group grants, owned rings).
-        if let Some(owner) = req.owner.as_deref().filter(|o| *o != caller.name) {
-            rt.groups.require_can_act_as(&caller, owner).await?;
-        }
-        rt.api_keys
-            .create(
-                &caller,
-                NewApiKey {
-                    name: req.name,
-                    description: req.description,
-                    role: req.role,
-                    owner: req.owner,
-                    expires_at,
-                },
-                now(),
-            )
-            .await
+        crate::app::api_keys::create(
+            &rt,
+            &caller,
+            NewApiKey {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+                owner: req.owner,
+                expires_at,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok((
@@ -188,17 +183,17 @@ pub async fn update(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     let rt = state.rt.clone();
     let key = detached(async move {
-        rt.api_keys
-            .update(
-                &caller,
-                &id,
-                ApiKeyPatch {
-                    name: req.name,
-                    description: req.description,
-                    role: req.role,
-                },
-            )
-            .await
+        crate::app::api_keys::update(
+            &rt,
+            &caller,
+            &id,
+            ApiKeyPatch {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+            },
+        )
+        .await
     })
     .await?;
     Ok(Json(key.into()))
@@ -216,13 +211,8 @@ pub async fn regenerate(
     ApiPath(id): ApiPath<String>,
 ) -> Result<([(HeaderName, &'static str); 1], Json<ApiKeyWithSecret>), ApiError> {
     let rt = state.rt.clone();
-    let (key, secret) = detached(async move {
-        // The new secret lets the caller act as the key's owner.
-        let owner = rt.api_keys.get(&caller, &id).await?.owner;
-        rt.groups.require_can_act_as(&caller, &owner).await?;
-        rt.api_keys.regenerate(&caller, &id).await
-    })
-    .await?;
+    let (key, secret) =
+        detached(async move { crate::app::api_keys::regenerate(&rt, &caller, &id).await }).await?;
     Ok((NO_STORE, Json(ApiKeyWithSecret::new(key, secret))))
 }
 
@@ -238,6 +228,6 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.api_keys.delete(&caller, &id).await }).await?;
+    detached(async move { crate::app::api_keys::delete(&rt, &caller, &id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<Approval>>, ApiError> {
-    Ok(Json(approvals::list(&state.rt, &caller).await?))
+    Ok(Json(crate::app::approvals::list(&state.rt, &caller).await?))
 }
 
 /// One approval request.
@@ -31,7 +31,9 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Approval>, ApiError> {
-    Ok(Json(approvals::get(&state.rt, &caller, &id).await?))
+    Ok(Json(
+        crate::app::approvals::get(&state.rt, &caller, &id).await?,
+    ))
 }
 
 async fn decide(
@@ -44,7 +46,7 @@ async fn decide(
     let rt = state.rt.clone();
     let a = detached(async move {
         let actor = approvals::actor_of(&caller, request_id);
-        approvals::decide(&rt, &caller, &actor, &id, approve, now()).await
+        crate::app::approvals::decide(&rt, &caller, &actor, &id, approve, now()).await
     })
     .await?;
     Ok(Json(a))

@@ -28,7 +28,6 @@ use claims::{AccessClaims, Audience, ClaimsError, TimeRules};
 use denylist::Denylist;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -108,8 +107,6 @@ pub struct TokenSettings {
     pub signing_default_ttl: i64,
     pub signing_max_ttl: i64,
     pub signing_allow_caller_times: bool,
-    /// ring → who holds `sign` on it (principal names or `role:<role>`).
-    pub signers: BTreeMap<String, Vec<String>>,
 }
 
 impl TokenSettings {
@@ -134,11 +131,6 @@ impl TokenSettings {
             signing_default_ttl: c.signing.default_ttl.secs(),
             signing_max_ttl: c.signing.max_ttl.secs(),
             signing_allow_caller_times: c.signing.allow_caller_times,
-            signers: c
-                .rings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.signers.clone()))
-                .collect(),
         }
     }
 
@@ -165,6 +157,8 @@ pub struct TokenService {
     key_files: Arc<crate::services::key_files::KeyFileService>,
     settings: TokenSettings,
     denylist: Denylist,
+    /// Checks `idp:` bindings (see [`Self::connect_idps`]).
+    idp_bindings: std::sync::OnceLock<Arc<crate::services::oauth_servers::OAuthServerService>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -270,17 +264,29 @@ impl TokenService {
             key_files,
             settings,
             denylist,
+            idp_bindings: std::sync::OnceLock::new(),
         })
     }
 
     /// Whether the credential a token was minted with still stands: an API key with the
-    /// same secret, or a key file at the same generation (`kf:` bindings).
+    /// same secret and role, a key file at the same generation (`kf:` bindings), or an
+    /// IdP registered as it was (`idp:` bindings).
     fn binding_live(&self, binding: &str) -> bool {
         if binding.starts_with("kf:") {
             self.key_files.binding_live(binding)
+        } else if binding.starts_with("idp:") {
+            self.idp_bindings
+                .get()
+                .is_some_and(|oauth| oauth.binding_live(binding))
         } else {
             self.api_keys.binding_live(binding)
         }
+    }
+
+    /// Connects the IdP registry that checks `idp:` bindings. Until it is connected (and
+    /// in tools that never connect it) tokens minted from IdP tokens do not verify.
+    pub fn connect_idps(&self, oauth: Arc<crate::services::oauth_servers::OAuthServerService>) {
+        let _ = self.idp_bindings.set(oauth);
     }
 
     pub fn settings(&self) -> &TokenSettings {
