@@ -26,5 +26,6 @@ mod token_rules;
 mod tokens;
 mod tpm;
 mod tpm_server;
+mod trust_core;
 mod users;
 mod wycheproof;

@@ -1053,3 +1053,75 @@ async fn introspection_recognises_idp_tokens() {
     );
     assert_eq!(introspect(expired).await, json!({"active": false}));
 }
+
+/// Issue 12, finding 5: a custom token minted from an IdP token is bound to the IdP as
+/// registered: re-keying the server, or deleting it, ends the token at once.
+#[tokio::test]
+async fn a_token_minted_from_an_idp_token_ends_when_the_idp_is_rekeyed_or_deleted() {
+    let first = IdpKey::p256("ignored");
+    let second = IdpKey::p256("ignored");
+    let s = keygate_for_idps("0s");
+    let server = register(
+        &s,
+        json!({"name": "pem-ec", "issuer": "https://pem-ec.example", "public_key_pem": first.pem(),
+               "role_claim": "groups", "role_mapping": {"kg-admins": "admin"}}),
+    )
+    .await;
+    let oauth_id = server["oauth_id"].as_str().unwrap().to_string();
+    let mint = || async {
+        let t = now();
+        let idp_token = first.es256(&json!({"iss": "https://pem-ec.example", "sub": "ops-1",
+            "exp": t + 600, "groups": ["kg-admins"]}));
+        let r = s
+            .http
+            .post(s.url("/api/v1/auth/token"))
+            .header("x-oauth2-token", idp_token)
+            .json(&json!({"grant_type": "custom_token", "subject": "svc", "expires_in": 300, "role": "read-only"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let token = mint().await;
+    assert_eq!(s.get_bearer("/api/v1/keys", &token).await.status(), 200);
+    let r = s
+        .patch_json(
+            &format!("/api/v1/oauth-servers/{oauth_id}"),
+            &s.admin_key,
+            json!({"public_key_pem": second.pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    expect_problem(
+        s.get_bearer("/api/v1/keys", &token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Back to the first key, a fresh token; then the server is deleted.
+    let r = s
+        .patch_json(
+            &format!("/api/v1/oauth-servers/{oauth_id}"),
+            &s.admin_key,
+            json!({"public_key_pem": first.pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let token = mint().await;
+    assert_eq!(s.get_bearer("/api/v1/keys", &token).await.status(), 200);
+    let r = s
+        .delete(&format!("/api/v1/oauth-servers/{oauth_id}"), &s.admin_key)
+        .await;
+    assert_eq!(r.status(), 204);
+    expect_problem(
+        s.get_bearer("/api/v1/keys", &token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}

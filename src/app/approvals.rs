@@ -313,8 +313,14 @@ async fn requester_now(rt: &Runtime, row: &ApprovalRow) -> Result<Principal, Ser
                 .filter(|k| k.owner == name)
                 .ok_or_else(|| gone(format!("API key {id}")))?;
             // The key acts with its own role, never more than its owner holds now.
-            if name != ROOT_PRINCIPAL && rt.users.role_of(&name).is_none() {
-                return Err(gone(format!("account {name:?}")));
+            if name != ROOT_PRINCIPAL {
+                let owner = by_account(rt)?;
+                if !owner.covers(key.role) {
+                    return Err(ServiceError::Forbidden(format!(
+                        "the requester {name:?} is no longer {} (now {owner})",
+                        key.role
+                    )));
+                }
             }
             (
                 key.role,
