@@ -48,20 +48,22 @@ pub async fn run(
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let rt = Runtime::open(config).await?;
-            let (key, secret) = rt
-                .api_keys
-                .create(
-                    &cli_principal(),
-                    NewApiKey {
-                        name,
-                        description: Some(description),
-                        role,
-                        owner: Some(owner),
-                        expires_at: None,
-                    },
-                    now(),
-                )
-                .await?;
+            // The same workflow as POST /api/v1/api-keys, as `root`: the act-as rule
+            // applies (no key in an approver's name), and the key records root as its
+            // maker, so it never votes for its owner.
+            let (key, secret) = keygate::app::api_keys::create(
+                &rt,
+                &cli_principal(),
+                NewApiKey {
+                    name,
+                    description: Some(description),
+                    role,
+                    owner: Some(owner),
+                    expires_at: None,
+                },
+                now(),
+            )
+            .await?;
             eprintln!(
                 "created API key {} (role {}, owner {}); the secret is shown once:",
                 key.id, key.role, key.owner
@@ -95,7 +97,7 @@ pub async fn run(
         }
         Command::AdminKeyDelete { id } => {
             let rt = Runtime::open(config).await?;
-            rt.api_keys.delete(&cli_principal(), &id).await?;
+            keygate::app::api_keys::delete(&rt, &cli_principal(), &id).await?;
             eprintln!("deleted API key {id}");
             Ok(())
         }
