@@ -51,9 +51,11 @@ pub async fn run(
             // The same workflow as POST /api/v1/api-keys, as `root`: the act-as rule
             // applies (no key in an approver's name), and the key records root as its
             // maker, so it never votes for its owner.
-            let (key, secret) = keygate::app::api_keys::create(
+            let actor = keygate::services::approvals::actor_of(&cli_principal(), None);
+            let created = keygate::app::api_keys::create(
                 &rt,
                 &cli_principal(),
+                &actor,
                 NewApiKey {
                     name,
                     description: Some(description),
@@ -64,11 +66,21 @@ pub async fn run(
                 now(),
             )
             .await?;
-            eprintln!(
-                "created API key {} (role {}, owner {}); the secret is shown once:",
-                key.id, key.role, key.owner
-            );
-            out!("{}", secret.expose_secret());
+            match created {
+                keygate::app::api_keys::KeyCreation::Created(key, secret) => {
+                    eprintln!(
+                        "created API key {} (role {}, owner {}); the secret is shown once:",
+                        key.id, key.role, key.owner
+                    );
+                    out!("{}", secret.expose_secret());
+                }
+                keygate::app::api_keys::KeyCreation::Pending(a) => {
+                    eprintln!(
+                        "approvals.create-super-admin-key requires {} approval(s): request {} is pending; once approved, redeem it as root with POST /api/v1/approvals/{}/redeem",
+                        a.required, a.approval_id, a.approval_id
+                    );
+                }
+            }
             Ok(())
         }
         Command::AdminKeysList => {

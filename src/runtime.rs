@@ -220,18 +220,6 @@ fn check_role_names(config: &Config) -> Result<(), StartupError> {
         role.parse::<crate::services::authz::Role>()
             .map_err(|e| StartupError::Config(format!("{key}: {e}")))?;
     }
-    if config
-        .approvals
-        .rule(crate::config::ApprovalOperation::CreateSuperAdminKey)
-        .required
-        > 0
-    {
-        return Err(StartupError::Config(
-            "approvals.create-super-admin-key.required > 0 is not supported in this release: \
-             the new key's secret could not be handed to the requester after approval"
-                .into(),
-        ));
-    }
     Ok(())
 }
 

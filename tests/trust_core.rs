@@ -541,8 +541,17 @@ async fn a_configured_signer_is_not_inherited_by_whoever_manages_its_account() {
         ..Default::default()
     });
     create_user(&s, "gw", "gateway").await;
-    // help-desk manages gateway users and their keys.
-    let desk = s.principal("desk", "help-desk").await;
+    // A role that manages gateway users and their keys, without keys:sign.
+    let r = s
+        .post_json(
+            "/api/v1/roles",
+            &s.admin_key,
+            json!({"name": "gw-manager", "permissions": ["api-keys:read", "api-keys:write",
+                "users:read", "users:write", "tokens:introspect"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let desk = s.principal("desk", "gw-manager").await;
     let r = s
         .post_json(
             "/api/v1/api-keys",
@@ -609,4 +618,84 @@ async fn an_approved_request_fails_when_its_requester_is_deleted_or_demoted() {
         1,
         "nothing rotated"
     );
+}
+
+/// The `create-super-admin-key` gate as a redeemable approval: the request waits for its
+/// approvals, creates nothing meanwhile, and once approved only the requester collects
+/// the key and its secret, once.
+#[tokio::test]
+async fn a_super_admin_key_is_redeemed_once_by_its_requester_after_approval() {
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__CREATE-SUPER-ADMIN-KEY__REQUIRED".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    });
+    // Two super-admins, each with their own login session.
+    create_user(&s, "alice", "super-admin").await;
+    create_user(&s, "bob", "super-admin").await;
+    let alice = s.login("alice", PASSWORD).await;
+    let bob = s.login("bob", PASSWORD).await;
+    let post = |token: String, path: String, body: Value| {
+        let s = &s;
+        async move {
+            s.send_bearer(reqwest::Method::POST, &path, &token, body)
+                .await
+        }
+    };
+    let before = s.key_count().await;
+    let r = post(
+        alice.clone(),
+        "/api/v1/api-keys".into(),
+        json!({"name": "break-glass", "role": "super-admin"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["operation"], "create-super-admin-key");
+    assert!(a.get("api_key").is_none(), "no secret before the approvals");
+    let id = approval_id(&a);
+    assert_eq!(
+        s.key_count().await,
+        before,
+        "nothing is created while pending"
+    );
+    let redeem = format!("/api/v1/approvals/{id}/redeem");
+    let r = post(alice.clone(), redeem.clone(), json!({})).await;
+    expect_problem(r, 409, "conflict").await;
+    let r = post(
+        bob.clone(),
+        format!("/api/v1/approvals/{id}/approve"),
+        json!({}),
+    )
+    .await;
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["state"], "executed", "{a}");
+    assert_eq!(
+        s.key_count().await,
+        before,
+        "approval alone creates nothing"
+    );
+    // Only the requester redeems.
+    let r = post(bob.clone(), redeem.clone(), json!({})).await;
+    expect_problem(r, 403, "forbidden").await;
+    let r = post(alice.clone(), redeem.clone(), json!({})).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let k: Value = r.json().await.unwrap();
+    assert_eq!(
+        (k["role"].as_str(), k["owner"].as_str()),
+        (Some("super-admin"), Some("alice"))
+    );
+    let secret = k["api_key"].as_str().unwrap();
+    assert_eq!(s.get("/api/v1/keys", secret).await.status(), 200);
+    // Once.
+    let r = post(alice.clone(), redeem.clone(), json!({})).await;
+    expect_problem(r, 409, "conflict").await;
+    let a: Value = s
+        .get_json(&format!("/api/v1/approvals/{id}"), &s.admin_key)
+        .await;
+    assert!(a["redeemed_at"].is_string(), "{a}");
+    assert_eq!(s.key_count().await, before + 1);
 }

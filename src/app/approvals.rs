@@ -15,6 +15,7 @@
 use crate::approval_rules::{self, ApproverRule};
 use crate::keys::{Purpose, API_KEY_MAC_RING};
 use crate::runtime::Runtime;
+use crate::services::api_keys::ApiKey;
 use crate::services::approvals::{
     request_bytes, verify_request, view, vote_bytes, Approval, Done, Operation, Submitted,
 };
@@ -24,6 +25,7 @@ use crate::services::{AuthMethod, Principal, Proof, ServiceError};
 use crate::store::approvals::{ApprovalRow, VoteResult, VoteRow};
 use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::StoreError;
+use secrecy::SecretString;
 
 /// Checks the caller may ask for `op` at all, and that `op` is possible now (so a
 /// request that could never run is refused at once, with nothing recorded). Run again,
@@ -95,6 +97,9 @@ async fn check_request(
         Operation::GrantRole { username, role } => {
             let role: Role = role.parse().map_err(ServiceError::Invalid)?;
             rt.users.check_role_change(caller, username, role).await
+        }
+        Operation::CreateSuperAdminKey { owner, .. } => {
+            super::api_keys::check_create(rt, caller, owner, Role::SuperAdmin).await
         }
     }
 }
@@ -505,7 +510,114 @@ async fn execute(
             rt.tokens.sessions_ended(&revoked, now);
             Ok(Done::Other(format!("user {username} now has role {role}")))
         }
+        // Nothing is created until the requester redeems the approval ([`redeem`]), so
+        // no secret waits in the store.
+        Operation::CreateSuperAdminKey { owner, .. } => Ok(Done::Other(format!(
+            "approved: the requester collects the super-admin key for {owner} with POST /api/v1/approvals/{{id}}/redeem, once"
+        ))),
     }
+}
+
+/// Collects the key of an executed `create-super-admin-key` request: only its requester,
+/// with a credential proving their name, once, before the request's expiry, and only if
+/// they may still ask for it. Returns the key and its secret (shown this once).
+pub async fn redeem(
+    rt: &Runtime,
+    caller: &Principal,
+    actor: &AuditActor,
+    id: &str,
+    now: i64,
+) -> Result<(ApiKey, SecretString), ServiceError> {
+    let row = match rt.store.get_approval(id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => {
+            return Err(ServiceError::NotFound(format!(
+                "no approval request {id:?}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if row.requested_by != caller.name || !caller.proves_identity() {
+        return Err(ServiceError::Forbidden(
+            "only the requester redeems an approval, with their own credential".into(),
+        ));
+    }
+    let op: Operation = serde_json::from_str(&row.params)
+        .map_err(|e| ServiceError::Internal(format!("approval params: {e}")))?;
+    let Operation::CreateSuperAdminKey {
+        name,
+        description,
+        owner,
+        expires_at,
+    } = op.clone()
+    else {
+        return Err(ServiceError::Conflict(format!(
+            "approval request {id} is a {} request; only create-super-admin-key is redeemed",
+            row.operation
+        )));
+    };
+    if row.state != "executed" {
+        return Err(ServiceError::Conflict(format!(
+            "approval request {id} is {}",
+            row.state
+        )));
+    }
+    if rt.store.approval_redeemed_at(id).await?.is_some() {
+        return Err(ServiceError::Conflict(format!(
+            "approval request {id} was redeemed already"
+        )));
+    }
+    if row.expires_at <= now {
+        return Err(ServiceError::Conflict(format!(
+            "approval request {id} expired at {}",
+            crate::clock::rfc3339(row.expires_at)
+        )));
+    }
+    let problems = verify_request(&rt.store, &rt.audit, &row).await?;
+    if let Some(p) = problems.first() {
+        return Err(ServiceError::Conflict(format!(
+            "the stored request does not match its signatures: {p}"
+        )));
+    }
+    check_request(rt, caller, &op).await?;
+    let (key, secret) = rt
+        .api_keys
+        .create_as(
+            caller,
+            &caller.credential_creator(),
+            crate::services::api_keys::NewApiKey {
+                name,
+                description,
+                role: Role::SuperAdmin,
+                owner: Some(owner),
+                expires_at,
+            },
+            now,
+        )
+        .await?;
+    let audit = NewAuditEntry {
+        time: now,
+        actor: actor.clone(),
+        action: "approval.redeem:create-super-admin-key".into(),
+        target: row.target.clone(),
+        outcome: format!("api key {}", key.id),
+    };
+    if !rt
+        .store
+        .redeem_approval(id, &caller.name, now, &audit)
+        .await?
+    {
+        // Another redemption won the race: the key made here must not survive.
+        if let Err(e) = rt.api_keys.delete(caller, &key.id).await {
+            tracing::error!(approval = %id, api_key = %key.id, error = %e,
+                "could not delete the key of a lost redemption race");
+        }
+        return Err(ServiceError::Conflict(format!(
+            "approval request {id} was redeemed already"
+        )));
+    }
+    tracing::info!(approval = %id, api_key = %key.id, by = %caller.name, "redeemed a create-super-admin-key approval");
+    Ok((key, secret))
 }
 
 /// Marks every pending request past its expiry as expired (one audit entry each).

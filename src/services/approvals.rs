@@ -50,6 +50,15 @@ pub enum Operation {
     },
     /// Give user `username` role `role`, which approves gated operations.
     GrantRole { username: String, role: String },
+    /// A super-admin API key for `owner`. Approval makes the request redeemable: the
+    /// requester collects the key (and its one-time secret) with
+    /// `POST /api/v1/approvals/{id}/redeem`, once; nothing secret is stored meanwhile.
+    CreateSuperAdminKey {
+        name: String,
+        description: Option<String>,
+        owner: String,
+        expires_at: Option<i64>,
+    },
 }
 
 impl Operation {
@@ -69,6 +78,7 @@ impl Operation {
             Operation::GroupMember { .. } | Operation::GrantRole { .. } => {
                 ApprovalOperation::ChangeApprovers
             }
+            Operation::CreateSuperAdminKey { .. } => ApprovalOperation::CreateSuperAdminKey,
         }
     }
 
@@ -98,6 +108,7 @@ impl Operation {
                 group, principal, ..
             } => format!("group:{group}/member:{principal}"),
             Operation::GrantRole { username, .. } => format!("user:{username}"),
+            Operation::CreateSuperAdminKey { owner, .. } => format!("api-key-owner:{owner}"),
         }
     }
 }
@@ -144,6 +155,9 @@ pub struct Approval {
     pub approvers: Vec<String>,
     /// What happened when it ran, failed, or was rejected.
     pub outcome: Option<String>,
+    /// For an executed `create-super-admin-key`: when the requester collected the key
+    /// (RFC 3339), null until then.
+    pub redeemed_at: Option<String>,
     #[schema(value_type = Object)]
     pub params: serde_json::Value,
 }
@@ -313,6 +327,10 @@ pub async fn view(store: &Store, r: ApprovalRow) -> Result<Approval, ServiceErro
         expires_at: crate::clock::rfc3339(r.expires_at),
         approvers: r.approvers.split(',').map(str::to_string).collect(),
         outcome: r.outcome.clone(),
+        redeemed_at: store
+            .approval_redeemed_at(&r.id)
+            .await?
+            .map(crate::clock::rfc3339),
         params: serde_json::from_str(&r.params).unwrap_or(serde_json::Value::Null),
     })
 }

@@ -257,6 +257,47 @@ impl Store {
         Ok(true)
     }
 
+    /// Marks an executed `create-super-admin-key` request as redeemed by its requester,
+    /// once (compare-and-set), with its audit entry. False when it is not redeemable
+    /// (another redemption won, or it is not executed, or it expired at `now`).
+    pub async fn redeem_approval(
+        &self,
+        id: &str,
+        requested_by: &str,
+        now: i64,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE approvals SET redeemed_at = $2
+             WHERE id = $1 AND requested_by = $3 AND state = 'executed'
+               AND operation = 'create-super-admin-key' AND redeemed_at IS NULL
+               AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(requested_by)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// When request `id` was redeemed, if it was.
+    pub async fn approval_redeemed_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT redeemed_at FROM approvals WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
     /// Marks pending requests whose time ran out at `now` as expired, one audit entry
     /// each. Returns the ids expired.
     pub async fn expire_approvals(

@@ -60,7 +60,7 @@ pub struct ApiKeyWithSecret {
 }
 
 impl ApiKeyWithSecret {
-    fn new(key: ApiKey, secret: SecretString) -> Self {
+    pub(crate) fn new(key: ApiKey, secret: SecretString) -> Self {
         ApiKeyWithSecret {
             key: key.into(),
             api_key: secret.expose_secret().to_string(),
@@ -94,25 +94,24 @@ pub struct UpdateApiKey {
     pub role: Option<Role>,
 }
 
-/// Creates an API key and returns its secret once.
+/// Creates an API key and returns its secret once. A super-admin key, when
+/// `approvals.create-super-admin-key.required` > 0, answers 202 with the pending request;
+/// once approved, the requester collects the key with
+/// `POST /api/v1/approvals/{id}/redeem`.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 201, body = ApiKeyWithSecret),
+              (status = 202, description = "Waiting for approvals (create-super-admin-key)", body = crate::services::approvals::Approval),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 409, description = "Owner at api_keys.max_per_owner", body = Problem),
               (status = 413, body = Problem), (status = 503, body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    crate::http::audit_log::RequestId(rid): crate::http::audit_log::RequestId,
     ApiJson(req): ApiJson<CreateApiKey>,
-) -> Result<
-    (
-        StatusCode,
-        [(HeaderName, &'static str); 1],
-        Json<ApiKeyWithSecret>,
-    ),
-    ApiError,
-> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let expires_at = req
         .expires_at
         .as_deref()
@@ -120,10 +119,12 @@ pub async fn create(
         .transpose()
         .map_err(ApiError::bad_request)?;
     let rt = state.rt.clone();
-    let (key, secret) = detached(async move {
+    let created = detached(async move {
+        let actor = crate::services::approvals::actor_of(&caller, rid);
         crate::app::api_keys::create(
             &rt,
             &caller,
+            &actor,
             NewApiKey {
                 name: req.name,
                 description: req.description,
@@ -136,11 +137,17 @@ pub async fn create(
         .await
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        NO_STORE,
-        Json(ApiKeyWithSecret::new(key, secret)),
-    ))
+    Ok(match created {
+        crate::app::api_keys::KeyCreation::Created(key, secret) => (
+            StatusCode::CREATED,
+            NO_STORE,
+            Json(ApiKeyWithSecret::new(*key, secret)),
+        )
+            .into_response(),
+        crate::app::api_keys::KeyCreation::Pending(a) => {
+            (StatusCode::ACCEPTED, Json(a)).into_response()
+        }
+    })
 }
 
 /// Lists API keys without secrets.

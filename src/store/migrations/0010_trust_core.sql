@@ -12,3 +12,7 @@ ALTER TABLE approval_votes ADD COLUMN credential TEXT NOT NULL DEFAULT '';
 -- The credential the requester used, `<kind>:<id>` as above: execution re-checks the
 -- requester's right through it (a deleted or demoted requester fails the request).
 ALTER TABLE approvals ADD COLUMN requested_with TEXT NOT NULL DEFAULT '';
+
+-- create-super-admin-key approvals are redeemed once by their requester, who then gets
+-- the new key's secret; when that happened (NULL: not yet).
+ALTER TABLE approvals ADD COLUMN redeemed_at INTEGER;
