@@ -59,28 +59,6 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-impl Runtime {
-    /// Rotation phases from configuration: a replaced key stays published for the
-    /// longest token lifetime any JWT ring can have signed, plus leeway.
-    pub fn rotation_times(&self) -> crate::keys::rotation::RotationTimes {
-        crate::keys::rotation::RotationTimes {
-            publish_delay: self.config.rotation.publish_delay.secs(),
-            retire_after: self.tokens.settings().longest_token(),
-        }
-    }
-
-    /// The scheduled rotation period of `ring` in seconds: `rings.<ring>.rotation_period`,
-    /// else `rotation.period`; `None` when neither is set.
-    pub fn rotation_period(&self, ring: &str) -> Option<i64> {
-        self.config
-            .rings
-            .get(ring)
-            .and_then(|r| r.rotation_period)
-            .or(self.config.rotation.period)
-            .map(|d| d.secs())
-    }
-}
-
 /// Seconds since the epoch; see [`crate::clock`]. Services take `now` as a parameter.
 pub use crate::clock::now;
 

@@ -103,7 +103,10 @@ async fn alg_none_and_an_alg_that_does_not_match_the_key_are_refused() {
     let (mut h, c, sig) = segments(&t);
     h["alg"] = json!("none");
     let unsigned = format!("{}.", reassemble(&h, &c, "x").rsplit_once('.').unwrap().0);
-    assert!(f.tokens.verify_access(&unsigned, T0).is_err());
+    assert!(matches!(
+        f.tokens.verify_access(&unsigned, T0),
+        Err(TokenError::Malformed(_))
+    ));
     let none_with_sig = reassemble(&h, &c, &sig);
     assert!(matches!(
         f.tokens.verify_access(&none_with_sig, T0),
@@ -668,7 +671,12 @@ async fn the_sixth_login_evicts_the_oldest_session_and_its_access_token() {
         f.tokens.verify_access(first_at, T0 + 6),
         Err(TokenError::Revoked)
     ));
-    assert!(f.tokens.refresh(first_rt, T0 + 6).await.is_err());
+    assert!(matches!(
+        f.tokens.refresh(first_rt, T0 + 6).await,
+        Err(keygate::services::tokens::grants::GrantError::InvalidGrant(
+            _
+        ))
+    ));
     for (at, _) in &logins[1..] {
         assert!(f.tokens.verify_access(at, T0 + 6).is_ok());
     }

@@ -464,7 +464,7 @@ async fn execute(
                 .keys
                 .rotate_as(&ring, immediate, backend.as_deref(), actor, now)
                 .await?;
-            rt.keys.advance(rt.rotation_times(), now).await?;
+            rt.keys.advance(super::keys::rotation_times(rt), now).await?;
             Ok(Done::Version(
                 rt.keys.version(&v.ring, v.version).unwrap_or(v),
             ))

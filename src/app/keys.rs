@@ -64,3 +64,23 @@ pub async fn sign(
     }
     rt.tokens.sign_authorized(caller, ring, req, now).await
 }
+
+/// Rotation phases from configuration: a replaced key stays published for the longest
+/// token lifetime any JWT ring can have signed, plus leeway.
+pub fn rotation_times(rt: &Runtime) -> crate::keys::rotation::RotationTimes {
+    crate::keys::rotation::RotationTimes {
+        publish_delay: rt.config.rotation.publish_delay.secs(),
+        retire_after: rt.tokens.settings().longest_token(),
+    }
+}
+
+/// The scheduled rotation period of `ring` in seconds: `rings.<ring>.rotation_period`,
+/// else `rotation.period`; `None` when neither is set.
+pub fn rotation_period(rt: &Runtime, ring: &str) -> Option<i64> {
+    rt.config
+        .rings
+        .get(ring)
+        .and_then(|r| r.rotation_period)
+        .or(rt.config.rotation.period)
+        .map(|d| d.secs())
+}

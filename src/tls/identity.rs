@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The key ring holding the HTTPS identity.
-pub const TLS_IDENTITY_RING: &str = "tls-identity";
+pub const TLS_IDENTITY_RING: &str = crate::keys::ReservedRing::TlsIdentity.name();
 
 /// What a certificate says about itself, for logs, the CLI and the reload report.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

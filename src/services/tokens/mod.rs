@@ -247,6 +247,31 @@ pub struct SessionInfo {
     pub current: bool,
 }
 
+/// What a minted token is bound to (claim `kgk`): the credential that minted it, which
+/// must still stand for the token to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// `<key id>.<digest of MAC and role>`: an API key.
+    ApiKey(&'a str),
+    /// `kf:<accessID>:<generation>`: a key file.
+    KeyFile(&'a str),
+    /// `idp:<oauth_id>.<digest>`: a registered IdP.
+    Idp(&'a str),
+}
+
+impl<'a> Binding<'a> {
+    /// The binding a `kgk` value names (the whole value is kept: each service checks it).
+    pub fn parse(kgk: &'a str) -> Binding<'a> {
+        if kgk.starts_with("kf:") {
+            Binding::KeyFile(kgk)
+        } else if kgk.starts_with("idp:") {
+            Binding::Idp(kgk)
+        } else {
+            Binding::ApiKey(kgk)
+        }
+    }
+}
+
 impl TokenService {
     pub async fn new(
         store: Store,
@@ -269,17 +294,16 @@ impl TokenService {
     }
 
     /// Whether the credential a token was minted with still stands: an API key with the
-    /// same secret and role, a key file at the same generation (`kf:` bindings), or an
-    /// IdP registered as it was (`idp:` bindings).
+    /// same secret and role, a key file at the same generation, or an IdP registered as
+    /// it was.
     fn binding_live(&self, binding: &str) -> bool {
-        if binding.starts_with("kf:") {
-            self.key_files.binding_live(binding)
-        } else if binding.starts_with("idp:") {
-            self.idp_bindings
+        match Binding::parse(binding) {
+            Binding::KeyFile(b) => self.key_files.binding_live(b),
+            Binding::Idp(b) => self
+                .idp_bindings
                 .get()
-                .is_some_and(|oauth| oauth.binding_live(binding))
-        } else {
-            self.api_keys.binding_live(binding)
+                .is_some_and(|oauth| oauth.binding_live(b)),
+            Binding::ApiKey(b) => self.api_keys.binding_live(b),
         }
     }
 
