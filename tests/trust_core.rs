@@ -699,3 +699,64 @@ async fn a_super_admin_key_is_redeemed_once_by_its_requester_after_approval() {
     assert!(a["redeemed_at"].is_string(), "{a}");
     assert_eq!(s.key_count().await, before + 1);
 }
+
+/// A new secret for someone's key, received by someone else, is not the owner's own any
+/// more: it never votes for the owner.
+#[tokio::test]
+async fn a_key_regenerated_by_someone_else_no_longer_votes_for_its_owner() {
+    let s = Server::start_with(Options {
+        env: vec![
+            (
+                "KEYGATE__APPROVALS__REGENERATE__APPROVERS".into(),
+                "group:key-officers".into(),
+            ),
+            (
+                "KEYGATE__APPROVALS__REGENERATE__REQUIRED".into(),
+                "1".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    s.post_json(
+        "/api/v1/groups",
+        &s.admin_key,
+        json!({"name": "key-officers"}),
+    )
+    .await;
+    let own = s.principal("carol", "admin").await;
+    let keys: Vec<Value> = s.get_json("/api/v1/api-keys", &s.admin_key).await;
+    let id = keys
+        .iter()
+        .find(|k| k["owner"] == "carol")
+        .and_then(|k| k["id"].as_str())
+        .unwrap()
+        .to_string();
+    // carol is not an approver yet: root may re-key her key, and receives the secret.
+    let r = s
+        .post_json(
+            &format!("/api/v1/api-keys/{id}/regenerate"),
+            &s.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let known_to_root: String = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .into();
+    assert_ne!(known_to_root, own);
+    assert_eq!(add_member(&s, "key-officers", "carol").await.status(), 201);
+    s.create_ring("pay", "ES256").await;
+    let r = s
+        .post_json("/api/v1/keys/pay/regenerate", &s.admin_key, json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let approval = approval_id(&r.json().await.unwrap());
+    let p = expect_problem(
+        approve(&s, &known_to_root, &approval).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("proves you"), "{p}");
+}

@@ -106,6 +106,8 @@ pub async fn update(
 }
 
 /// Issues a new secret: the caller will hold a credential acting as the key's owner.
+/// A secret someone other than the owner received is not the owner's own: the key is
+/// recorded as made by them first, so it never votes for the owner.
 pub async fn regenerate(
     rt: &Runtime,
     caller: &Principal,
@@ -113,6 +115,10 @@ pub async fn regenerate(
 ) -> Result<(ApiKey, SecretString), ServiceError> {
     let owner = rt.api_keys.get(caller, id).await?.owner;
     rt.groups.require_can_act_as(caller, &owner).await?;
+    let creator = caller.credential_creator();
+    if creator != owner {
+        rt.store.set_api_key_creator(id, &creator).await?;
+    }
     rt.api_keys.regenerate(caller, id).await
 }
 

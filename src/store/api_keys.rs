@@ -129,6 +129,20 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Records `creator` as who made key `id` (a new secret chosen by someone other than
+    /// the owner makes the key theirs, not the owner's own).
+    pub async fn set_api_key_creator(&self, id: &str, creator: &str) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE api_keys SET created_by = $2 WHERE id = $1")
+            .bind(id)
+            .bind(creator)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn get_api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
             .bind(id)
