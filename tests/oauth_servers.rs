@@ -1125,3 +1125,49 @@ async fn a_token_minted_from_an_idp_token_ends_when_the_idp_is_rekeyed_or_delete
     )
     .await;
 }
+
+/// Issue 12, finding 3 through an IdP: a super-admin registers an IdP that maps its
+/// tokens to super-admin and mints tokens for made-up subjects. A role rule names
+/// enrolled accounts, so none of those subjects approves.
+#[tokio::test]
+async fn idp_subjects_mapped_to_an_approver_role_do_not_approve_by_that_alone() {
+    let key = IdpKey::p256("ignored");
+    let s = keygate_for_idps("0s");
+    register(
+        &s,
+        json!({"name": "own-idp", "issuer": "https://own-idp.example", "public_key_pem": key.pem(),
+               "role_claim": "groups", "role_mapping": {"sa": "super-admin"}}),
+    )
+    .await;
+    s.create_ring("web", "ES256").await;
+    let r = s
+        .post_json(
+            "/api/v1/keys/web/rotate",
+            &s.admin_key,
+            json!({"immediate": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for sub in ["sock-puppet-1", "sock-puppet-2"] {
+        let t = now();
+        let token = key.es256(&json!({"iss": "https://own-idp.example", "sub": sub,
+            "exp": t + 300, "groups": ["sa"]}));
+        let r = s
+            .http
+            .post(s.url(&format!("/api/v1/approvals/{id}/approve")))
+            .header("x-oauth2-token", token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, 403, "forbidden").await;
+    }
+    let a: Value = s
+        .get_json(&format!("/api/v1/approvals/{id}"), &s.admin_key)
+        .await;
+    assert_eq!(a["state"], "pending");
+}

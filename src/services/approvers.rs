@@ -164,7 +164,11 @@ impl ApproverSets {
     }
 
     /// Whether the caller satisfies one of `rules` with the credential it presented: by
-    /// the credential's role (a union counts each of its roles), its groups or its name.
+    /// role, its groups or its name. A role rule names enrolled *accounts*: the caller's
+    /// credential must carry the role (a union counts each of its roles) and its account
+    /// (a local user, or `root`) must hold it. An IdP subject mapped to the role is not
+    /// enrolled by that alone (whoever registers an IdP could mint any number of such
+    /// subjects): IdP subjects approve through a group or by name, which are gated.
     pub async fn eligible(
         &self,
         who: &Principal,
@@ -174,7 +178,18 @@ impl ApproverSets {
         for rule in rules {
             match rule {
                 ApproverRule::Role(r) if who.role.name().split('+').any(|n| n == r) => {
-                    return Ok(true)
+                    let account_role = if who.name == ROOT_PRINCIPAL {
+                        Some(Role::SuperAdmin.name().to_string())
+                    } else {
+                        match self.store.get_user(&who.name).await {
+                            Ok(u) => Some(u.role),
+                            Err(StoreError::NotFound) => None,
+                            Err(e) => return Err(e.into()),
+                        }
+                    };
+                    if account_role.as_deref() == Some(r.as_str()) {
+                        return Ok(true);
+                    }
                 }
                 ApproverRule::Role(_) => {}
                 ApproverRule::Group(g) => {
