@@ -193,3 +193,33 @@ pub async fn delete(
     }
     Ok(())
 }
+
+/// Every user with their groups.
+pub async fn list(
+    rt: &Runtime,
+    caller: &Principal,
+) -> Result<Vec<(User, Vec<String>)>, ServiceError> {
+    let users = rt.users.list(caller).await?;
+    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (principal, group) in rt.groups.all_memberships().await? {
+        groups.entry(principal).or_default().push(group);
+    }
+    Ok(users
+        .into_iter()
+        .map(|u| {
+            let g = groups.remove(&u.username).unwrap_or_default();
+            (u, g)
+        })
+        .collect())
+}
+
+/// One user with their groups.
+pub async fn get(
+    rt: &Runtime,
+    caller: &Principal,
+    username: &str,
+) -> Result<(User, Vec<String>), ServiceError> {
+    let user = rt.users.get(caller, username).await?;
+    let groups = rt.groups.groups_of(&user.username).await?;
+    Ok((user, groups))
+}

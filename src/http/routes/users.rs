@@ -115,18 +115,11 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    let users = state.rt.users.list(&caller).await?;
-    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (principal, group) in state.rt.groups.all_memberships().await? {
-        groups.entry(principal).or_default().push(group);
-    }
+    let users = crate::app::users::list(&state.rt, &caller).await?;
     Ok(Json(
         users
             .into_iter()
-            .map(|u| {
-                let g = groups.remove(&u.username).unwrap_or_default();
-                UserView::new(u, g)
-            })
+            .map(|(u, g)| UserView::new(u, g))
             .collect(),
     ))
 }
@@ -142,8 +135,7 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.rt.users.get(&caller, &username).await?;
-    let groups = state.rt.groups.groups_of(&user.username).await?;
+    let (user, groups) = crate::app::users::get(&state.rt, &caller, &username).await?;
     Ok(Json(UserView::new(user, groups)))
 }
 
