@@ -44,7 +44,7 @@ pub fn spawn_rotation(rt: &Arc<Runtime>) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check for key changes"),
         }
-        let periods = |ring: &str| rt.rotation_period(ring);
+        let periods = |ring: &str| crate::app::keys::rotation_period(&rt, ring);
         if let Err(e) = rt
             .keys
             .run_schedule(periods, &rt.instance_id, ROTATION_LEASE_SECS, at)
@@ -52,10 +52,14 @@ pub fn spawn_rotation(rt: &Arc<Runtime>) {
         {
             tracing::warn!(error = %e, "scheduled rotation failed; retrying next tick");
         }
-        if let Err(e) = rt.keys.advance(rt.rotation_times(), at).await {
+        if let Err(e) = rt
+            .keys
+            .advance(crate::app::keys::rotation_times(&rt), at)
+            .await
+        {
             tracing::warn!(error = %e, "key rotation step failed; retrying next tick");
         }
-        if let Err(e) = crate::services::approvals::expire_due(&rt, at).await {
+        if let Err(e) = crate::app::approvals::expire_due(&rt, at).await {
             tracing::warn!(error = %e, "expiring approval requests failed; retrying next tick");
         }
     });

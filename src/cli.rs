@@ -65,25 +65,39 @@ async fn run_command(
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let rt = Runtime::open(config).await?;
-            let (key, secret) = rt
-                .api_keys
-                .create(
-                    &cli_principal(),
-                    NewApiKey {
-                        name,
-                        description: Some(description),
-                        role,
-                        owner: Some(owner),
-                        expires_at: None,
-                    },
-                    now(),
-                )
-                .await?;
-            eprintln!(
-                "created API key {} (role {}, owner {}); the secret is shown once:",
-                key.id, key.role, key.owner
-            );
-            out!("{}", secret.expose_secret());
+            // The same workflow as POST /api/v1/api-keys, as `root`: the act-as rule
+            // applies (no key in an approver's name), and the key records root as its
+            // maker, so it never votes for its owner.
+            let actor = keygate::services::approvals::actor_of(&cli_principal(), None);
+            let created = keygate::app::api_keys::create(
+                &rt,
+                &cli_principal(),
+                &actor,
+                NewApiKey {
+                    name,
+                    description: Some(description),
+                    role,
+                    owner: Some(owner),
+                    expires_at: None,
+                },
+                now(),
+            )
+            .await?;
+            match created {
+                keygate::app::api_keys::KeyCreation::Created(key, secret) => {
+                    eprintln!(
+                        "created API key {} (role {}, owner {}); the secret is shown once:",
+                        key.id, key.role, key.owner
+                    );
+                    out!("{}", secret.expose_secret());
+                }
+                keygate::app::api_keys::KeyCreation::Pending(a) => {
+                    eprintln!(
+                        "approvals.create-super-admin-key requires {} approval(s): request {} is pending; once approved, redeem it as root with POST /api/v1/approvals/{}/redeem",
+                        a.required, a.approval_id, a.approval_id
+                    );
+                }
+            }
             Ok(())
         }
         Command::AdminKeysList => {
@@ -112,7 +126,7 @@ async fn run_command(
         }
         Command::AdminKeyDelete { id } => {
             let rt = Runtime::open(config).await?;
-            rt.api_keys.delete(&cli_principal(), &id).await?;
+            keygate::app::api_keys::delete(&rt, &cli_principal(), &id).await?;
             eprintln!("deleted API key {id}");
             Ok(())
         }
@@ -241,7 +255,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
                 days,
             );
             let (v, made) =
-                identity::ensure_ring(&rt, alg, backend.as_deref(), ROOT_PRINCIPAL).await?;
+                identity::ensure_ring(&rt.keys, alg, backend.as_deref(), ROOT_PRINCIPAL).await?;
             if made {
                 eprintln!(
                     "generated {} v{} ({}) in hardware: {}",
@@ -259,7 +273,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
                     v.locator.uri()
                 );
             }
-            let key = identity::signing_key(&rt, &v)?;
+            let key = identity::signing_key(&rt.keys, &v)?;
             match csr {
                 Some(path) => {
                     let pem = identity::csr(key, params).await?;
@@ -280,7 +294,7 @@ async fn tls_command(command: TlsCommand, config: Config) -> anyhow::Result<()> 
         TlsCommand::InstallCert { chain } => {
             let bytes = std::fs::read(&chain)
                 .with_context(|| format!("cannot read {}", chain.display()))?;
-            let s = identity::install_cert(&rt, &bytes, &cert_file).await?;
+            let s = identity::install_cert(&rt.keys, &bytes, &cert_file).await?;
             eprintln!(
                 "installed {} (subject {}, issuer {}, serial {}, valid until {}, {} certificate(s)); \
                  the leaf carries the hardware key. A running server loads it on SIGHUP or POST /api/v1/tls/reload.",
@@ -304,7 +318,8 @@ async fn audit_verify(rt: &Runtime, from: i64) -> anyhow::Result<()> {
     let mut approvals = 0;
     for a in rt.store.list_approvals(i64::MAX).await? {
         approvals += 1;
-        problems.extend(keygate::services::approvals::verify_request(rt, &a).await?);
+        problems
+            .extend(keygate::services::approvals::verify_request(&rt.store, &rt.audit, &a).await?);
     }
     out!(
         "checked {} entries (to seq {}), {} checkpoints, {} approval requests",
@@ -391,16 +406,14 @@ async fn serve(
     if https {
         if dev {
             created.extend(
-                keygate::tls::identity::ensure_dev_identity(&rt, &rt.config.tls.cert_file).await?,
+                keygate::tls::identity::ensure_dev_identity(&rt.keys, &rt.config.tls.cert_file)
+                    .await?,
             );
         }
-        rt.tls
-            .reload(&rt)
-            .await
-            .context("loading the TLS identity")?;
+        rt.tls.reload().await.context("loading the TLS identity")?;
         spawn_sighup_reload(&rt);
         if rt.config.tls.mtls != keygate::tls::settings::MtlsMode::Off {
-            keygate::tls::state::TlsState::spawn_refresh(&rt);
+            rt.tls.spawn_refresh();
         }
     }
     rt.keys.reconcile().await;
@@ -469,7 +482,14 @@ async fn serve(
         });
     }
     if https {
-        keygate::tls::listener::serve(listener, app(state), rt.clone(), shutdown()).await;
+        keygate::tls::listener::serve(
+            listener,
+            app(state),
+            rt.tls.clone(),
+            &rt.config.limits,
+            shutdown(),
+        )
+        .await;
     } else {
         // The plain listener applies the same connection caps and timeouts as HTTPS; the
         // peer address reaches handlers as `PeerAddr` (rate limits, login throttling, audit).
@@ -576,7 +596,7 @@ fn spawn_sighup_reload(rt: &Arc<Runtime>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the TLS configuration");
-            if let Err(e) = rt.tls.reload(&rt).await {
+            if let Err(e) = rt.tls.reload().await {
                 tracing::error!(error = %e, "TLS reload failed; the previous configuration stays in force");
             }
         }

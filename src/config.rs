@@ -19,24 +19,9 @@ pub enum ConfigError {
     Invalid { path: String, reason: String },
 }
 
-/// A duration written as `"90s"`, `"15m"`, `"24h"` or `"90d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
-    }
-}
-
-impl Dur {
-    pub fn secs(self) -> i64 {
-        i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
-    }
-}
+/// A duration written as `"90s"`; defined in [`crate::dur`] so that `tls::settings`
+/// can use it without importing the configuration that imports it.
+pub use crate::dur::Dur;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -381,16 +366,8 @@ impl Default for RotationConfig {
     }
 }
 
-/// Operations gated by M-of-N approvals (`docs/lifecycle.md`).
-pub const APPROVAL_OPERATIONS: [&str; 7] = [
-    "rotate",
-    "rotate-now",
-    "regenerate",
-    "destroy",
-    "change-backend",
-    "create-super-admin-key",
-    "delete-oauth-server",
-];
+/// Operations gated by M-of-N approvals; see [`crate::approval_rules`].
+pub use crate::approval_rules::{ApprovalOperation, ApproverRule};
 
 /// `[approvals]`: a default expiry, and `[approvals.<operation>]` per operation.
 #[derive(Debug, Clone, Deserialize)]
@@ -427,37 +404,26 @@ pub struct ApprovalRuleConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Approvers {
-    One(String),
-    Many(Vec<String>),
+    One(ApproverRule),
+    Many(Vec<ApproverRule>),
 }
 
 /// An operation's effective approval rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRule {
     pub required: u32,
-    pub approvers: Vec<String>,
+    pub approvers: Vec<ApproverRule>,
     pub ttl_secs: i64,
 }
 
 impl ApprovalsConfig {
-    /// The documented defaults (`docs/lifecycle.md`): rotate 0, rotate-now 1, regenerate 2,
-    /// destroy 2. The operations without a documented default: change-backend 1 (it replaces the key's
-    /// hardware), create-super-admin-key and delete-oauth-server 0.
-    pub fn default_required(op: &str) -> u32 {
-        match op {
-            "rotate-now" | "change-backend" => 1,
-            "regenerate" | "destroy" => 2,
-            _ => 0,
-        }
-    }
-
-    /// The effective rule for `op`.
-    pub fn rule(&self, op: &str) -> ApprovalRule {
-        let c = self.operations.get(op).cloned().unwrap_or_default();
+    /// The effective rule for `op` (approver rules were parsed when the file loaded).
+    pub fn rule(&self, op: ApprovalOperation) -> ApprovalRule {
+        let c = self.operations.get(op.name()).cloned().unwrap_or_default();
         ApprovalRule {
-            required: c.required.unwrap_or_else(|| Self::default_required(op)),
+            required: c.required.unwrap_or_else(|| op.default_required()),
             approvers: match c.approvers {
-                None => vec!["role:super-admin".to_string()],
+                None => vec![ApproverRule::Role("super-admin".into())],
                 Some(Approvers::One(s)) => vec![s],
                 Some(Approvers::Many(v)) => v,
             },
@@ -470,31 +436,15 @@ impl ApprovalsConfig {
             return Err("approvals.expire_after must be positive".into());
         }
         for (op, c) in &self.operations {
-            if !APPROVAL_OPERATIONS.contains(&op.as_str()) {
-                return Err(format!(
-                    "approvals.{op}: unknown operation; expected one of {}",
-                    APPROVAL_OPERATIONS.join(", ")
-                ));
-            }
+            op.parse::<ApprovalOperation>()
+                .map_err(|e| format!("approvals.{op}: {e}"))?;
             if c.ttl.is_some_and(|t| t.0.is_zero()) {
                 return Err(format!("approvals.{op}.ttl must be positive"));
             }
-            let rule = self.rule(op);
-            if rule.approvers.is_empty() {
+            // Each entry parsed as it loaded; whether a named role exists is checked once
+            // custom roles are loaded (`Runtime::open`).
+            if matches!(&c.approvers, Some(Approvers::Many(v)) if v.is_empty()) {
                 return Err(format!("approvals.{op}.approvers is empty"));
-            }
-            for a in &rule.approvers {
-                match a.split_once(':') {
-                    // Whether the role exists is checked once custom roles are loaded
-                    // (`Runtime::open`).
-                    Some(("role", r)) if !r.trim().is_empty() => {}
-                    Some(("group", g)) if !g.trim().is_empty() => {}
-                    _ => {
-                        return Err(format!(
-                            "approvals.{op}.approvers: {a:?} is not role:<name> or group:<name>"
-                        ))
-                    }
-                }
             }
         }
         Ok(())

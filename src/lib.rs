@@ -3,11 +3,15 @@
 //! Layers, top to bottom: [`http`] → [`services`] → [`keys`] → [`hardware`], with [`store`]
 //! beside the hardware for metadata. See `docs/architecture.md`.
 
+pub mod app;
+pub mod approval_rules;
 pub mod background;
 pub mod bench;
 pub mod bench_tpm;
+pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod dur;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hardware;

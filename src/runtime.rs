@@ -50,7 +50,7 @@ pub struct Runtime {
     /// This process's name as a lease holder (scheduled rotation).
     pub instance_id: String,
     /// The TLS configuration in force; empty unless `serve` serves HTTPS.
-    pub tls: crate::tls::state::TlsState,
+    pub tls: Arc<crate::tls::state::TlsState>,
     /// Rate limits (`[limits]`).
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -61,33 +61,8 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-impl Runtime {
-    /// Rotation phases from configuration: a replaced key stays published for the
-    /// longest token lifetime any JWT ring can have signed, plus leeway.
-    pub fn rotation_times(&self) -> crate::keys::rotation::RotationTimes {
-        crate::keys::rotation::RotationTimes {
-            publish_delay: self.config.rotation.publish_delay.secs(),
-            retire_after: self.tokens.settings().longest_token(),
-        }
-    }
-
-    /// The scheduled rotation period of `ring` in seconds: `rings.<ring>.rotation_period`,
-    /// else `rotation.period`; `None` when neither is set.
-    pub fn rotation_period(&self, ring: &str) -> Option<i64> {
-        self.config
-            .rings
-            .get(ring)
-            .and_then(|r| r.rotation_period)
-            .or(self.config.rotation.period)
-            .map(|d| d.secs())
-    }
-}
-
-/// Seconds since the epoch. The only place keygate reads the wall clock for requests;
-/// services take `now` as a parameter.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+/// Seconds since the epoch; see [`crate::clock`]. Services take `now` as a parameter.
+pub use crate::clock::now;
 
 fn read_pin(
     name: &str,
@@ -209,10 +184,10 @@ pub(crate) fn connect_backend(
 /// wired to its endpoint must not look configured.
 fn check_role_names(config: &Config) -> Result<(), StartupError> {
     let mut named: Vec<(String, String)> = Vec::new();
-    for op in crate::config::APPROVAL_OPERATIONS {
+    for op in crate::config::ApprovalOperation::ALL {
         for a in config.approvals.rule(op).approvers {
-            if let Some(r) = a.strip_prefix("role:") {
-                named.push((format!("approvals.{op}.approvers"), r.to_string()));
+            if let crate::config::ApproverRule::Role(r) = a {
+                named.push((format!("approvals.{op}.approvers"), r));
             }
         }
     }
@@ -226,13 +201,6 @@ fn check_role_names(config: &Config) -> Result<(), StartupError> {
     for (key, role) in named {
         role.parse::<crate::services::authz::Role>()
             .map_err(|e| StartupError::Config(format!("{key}: {e}")))?;
-    }
-    if config.approvals.rule("create-super-admin-key").required > 0 {
-        return Err(StartupError::Config(
-            "approvals.create-super-admin-key.required > 0 is not supported in this release: \
-             the new key's secret could not be handed to the requester after approval"
-                .into(),
-        ));
     }
     Ok(())
 }
@@ -391,12 +359,16 @@ impl Runtime {
                     e => StartupError::Store(format!("loading OAuth servers: {e}")),
                 })?,
         );
-        let approver_groups: Vec<String> = crate::config::APPROVAL_OPERATIONS
+        let approvers = Arc::new(crate::services::approvers::ApproverSets::new(
+            store.clone(),
+            &config.approvals,
+        ));
+        let signers = config
+            .rings
             .iter()
-            .flat_map(|op| config.approvals.rule(op).approvers)
-            .filter_map(|a| a.strip_prefix("group:").map(str::to_string))
+            .map(|(k, v)| (k.clone(), v.signers.clone()))
             .collect();
-        let groups = Arc::new(GroupService::new(store.clone(), approver_groups));
+        let groups = Arc::new(GroupService::new(store.clone(), approvers, signers));
         let tokens = Arc::new(
             TokenService::new(
                 store.clone(),
@@ -410,6 +382,7 @@ impl Runtime {
             .map_err(|e| StartupError::Store(format!("loading the token denylist: {e}")))?
             .with_failure_quota(config.limits.credential_failures),
         );
+        tokens.connect_idps(oauth.clone());
         let users = Arc::new(
             UserService::new(store.clone(), &config.users)
                 .await
@@ -422,6 +395,12 @@ impl Runtime {
         ));
         let limits =
             Arc::new(crate::limits::Limits::new(&config.limits).map_err(StartupError::Config)?);
+        let tls = Arc::new(crate::tls::state::TlsState::new(
+            store.clone(),
+            keys.clone(),
+            config.tls.clone(),
+            crate::outbound::Outbound::from_config(&config).map_err(StartupError::Config)?,
+        ));
         Ok(Runtime {
             limits,
             audit,
@@ -436,7 +415,7 @@ impl Runtime {
             key_files,
             oauth,
             groups,
-            tls: Default::default(),
+            tls,
         })
     }
 }

@@ -372,6 +372,7 @@ async fn api_key_writes_are_compare_and_set_on_the_role_the_caller_saw() {
         expires_at: i64::MAX,
         last_used_at: None,
         public_id: Some("id1".into()),
+        created_by: Some("root".into()),
     };
     store.insert_api_key(&row, &digest(1), 10).await.unwrap();
 

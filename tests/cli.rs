@@ -219,3 +219,32 @@ async fn a_start_that_cannot_bind_its_port_does_not_use_up_the_bootstrap_key() {
     );
     assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 200);
 }
+
+/// Issue 12, finding 3 through the CLI: `admin-key-create` is the same workflow as the
+/// API with a `root` caller, so it makes no key in an approver's name either.
+#[tokio::test]
+async fn the_cli_makes_no_key_in_an_approvers_name() {
+    let s = Server::start();
+    s.principal("alice", "super-admin").await;
+    let dir = s.stop();
+    let out = keygate(
+        dir.path(),
+        &[
+            "admin-key-create",
+            "--name",
+            "x",
+            "--role",
+            "super-admin",
+            "--owner",
+            "alice",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("approver"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -30,5 +30,6 @@ mod token_rules;
 mod tokens;
 mod tpm;
 mod tpm_server;
+mod trust_core;
 mod users;
 mod wycheproof;

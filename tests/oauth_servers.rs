@@ -1027,23 +1027,9 @@ async fn deleting_a_server_can_be_gated_by_approvals_and_runs_when_approved() {
         )
         .await;
     assert_eq!(r.status(), 403);
-    s.post_json(
-        "/api/v1/users",
-        &s.admin_key,
-        json!({"username": "second-admin", "role": "super-admin"}),
-    )
-    .await;
-    let r = s
-        .post_json(
-            "/api/v1/api-keys",
-            &s.admin_key,
-            json!({"name": "k", "role": "super-admin", "owner": "second-admin"}),
-        )
-        .await;
-    let other = r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // A second person approves with a key of their own (one the admin made for them
+    // would not count).
+    let other = s.principal("second-admin", "super-admin").await;
     let r = s
         .post_json(
             &format!("/api/v1/approvals/{approval}/approve"),
@@ -1270,4 +1256,122 @@ async fn jwks_fetches_never_reach_internal_addresses_unless_allowed() {
         "{}",
         s.log_text()
     );
+}
+
+/// Issue 12, finding 5: a custom token minted from an IdP token is bound to the IdP as
+/// registered: re-keying the server, or deleting it, ends the token at once.
+#[tokio::test]
+async fn a_token_minted_from_an_idp_token_ends_when_the_idp_is_rekeyed_or_deleted() {
+    let first = IdpKey::p256("ignored");
+    let second = IdpKey::p256("ignored");
+    let s = keygate_for_idps("0s");
+    let server = register(
+        &s,
+        json!({"name": "pem-ec", "issuer": "https://pem-ec.example", "public_key_pem": first.pem(), "audience": "keygate-api",
+               "role_claim": "groups", "role_mapping": {"kg-admins": "admin"}}),
+    )
+    .await;
+    let oauth_id = server["oauth_id"].as_str().unwrap().to_string();
+    let mint = || async {
+        let t = now();
+        let idp_token = first.es256(&json!({"iss": "https://pem-ec.example", "sub": "ops-1", "aud": "keygate-api",
+            "exp": t + 600, "groups": ["kg-admins"]}));
+        let r = s
+            .http
+            .post(s.url("/api/v1/auth/token"))
+            .header("x-oauth2-token", idp_token)
+            .json(&json!({"grant_type": "custom_token", "subject": "svc", "expires_in": 300, "role": "read-only"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let token = mint().await;
+    assert_eq!(s.get_bearer("/api/v1/keys", &token).await.status(), 200);
+    let r = s
+        .patch_json(
+            &format!("/api/v1/oauth-servers/{oauth_id}"),
+            &s.admin_key,
+            json!({"public_key_pem": second.pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    expect_problem(
+        s.get_bearer("/api/v1/keys", &token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Back to the first key, a fresh token; then the server is deleted.
+    let r = s
+        .patch_json(
+            &format!("/api/v1/oauth-servers/{oauth_id}"),
+            &s.admin_key,
+            json!({"public_key_pem": first.pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let token = mint().await;
+    assert_eq!(s.get_bearer("/api/v1/keys", &token).await.status(), 200);
+    let r = s
+        .delete(&format!("/api/v1/oauth-servers/{oauth_id}"), &s.admin_key)
+        .await;
+    assert_eq!(r.status(), 204);
+    expect_problem(
+        s.get_bearer("/api/v1/keys", &token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}
+
+/// Issue 12, finding 3 through an IdP: a super-admin registers an IdP that maps its
+/// tokens to super-admin and mints tokens for made-up subjects. A role rule names
+/// enrolled accounts, so none of those subjects approves.
+#[tokio::test]
+async fn idp_subjects_mapped_to_an_approver_role_do_not_approve_by_that_alone() {
+    let key = IdpKey::p256("ignored");
+    let s = keygate_for_idps("0s");
+    register(
+        &s,
+        json!({"name": "own-idp", "issuer": "https://own-idp.example", "public_key_pem": key.pem(), "audience": "keygate-api",
+               "role_claim": "groups", "role_mapping": {"sa": "super-admin"}}),
+    )
+    .await;
+    s.create_ring("web", "ES256").await;
+    let r = s
+        .post_json(
+            "/api/v1/keys/web/rotate",
+            &s.admin_key,
+            json!({"immediate": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for sub in ["sock-puppet-1", "sock-puppet-2"] {
+        let t = now();
+        let token = key.es256(&json!({"iss": "https://own-idp.example", "sub": sub, "aud": "keygate-api",
+            "exp": t + 300, "groups": ["sa"]}));
+        let r = s
+            .http
+            .post(s.url(&format!("/api/v1/approvals/{id}/approve")))
+            .header("x-oauth2-token", token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, 403, "forbidden").await;
+    }
+    let a: Value = s
+        .get_json(&format!("/api/v1/approvals/{id}"), &s.admin_key)
+        .await;
+    assert_eq!(a["state"], "pending");
 }

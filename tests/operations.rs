@@ -116,6 +116,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/approvals/{id}", "get"),
         ("/api/v1/approvals/{id}/approve", "post"),
         ("/api/v1/approvals/{id}/reject", "post"),
+        ("/api/v1/approvals/{id}/redeem", "post"),
         ("/api/v1/audit", "get"),
         ("/api/v1/audit/keys", "get"),
         ("/api/v1/tls", "get"),

@@ -103,7 +103,10 @@ async fn alg_none_and_an_alg_that_does_not_match_the_key_are_refused() {
     let (mut h, c, sig) = segments(&t);
     h["alg"] = json!("none");
     let unsigned = format!("{}.", reassemble(&h, &c, "x").rsplit_once('.').unwrap().0);
-    assert!(f.tokens.verify_access(&unsigned, T0).is_err());
+    assert!(matches!(
+        f.tokens.verify_access(&unsigned, T0),
+        Err(TokenError::Malformed(_))
+    ));
     let none_with_sig = reassemble(&h, &c, &sig);
     assert!(matches!(
         f.tokens.verify_access(&none_with_sig, T0),
@@ -146,7 +149,7 @@ async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
     };
     let (signed, _) = f
         .tokens
-        .sign_for(&caller, &f.sign_ring, req, T0)
+        .sign_authorized(&caller, &f.sign_ring, req, T0)
         .await
         .unwrap();
     // Its kid is not a key of the access-token ring.
@@ -162,7 +165,7 @@ async fn an_unknown_kid_a_changed_claim_and_a_foreign_typ_are_refused() {
     };
     let e = f
         .tokens
-        .sign_for(&caller, &f.ring, req, T0)
+        .sign_authorized(&caller, &f.ring, req, T0)
         .await
         .unwrap_err();
     assert!(
@@ -330,7 +333,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
     };
     let (t, kid) = f
         .tokens
-        .sign_for(&caller, &f.sign_ring, ok.clone(), T0)
+        .sign_authorized(&caller, &f.sign_ring, ok.clone(), T0)
         .await
         .unwrap();
     let (h, c, _) = segments(&t);
@@ -351,7 +354,7 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         req.claims.insert(claim.into(), json!(1));
         let e = f
             .tokens
-            .sign_for(&caller, &f.sign_ring, req, T0)
+            .sign_authorized(&caller, &f.sign_ring, req, T0)
             .await
             .unwrap_err();
         assert!(
@@ -365,10 +368,10 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             ..ok.clone()
         };
         assert!(
-            f.tokens
-                .sign_for(&caller, &f.sign_ring, req, T0)
-                .await
-                .is_err(),
+            matches!(
+                f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+                Err(keygate::services::ServiceError::Invalid(_))
+            ),
             "{typ}"
         );
     }
@@ -377,62 +380,83 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             audience: aud,
             ..ok.clone()
         };
-        assert!(f
-            .tokens
-            .sign_for(&caller, &f.sign_ring, req, T0)
-            .await
-            .is_err());
+        assert!(matches!(
+            f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+            Err(keygate::services::ServiceError::Invalid(_))
+        ));
     }
     let req = SignRequest {
         expires_in: Some(3601),
         ..ok.clone()
     };
-    assert!(f
-        .tokens
-        .sign_for(&caller, &f.sign_ring, req, T0)
-        .await
-        .is_err());
+    assert!(matches!(
+        f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+        Err(keygate::services::ServiceError::Invalid(_))
+    ));
 }
 
+/// Ring access is decided in one place (`GroupService::allows`), for the signing
+/// service as for everything else: `rings.<r>.signers` names a role or a principal, and a
+/// name entry needs a credential proving the name (never a custom token's subject).
 #[tokio::test]
 async fn signing_needs_the_sign_grant_which_gateways_get_from_configuration() {
-    let f = fixture_with(Algorithm::ES256, |s| {
-        s.signers.insert(
-            format!("{}-sign", s.ring),
-            vec!["gw-a".into(), "role:help-desk".into()],
-        );
-    })
-    .await;
-    let req = SignRequest {
-        claims: serde_json::Map::new(),
-        audience: vec!["https://gw".into()],
-        ..Default::default()
-    };
+    use keygate::services::groups::{GroupService, RingPermission};
+    let f = fixture().await;
+    let approvals = keygate::config::ApprovalsConfig::default();
+    let approvers = std::sync::Arc::new(keygate::services::approvers::ApproverSets::new(
+        f.store.clone(),
+        &approvals,
+    ));
+    let mut signers = std::collections::BTreeMap::new();
+    signers.insert(
+        f.ring.clone(),
+        vec!["gw-a".to_string(), "role:help-desk".to_string()],
+    );
+    let groups = GroupService::new(f.store.clone(), approvers, signers);
     let allowed = [
         principal("gw-a", Role::Gateway),
         principal("hd", Role::HelpDesk),
         principal("a", Role::Admin),
     ];
     for p in allowed {
-        f.tokens
-            .sign_for(&p, &f.sign_ring, req.clone(), T0)
-            .await
-            .unwrap();
-    }
-    for p in [
-        principal("gw-b", Role::Gateway),
-        principal("ro", Role::ReadOnly),
-    ] {
-        let e = f
-            .tokens
-            .sign_for(&p, &f.sign_ring, req.clone(), T0)
-            .await
-            .unwrap_err();
         assert!(
-            matches!(e, keygate::services::ServiceError::Forbidden(_)),
+            groups
+                .allows(&p, &f.ring, RingPermission::Sign)
+                .await
+                .unwrap(),
             "{}",
             p.name
         );
+    }
+    let minted = keygate::services::Principal {
+        method: keygate::services::AuthMethod::AccessToken {
+            jti: "j".into(),
+            sid: None,
+            exp: T0 + 60,
+            key_binding: None,
+            minted: true,
+        },
+        ..principal("gw-a", Role::Gateway)
+    };
+    for p in [
+        principal("gw-b", Role::Gateway),
+        principal("ro", Role::ReadOnly),
+        minted,
+    ] {
+        assert!(
+            !groups
+                .allows(&p, &f.ring, RingPermission::Sign)
+                .await
+                .unwrap(),
+            "{}",
+            p.name
+        );
+        assert!(matches!(
+            groups
+                .require_all(&p, &[(&f.ring, RingPermission::Sign)])
+                .await,
+            Err(keygate::services::ServiceError::Forbidden(_))
+        ));
     }
 }
 
@@ -666,7 +690,12 @@ async fn the_sixth_login_evicts_the_oldest_session_and_its_access_token() {
         f.tokens.verify_access(first_at, T0 + 6),
         Err(TokenError::Revoked)
     ));
-    assert!(f.tokens.refresh(first_rt, T0 + 6).await.is_err());
+    assert!(matches!(
+        f.tokens.refresh(first_rt, T0 + 6).await,
+        Err(keygate::services::tokens::grants::GrantError::InvalidGrant(
+            _
+        ))
+    ));
     for (at, _) in &logins[1..] {
         assert!(f.tokens.verify_access(at, T0 + 6).is_ok());
     }

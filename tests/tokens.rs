@@ -58,11 +58,30 @@ async fn a_custom_token_authenticates_api_calls_with_its_role_enforced() {
     expect_problem(r, 403, "forbidden").await;
 
     let admin = custom_token(&s, "root", "admin", "300").await;
+    // The token's role manages keys, but its subject is only a name its minter chose: it
+    // is not root, so it makes nothing in root's name (issue 12, finding 4).
     let r = s
         .http
         .post(s.url("/api/v1/api-keys"))
         .bearer_auth(&admin)
         .json(&json!({"name": "made with a token", "role": "gateway"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403, "forbidden").await;
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "ops", "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .http
+        .post(s.url("/api/v1/api-keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "made with a token", "role": "read-only", "owner": "ops"}))
         .send()
         .await
         .unwrap();

@@ -53,6 +53,7 @@ impl Modify for Security {
         oauth_servers::update, oauth_servers::delete,
         keys::regenerate, keys::destroy,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
+        approvals::redeem,
         audit::list, audit::keys,
         tls::status, tls::reload, tls::create, tls::list, tls::get, tls::update, tls::delete,
         serve,

@@ -17,10 +17,48 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// The rings keygate itself uses, whose names mean something: their purpose follows from
+/// the name, and some operations treat them specially (the MAC ring's regeneration needs
+/// `force`, the TLS and audit rings are never regenerated or served in the JWKS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReservedRing {
+    /// The HMAC key protecting API-key secrets.
+    ApiKeyMac,
+    /// The default JWT signing ring.
+    JwtDefault,
+    /// keygate's own HTTPS identity (docs/tls.md).
+    TlsIdentity,
+    /// Signs approvals and audit checkpoints (docs/lifecycle.md).
+    Audit,
+}
+
+impl ReservedRing {
+    pub const ALL: [ReservedRing; 4] = [
+        ReservedRing::ApiKeyMac,
+        ReservedRing::JwtDefault,
+        ReservedRing::TlsIdentity,
+        ReservedRing::Audit,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReservedRing::ApiKeyMac => "api-key-mac",
+            ReservedRing::JwtDefault => "jwt-default",
+            ReservedRing::TlsIdentity => "tls-identity",
+            ReservedRing::Audit => "audit",
+        }
+    }
+
+    /// The reserved ring of that name, if it is one.
+    pub fn of(name: &str) -> Option<ReservedRing> {
+        ReservedRing::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// The ring whose HMAC key protects API-key secrets.
-pub const API_KEY_MAC_RING: &str = "api-key-mac";
+pub const API_KEY_MAC_RING: &str = ReservedRing::ApiKeyMac.name();
 /// The default JWT signing ring.
-pub const JWT_DEFAULT_RING: &str = "jwt-default";
+pub const JWT_DEFAULT_RING: &str = ReservedRing::JwtDefault.name();
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -70,13 +108,12 @@ impl Purpose {
     /// The purpose implied by a ring's name and algorithm.
     pub fn for_ring(name: &str, alg: Algorithm) -> Purpose {
         if alg.is_mac() {
-            Purpose::Mac
-        } else if name == "tls-identity" {
-            Purpose::Tls
-        } else if name == "audit" {
-            Purpose::Audit
-        } else {
-            Purpose::Jwt
+            return Purpose::Mac;
+        }
+        match ReservedRing::of(name) {
+            Some(ReservedRing::TlsIdentity) => Purpose::Tls,
+            Some(ReservedRing::Audit) => Purpose::Audit,
+            _ => Purpose::Jwt,
         }
     }
 }

@@ -89,7 +89,7 @@ impl Rate {
 /// The identity a per-credential quota is kept for.
 fn credential_key(p: &Principal) -> Option<String> {
     match &p.method {
-        AuthMethod::ApiKey { id } => Some(format!("api-key:{id}")),
+        AuthMethod::ApiKey { id, .. } => Some(format!("api-key:{id}")),
         AuthMethod::KeyFile { access_id, .. } => Some(format!("key-file:{access_id}")),
         // A custom token minted with an API key counts against that key.
         AuthMethod::AccessToken {

@@ -75,6 +75,9 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
     /// The public id its secret carries; `None` for a key in the old format.
     pub public_id: Option<String>,
+    /// Who created the key (`None`: unknown, older than the record of it). A key created
+    /// by its owner proves the owner; see [`crate::services::principal::Proof`].
+    pub created_by: Option<String>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -95,6 +98,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
             public_id: r.public_id,
+            created_by: r.created_by,
         })
     }
 }
@@ -117,7 +121,7 @@ impl Index {
     fn new(version: String, by_mac: HashMap<Vec<u8>, Arc<ApiKey>>) -> Index {
         let bindings = by_mac
             .iter()
-            .map(|(mac, k)| (k.id.clone(), (binding_of(&k.id, mac), k.expires_at)))
+            .map(|(mac, k)| (k.id.clone(), (binding_of(&k.id, mac, k.role), k.expires_at)))
             .collect();
         let by_id = by_mac
             .iter()
@@ -141,9 +145,15 @@ impl Index {
 /// A key's binding: its id and a digest of its current stored MAC. Tokens minted with the
 /// key carry it, and verify only while it is live: deleting the key or regenerating its
 /// secret changes or removes the binding, and with it every such token. The MAC is not
-/// secret, and only 8 bytes of a SHA-256 of it are shown.
-fn binding_of(id: &str, mac: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, mac);
+/// secret, and only 8 bytes of a SHA-256 of it are shown. The key's role is part of the
+/// digest, so a role change (a demotion above all) ends every token minted with the key
+/// at once, as a key-file re-key does.
+fn binding_of(id: &str, mac: &[u8], role: Role) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(mac);
+    ctx.update(b"\0role\0");
+    ctx.update(role.name().as_bytes());
+    let d = ctx.finish();
     let mut out = String::with_capacity(id.len() + 17);
     out.push_str(id);
     out.push('.');
@@ -353,6 +363,20 @@ impl ApiKeyService {
         req: NewApiKey,
         now: i64,
     ) -> Result<(ApiKey, SecretString), ServiceError> {
+        self.create_as(caller, &caller.credential_creator(), req, now)
+            .await
+    }
+
+    /// [`Self::create`], recording `creator` as who made the key: the person behind the
+    /// caller's credential ([`Principal::credential_creator`]). A key counts as its
+    /// owner's own only when `creator` is the owner.
+    pub async fn create_as(
+        &self,
+        caller: &Principal,
+        creator: &str,
+        req: NewApiKey,
+        now: i64,
+    ) -> Result<(ApiKey, SecretString), ServiceError> {
         validate_text("name", &req.name, 128, true)?;
         let description = req.description.unwrap_or_default();
         validate_text("description", &description, 1024, false)?;
@@ -414,6 +438,7 @@ impl ApiKeyService {
             expires_at,
             last_used_at: None,
             public_id: digest.public_id.clone(),
+            created_by: Some(creator.to_string()),
         };
         self.store
             .insert_api_key(&row, &digest, self.max_per_owner)
@@ -436,7 +461,10 @@ impl ApiKeyService {
         Ok(Principal {
             name: key.owner.clone(),
             role: key.role,
-            method: AuthMethod::ApiKey { id: key.id.clone() },
+            method: AuthMethod::ApiKey {
+                id: key.id.clone(),
+                created_by: key.created_by.clone(),
+            },
         })
     }
 
@@ -542,6 +570,11 @@ impl ApiKeyService {
     /// The binding and expiry of live key `id`, for tokens minted with it.
     pub fn record_live(&self, id: &str) -> Option<(String, i64)> {
         self.index().bindings.get(id).cloned()
+    }
+
+    /// The live key with id `id`, from memory (no store read).
+    pub fn live_key(&self, id: &str) -> Option<Arc<ApiKey>> {
+        self.index().by_mac.values().find(|k| k.id == id).cloned()
     }
 
     /// Whether a binding carried by a token still names a live key with the same secret.

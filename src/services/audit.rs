@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The ring whose hardware key signs approvals and audit checkpoints.
-pub const AUDIT_RING: &str = "audit";
+pub const AUDIT_RING: &str = crate::keys::ReservedRing::Audit.name();
 
 /// Entries read per page while verifying or exporting.
 const PAGE: i64 = 1000;

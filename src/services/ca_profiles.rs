@@ -7,13 +7,12 @@
 //! handshake.
 
 use crate::config::Dur;
-use crate::runtime::Runtime;
 use crate::services::authz::{require, Permission};
 use crate::services::{Principal, ServiceError};
 use crate::store::ca_profiles::CaProfileRow;
 use crate::tls::profiles::{check_ca_pem, CaProfile, CaSource};
 use crate::tls::settings::{validate_profile_rules, PrincipalMatch, RevocationCheck, StaleCrl};
-use crate::tls::state::TlsReport;
+use crate::tls::state::{TlsReport, TlsState};
 use crate::tls::TlsError;
 
 /// A profile as the API shows it.
@@ -106,24 +105,23 @@ pub fn fields_of(p: &CaProfile) -> Option<ProfileFields> {
 /// Reloads the running TLS configuration after a change; a server without TLS has
 /// nothing to reload. A failed reload is logged: the stored change stands and applies
 /// once the problem is fixed.
-async fn apply(rt: &Runtime) {
-    if rt.tls.active().is_none() {
+async fn apply(tls: &TlsState) {
+    if tls.active().is_none() {
         return;
     }
-    if let Err(e) = rt.tls.reload(rt).await {
+    if let Err(e) = tls.reload().await {
         tracing::error!(error = %e, "TLS reload after a CA-profile change failed");
     }
 }
 
-fn is_configured(rt: &Runtime, name: &str) -> bool {
-    rt.config.tls.ca_profiles.iter().any(|p| p.name == name)
+fn is_configured(tls: &TlsState, name: &str) -> bool {
+    tls.config().ca_profiles.iter().any(|p| p.name == name)
 }
 
-pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<ProfileInfo>, ServiceError> {
+pub async fn list(tls: &TlsState, caller: &Principal) -> Result<Vec<ProfileInfo>, ServiceError> {
     require(caller.role, Permission::KeysRead, "read CA profiles")?;
-    let mut out: Vec<ProfileInfo> = rt
-        .config
-        .tls
+    let mut out: Vec<ProfileInfo> = tls
+        .config()
         .ca_profiles
         .iter()
         .map(|c| ProfileInfo {
@@ -133,8 +131,8 @@ pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<ProfileInfo>, 
             updated_at: None,
         })
         .collect();
-    for r in rt.store.list_ca_profiles().await? {
-        if !is_configured(rt, &r.name) {
+    for r in tls.store().list_ca_profiles().await? {
+        if !is_configured(tls, &r.name) {
             out.push(info(r)?);
         }
     }
@@ -142,11 +140,11 @@ pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<ProfileInfo>, 
 }
 
 pub async fn get(
-    rt: &Runtime,
+    tls: &TlsState,
     caller: &Principal,
     name: &str,
 ) -> Result<ProfileInfo, ServiceError> {
-    list(rt, caller)
+    list(tls, caller)
         .await?
         .into_iter()
         .find(|p| p.profile.name == name)
@@ -154,7 +152,7 @@ pub async fn get(
 }
 
 pub async fn create(
-    rt: &Runtime,
+    tls: &TlsState,
     caller: &Principal,
     name: &str,
     fields: ProfileFields,
@@ -162,62 +160,69 @@ pub async fn create(
 ) -> Result<ProfileInfo, ServiceError> {
     require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
     check(name, &fields)?;
-    if is_configured(rt, name) {
+    if is_configured(tls, name) {
         return Err(ServiceError::Conflict(format!(
             "CA profile {name:?} exists in the configuration file"
         )));
     }
     let r = row(name, &fields, &caller.name, now, now);
-    rt.store.insert_ca_profile(&r).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => {
-            ServiceError::Conflict(format!("CA profile {name:?} exists"))
-        }
-        other => other.into(),
-    })?;
+    tls.store()
+        .insert_ca_profile(&r)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => {
+                ServiceError::Conflict(format!("CA profile {name:?} exists"))
+            }
+            other => other.into(),
+        })?;
     tracing::info!(profile = %name, by = %caller.name, "created CA profile");
-    apply(rt).await;
+    apply(tls).await;
     info(r)
 }
 
 pub async fn update(
-    rt: &Runtime,
+    tls: &TlsState,
     caller: &Principal,
     name: &str,
     change: impl FnOnce(ProfileFields) -> ProfileFields,
     now: i64,
 ) -> Result<ProfileInfo, ServiceError> {
     require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
-    if is_configured(rt, name) {
+    if is_configured(tls, name) {
         return Err(ServiceError::Conflict(format!(
             "CA profile {name:?} comes from the configuration file; change it there"
         )));
     }
-    let current = rt.store.get_ca_profile(name).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => {
-            ServiceError::NotFound(format!("no CA profile {name:?}"))
-        }
-        other => other.into(),
-    })?;
+    let current = tls
+        .store()
+        .get_ca_profile(name)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ServiceError::NotFound(format!("no CA profile {name:?}"))
+            }
+            other => other.into(),
+        })?;
     let created = (current.created_by.clone(), current.created_at);
     let fields = fields_of(&CaProfile::from_row(current)?)
         .ok_or_else(|| ServiceError::Internal("stored CA profile without PEM".into()))?;
     let fields = change(fields);
     check(name, &fields)?;
     let r = row(name, &fields, &created.0, created.1, now);
-    rt.store.update_ca_profile(&r).await?;
+    tls.store().update_ca_profile(&r).await?;
     tracing::info!(profile = %name, by = %caller.name, "changed CA profile");
-    apply(rt).await;
+    apply(tls).await;
     info(r)
 }
 
-pub async fn delete(rt: &Runtime, caller: &Principal, name: &str) -> Result<(), ServiceError> {
+pub async fn delete(tls: &TlsState, caller: &Principal, name: &str) -> Result<(), ServiceError> {
     require(caller.role, Permission::TlsAdmin, "manage CA profiles")?;
-    if is_configured(rt, name) {
+    if is_configured(tls, name) {
         return Err(ServiceError::Conflict(format!(
             "CA profile {name:?} comes from the configuration file; remove it there"
         )));
     }
-    rt.store
+    tls.store()
         .delete_ca_profile(name)
         .await
         .map_err(|e| match e {
@@ -227,26 +232,26 @@ pub async fn delete(rt: &Runtime, caller: &Principal, name: &str) -> Result<(), 
             other => other.into(),
         })?;
     tracing::info!(profile = %name, by = %caller.name, "deleted CA profile");
-    apply(rt).await;
+    apply(tls).await;
     Ok(())
 }
 
 /// Reloads the certificate chain, the CA profiles and their CRLs.
-pub async fn reload(rt: &Runtime, caller: &Principal) -> Result<TlsReport, ServiceError> {
+pub async fn reload(tls: &TlsState, caller: &Principal) -> Result<TlsReport, ServiceError> {
     require(
         caller.role,
         Permission::KeysCreate,
         "reload the TLS configuration",
     )?;
-    if rt.tls.active().is_none() {
+    if tls.active().is_none() {
         return Err(TlsError::NotServing.into());
     }
     tracing::info!(by = %caller.name, "TLS reload requested");
-    Ok(rt.tls.reload(rt).await?)
+    Ok(tls.reload().await?)
 }
 
 /// The TLS configuration in force.
-pub fn status(rt: &Runtime, caller: &Principal) -> Result<TlsReport, ServiceError> {
+pub fn status(tls: &TlsState, caller: &Principal) -> Result<TlsReport, ServiceError> {
     require(caller.role, Permission::KeysRead, "read the TLS status")?;
-    rt.tls.report().ok_or_else(|| TlsError::NotServing.into())
+    tls.report().ok_or_else(|| TlsError::NotServing.into())
 }

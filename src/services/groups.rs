@@ -17,6 +17,8 @@
 //! Managing groups needs `groups:write`. Nobody hands out what they do not hold: adding
 //! a grant, or a member to a group, needs every permission that grant or group carries.
 
+use crate::approval_rules::ApproverRule;
+use crate::services::approvers::ApproverSets;
 use crate::services::authz::{self, Permission, ROOT_PRINCIPAL};
 use crate::services::{validate_text, Principal, ServiceError};
 use crate::store::groups::{GrantRow, GroupRow, MemberRow};
@@ -82,8 +84,10 @@ pub struct Group {
 
 pub struct GroupService {
     store: Store,
-    /// Groups that `[approvals]` names as approvers (`group:<name>`).
-    approver_groups: std::collections::HashSet<String>,
+    /// The approver sets of `[approvals]`.
+    approvers: std::sync::Arc<ApproverSets>,
+    /// `rings.<ring>.signers`: `role:<name>` entries and principal names.
+    signers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl fmt::Debug for GroupService {
@@ -115,17 +119,28 @@ fn group_not_found(name: &str) -> impl Fn(StoreError) -> ServiceError + '_ {
 }
 
 impl GroupService {
-    /// `approver_groups`: the groups `[approvals]` names as approvers. Changing who is in
-    /// them changes who may approve key destruction, so it needs `super-admins:manage`.
-    pub fn new(store: Store, approver_groups: impl IntoIterator<Item = String>) -> GroupService {
+    /// `approvers`: the sets `[approvals]` names (changing who is in an approver group
+    /// needs `super-admins:manage`, and approvals once the set is established);
+    /// `signers`: `rings.<ring>.signers` from the configuration.
+    pub fn new(
+        store: Store,
+        approvers: std::sync::Arc<ApproverSets>,
+        signers: std::collections::BTreeMap<String, Vec<String>>,
+    ) -> GroupService {
         GroupService {
             store,
-            approver_groups: approver_groups.into_iter().collect(),
+            approvers,
+            signers,
         }
     }
 
+    /// The approver sets this service checks against.
+    pub fn approvers(&self) -> &ApproverSets {
+        &self.approvers
+    }
+
     fn require_approver_admin(&self, caller: &Principal, group: &str) -> Result<(), ServiceError> {
-        if self.approver_groups.contains(group) && !caller.role.has(Permission::ManageSuperAdmins) {
+        if self.approvers.names_group(group) && !caller.role.has(Permission::ManageSuperAdmins) {
             return Err(ServiceError::Forbidden(format!(
                 "group {group:?} approves operations ([approvals]); changing its members needs super-admins:manage"
             )));
@@ -133,7 +148,11 @@ impl GroupService {
         Ok(())
     }
 
-    /// Whether `who` holds `perm` on `ring` by role, ownership or a group grant.
+    /// Whether `who` holds `perm` on `ring`. The one place ring access is decided, for
+    /// every kind of caller: by role (`keys:read` views, `keys:sign` signs, `keys:rotate`
+    /// rotates, the three with `keys:create` administer), by a `rings.<ring>.signers`
+    /// entry naming the role or (with a credential proving the name) the principal, by
+    /// ownership, or by a group grant.
     pub async fn allows(
         &self,
         who: &Principal,
@@ -141,6 +160,9 @@ impl GroupService {
         perm: RingPermission,
     ) -> Result<bool, ServiceError> {
         let role = who.role;
+        if perm == RingPermission::Sign && self.signer_entry(who, ring) {
+            return Ok(true);
+        }
         let by_role = match perm {
             RingPermission::View => role.has(Permission::KeysRead),
             RingPermission::Sign => role.has(Permission::KeysSign),
@@ -175,6 +197,18 @@ impl GroupService {
         Ok(granted
             .iter()
             .any(|g| g == perm.name() || g == RingPermission::Admin.name()))
+    }
+
+    /// Whether `rings.<ring>.signers` names the caller: `role:<one of its roles>`, or its
+    /// name when the credential proves the name (never a custom token's subject).
+    fn signer_entry(&self, who: &Principal, ring: &str) -> bool {
+        let by_name = who.proves_identity();
+        self.signers.get(ring).is_some_and(|entries| {
+            entries.iter().any(|e| match e.strip_prefix("role:") {
+                Some(r) => who.role.name().split('+').any(|n| n == r),
+                None => by_name && *e == who.name,
+            })
+        })
     }
 
     /// Refuses unless `who` holds every `(ring, permission)` pair: an action is allowed
@@ -286,6 +320,13 @@ impl GroupService {
     pub async fn delete(&self, caller: &Principal, name: &str) -> Result<(), ServiceError> {
         authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
         self.require_approver_admin(caller, name)?;
+        // Deleting an approver group would drop every approver in it at once, below the
+        // people its rules require: remove it from `[approvals]` first.
+        if self.approvers.names_group(name) {
+            return Err(ServiceError::Conflict(format!(
+                "group {name:?} approves operations ([approvals]); remove it from the configuration first"
+            )));
+        }
         self.store
             .delete_group(name)
             .await
@@ -301,6 +342,70 @@ impl GroupService {
     ) -> Result<Vec<MemberRow>, ServiceError> {
         authz::require(caller.role, Permission::GroupsRead, "read groups")?;
         Ok(self.load(name).await?.members)
+    }
+
+    /// May `caller` add `principal` to group `name` (`add`) or take them out? The check of
+    /// a membership change, before any approvals (operation `change-approvers` for an
+    /// approver group): `groups:write`, `super-admins:manage` for an approver group, every
+    /// grant the group carries (to add), and a removal must leave an approver group with
+    /// at least the people its rules require.
+    pub async fn check_member_change(
+        &self,
+        caller: &Principal,
+        name: &str,
+        principal: &str,
+        add: bool,
+    ) -> Result<(), ServiceError> {
+        authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
+        validate_text("principal", principal, 256, true)?;
+        self.require_approver_admin(caller, name)?;
+        let group = self.load(name).await?;
+        if add {
+            self.require_grants(caller, &group.grants).await?;
+        } else {
+            if !group.members.iter().any(|m| m.principal == principal) {
+                return Err(ServiceError::NotFound(format!(
+                    "{principal:?} is not a member of group {name:?}"
+                )));
+            }
+            self.approvers
+                .check_not_below_quorum(
+                    &ApproverRule::Group(name.to_string()),
+                    &[principal.to_string()],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a membership change checked by [`Self::check_member_change`] (and approved
+    /// when it needed approvals); `by` is the requester.
+    pub async fn apply_member_change(
+        &self,
+        name: &str,
+        principal: &str,
+        add: bool,
+        by: &str,
+        now: i64,
+    ) -> Result<(), ServiceError> {
+        if add {
+            self.store
+                .add_member(name, principal, by, now)
+                .await
+                .map_err(group_not_found(name))?;
+        } else {
+            self.store
+                .remove_member(name, principal)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => ServiceError::NotFound(format!(
+                        "{principal:?} is not a member of group {name:?}"
+                    )),
+                    e => e.into(),
+                })?;
+        }
+        tracing::info!(group = %name, member = %principal, add, by = %by, "changed group membership");
+        Ok(())
     }
 
     /// Adds `principal`; returns false when it already was a member.
@@ -335,6 +440,12 @@ impl GroupService {
     ) -> Result<(), ServiceError> {
         authz::require(caller.role, Permission::GroupsWrite, "manage groups")?;
         self.require_approver_admin(caller, name)?;
+        self.approvers
+            .check_not_below_quorum(
+                &ApproverRule::Group(name.to_string()),
+                &[principal.to_string()],
+            )
+            .await?;
         self.store
             .remove_member(name, principal)
             .await
@@ -435,11 +546,17 @@ impl GroupService {
         Ok(self.store.all_memberships().await?)
     }
 
-    /// Refuses unless `caller` holds everything that belongs to the name `principal`:
-    /// every grant of its groups, and admin on the rings it owns. Checked before anything
-    /// that lets the caller act as `principal` (an API key in its name, a new password, a
-    /// regenerated key file, a new user of a name groups already list), so managing a
-    /// credential never hands out more than the manager holds.
+    /// The one rule for acting as another principal (docs/architecture.md,
+    /// "Principals"). Checked before anything that lets the caller speak as `principal`:
+    /// a credential owned by it (API key, key file), a new password, a re-keyed key file
+    /// or IdP, a new user of a name groups already list.
+    ///
+    /// The caller's own name needs a credential proving it (a custom token's subject is
+    /// not the caller). For any other name the caller must hold everything that belongs
+    /// to it: every grant of its groups, admin on the rings it owns, and `sign` on every
+    /// ring whose `signers` names it. And nobody acts as an approver (by role, group or
+    /// name): approvers' credentials are made by themselves, so that one person can never
+    /// cast another's vote (docs/lifecycle.md).
     pub async fn require_can_act_as(
         &self,
         caller: &Principal,
@@ -447,6 +564,20 @@ impl GroupService {
     ) -> Result<(), ServiceError> {
         if caller.name == principal && caller.proves_identity() {
             return Ok(());
+        }
+        if let Some(set) = self.approvers.sets_of(principal).await?.first() {
+            return Err(ServiceError::Forbidden(format!(
+                "{principal:?} is an approver ({set}); only they can create or reset their own credentials"
+            )));
+        }
+        for (ring, entries) in &self.signers {
+            if entries.iter().any(|e| e == principal)
+                && !self.allows(caller, ring, RingPermission::Sign).await?
+            {
+                return Err(ServiceError::Forbidden(format!(
+                    "{principal:?} is a configured signer of ring {ring:?}, and you may not sign with it"
+                )));
+            }
         }
         for g in self.store.groups_of(principal).await? {
             let grants = self.store.list_grants(&g).await?;
@@ -516,6 +647,14 @@ impl GroupService {
         now: i64,
     ) -> Result<(), ServiceError> {
         self.check_assignable(caller, groups).await?;
+        for left in self.store.groups_of(principal).await? {
+            if !groups.contains(&left) {
+                self.require_approver_admin(caller, &left)?;
+                self.approvers
+                    .check_not_below_quorum(&ApproverRule::Group(left), &[principal.to_string()])
+                    .await?;
+            }
+        }
         self.store
             .set_groups_of(principal, groups, &caller.name, now)
             .await

@@ -812,6 +812,7 @@ impl KeyFileService {
             method: AuthMethod::KeyFile {
                 access_id: file.access_id.clone(),
                 binding: binding_of(&file.access_id, file.generation),
+                created_by: file.created_by.clone(),
             },
         })
     }

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod approvers;
 pub mod audit;
 pub mod audit_buckets;
 pub mod authz;
@@ -22,7 +23,7 @@ pub mod users;
 pub mod verify_cache;
 
 pub use error::ServiceError;
-pub use principal::{AuthMethod, Principal};
+pub use principal::{AuthMethod, Principal, Proof};
 
 /// Free text from a request: at most `max` characters, no control characters, and not
 /// blank when `required`.

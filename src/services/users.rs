@@ -394,6 +394,43 @@ impl UserService {
         Ok((user, revoked))
     }
 
+    /// May `caller` give user `username` role `role`? The check of a role grant before
+    /// any approvals (operation `change-approvers`, when `role` approves operations):
+    /// `users:write` and a role that manages both the current and the new role.
+    pub async fn check_role_change(
+        &self,
+        caller: &Principal,
+        username: &str,
+        role: Role,
+    ) -> Result<(), ServiceError> {
+        Self::check_write(caller)?;
+        let current = self.load(username).await?;
+        Self::check_manage(caller, current.role)?;
+        Self::check_manage(caller, role)
+    }
+
+    /// Sets the role of `username`, checked by [`Self::check_role_change`] (and approved
+    /// when it needed approvals); `by` is the requester. Returns the revoked sessions.
+    pub async fn apply_role(
+        &self,
+        username: &str,
+        role: Role,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<String>, ServiceError> {
+        let current = self.load(username).await?;
+        let _serial = self.changing.lock().await;
+        let (row, revoked) = self
+            .store
+            .update_user(username, current.role.name(), Some(role.name()), None, now)
+            .await
+            .map_err(Self::named(username))?;
+        tracing::info!(user = %username, role = %row.role, revoked_sessions = revoked.len(), by = %by,
+            "changed user role");
+        self.remember(username, Some(role));
+        Ok(revoked)
+    }
+
     /// Deletes a user, revokes their sessions and deletes the API keys they own. Returns
     /// the revoked session ids. Users cannot delete themselves.
     pub async fn delete(

@@ -23,6 +23,8 @@ pub struct ApiKeyRow {
     pub last_used_at: Option<i64>,
     /// The secret's public identifier; `None` for keys made before it existed.
     pub public_id: Option<String>,
+    /// Who created the key; `None` for keys older than the column (docs/api-keys.md).
+    pub created_by: Option<String>,
 }
 
 /// The MAC and hint of a fresh secret.
@@ -37,7 +39,7 @@ pub struct SecretDigest {
 }
 
 const COLUMNS: &str = "id, name, description, owner, role, hint, mac_ring, mac_version, \
-                       created_at, expires_at, last_used_at, public_id";
+                       created_at, expires_at, last_used_at, public_id, created_by";
 
 fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
     Ok(ApiKeyRow {
@@ -53,6 +55,7 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
         expires_at: row.try_get(9)?,
         last_used_at: row.try_get(10)?,
         public_id: row.try_get(11)?,
+        created_by: row.try_get(12)?,
     })
 }
 
@@ -90,7 +93,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(12)?)))
+            .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(13)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -108,8 +111,9 @@ impl Store {
             .await?;
         let r = sqlx::query(
             "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
-                                   hint, created_at, expires_at, last_used_at, public_id)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13
+                                   hint, created_at, expires_at, last_used_at, public_id,
+                                   created_by)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13, $14
              WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
         )
         .bind(&row.id)
@@ -125,6 +129,7 @@ impl Store {
         .bind(row.expires_at)
         .bind(max_per_owner)
         .bind(&digest.public_id)
+        .bind(&row.created_by)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -148,6 +153,20 @@ impl Store {
             .map(from_row)
             .collect::<Result<_, _>>()
             .map_err(StoreError::from)
+    }
+
+    /// Records `creator` as who made key `id` (a new secret chosen by someone other than
+    /// the owner makes the key theirs, not the owner's own).
+    pub async fn set_api_key_creator(&self, id: &str, creator: &str) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE api_keys SET created_by = $2 WHERE id = $1")
+            .bind(id)
+            .bind(creator)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     pub async fn get_api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError> {

@@ -23,6 +23,9 @@ pub struct ApprovalRow {
     pub decided_at: Option<i64>,
     pub sig_kid: String,
     pub request_sig: Vec<u8>,
+    /// The requester's credential, `<kind>:<id>` (empty on requests made before it was
+    /// recorded).
+    pub requested_with: String,
 }
 
 /// One stored vote.
@@ -34,6 +37,8 @@ pub struct VoteRow {
     pub at: i64,
     pub sig_kid: String,
     pub signature: Vec<u8>,
+    /// The credential the vote was cast with, `<kind>:<id>`.
+    pub credential: String,
 }
 
 /// What recording a vote led to.
@@ -48,7 +53,7 @@ pub enum VoteResult {
 }
 
 const COLUMNS: &str = "id, operation, target, params, requested_by, requested_at, expires_at,
-    required, approvers, state, outcome, decided_at, sig_kid, request_sig";
+    required, approvers, state, outcome, decided_at, sig_kid, request_sig, requested_with";
 
 fn row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRow, sqlx::Error> {
     Ok(ApprovalRow {
@@ -66,6 +71,7 @@ fn row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRow, sqlx::Error> {
         decided_at: r.try_get(11)?,
         sig_kid: r.try_get(12)?,
         request_sig: r.try_get(13)?,
+        requested_with: r.try_get(14)?,
     })
 }
 
@@ -78,7 +84,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO approvals ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            "INSERT INTO approvals ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
         ))
         .bind(&a.id)
         .bind(&a.operation)
@@ -94,6 +100,7 @@ impl Store {
         .bind(a.decided_at)
         .bind(&a.sig_kid)
         .bind(&a.request_sig)
+        .bind(&a.requested_with)
         .execute(&mut *tx)
         .await?;
         append_in(&mut tx, audit).await?;
@@ -127,7 +134,7 @@ impl Store {
     /// The votes on request `id`, in the order they were cast.
     pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT approval_id, principal, decision, at, sig_kid, signature
+            "SELECT approval_id, principal, decision, at, sig_kid, signature, credential
              FROM approval_votes WHERE approval_id = $1 ORDER BY at, rowid",
         )
         .bind(id)
@@ -142,6 +149,7 @@ impl Store {
                     at: r.try_get(3)?,
                     sig_kid: r.try_get(4)?,
                     signature: r.try_get(5)?,
+                    credential: r.try_get(6)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -172,8 +180,9 @@ impl Store {
             return Err(StoreError::Conflict("the request has expired".into()));
         }
         sqlx::query(
-            "INSERT INTO approval_votes (approval_id, principal, decision, at, sig_kid, signature)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO approval_votes (approval_id, principal, decision, at, sig_kid, signature,
+                                         credential)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&v.approval_id)
         .bind(&v.principal)
@@ -181,6 +190,7 @@ impl Store {
         .bind(v.at)
         .bind(&v.sig_kid)
         .bind(&v.signature)
+        .bind(&v.credential)
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
@@ -245,6 +255,47 @@ impl Store {
         append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Marks an executed `create-super-admin-key` request as redeemed by its requester,
+    /// once (compare-and-set), with its audit entry. False when it is not redeemable
+    /// (another redemption won, or it is not executed, or it expired at `now`).
+    pub async fn redeem_approval(
+        &self,
+        id: &str,
+        requested_by: &str,
+        now: i64,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE approvals SET redeemed_at = $2
+             WHERE id = $1 AND requested_by = $3 AND state = 'executed'
+               AND operation = 'create-super-admin-key' AND redeemed_at IS NULL
+               AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(requested_by)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// When request `id` was redeemed, if it was.
+    pub async fn approval_redeemed_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT redeemed_at FROM approvals WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     /// Marks pending requests whose time ran out at `now` as expired, one audit entry

@@ -9,9 +9,10 @@
 use super::pem;
 use super::signer::HardwareSigningKey;
 use super::TlsError;
+use crate::clock::now;
 use crate::hardware::{Algorithm, PublicKey};
+use crate::keys::KeyRegistry;
 use crate::keys::KeyVersion;
-use crate::runtime::{now, Runtime};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
     SanType,
@@ -24,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The key ring holding the HTTPS identity.
-pub const TLS_IDENTITY_RING: &str = "tls-identity";
+pub const TLS_IDENTITY_RING: &str = crate::keys::ReservedRing::TlsIdentity.name();
 
 /// What a certificate says about itself, for logs, the CLI and the reload report.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -119,12 +120,12 @@ pub fn server_params(
 /// The `tls-identity` ring's active version, created in hardware when missing.
 /// Returns the version and whether it was created now.
 pub async fn ensure_ring(
-    rt: &Runtime,
+    keys: &KeyRegistry,
     algorithm: Algorithm,
     backend: Option<&str>,
     by: &str,
 ) -> Result<(Arc<KeyVersion>, bool), TlsError> {
-    if let Ok(v) = rt.keys.active(TLS_IDENTITY_RING) {
+    if let Ok(v) = keys.active(TLS_IDENTITY_RING) {
         if v.algorithm != algorithm {
             return Err(TlsError::Identity(format!(
                 "{TLS_IDENTITY_RING} exists with {} (asked for {algorithm}); the existing key is kept",
@@ -140,14 +141,9 @@ pub async fn ensure_ring(
     }
     let backend = match backend {
         Some(b) => b.to_string(),
-        None => rt
-            .keys
-            .active(crate::keys::JWT_DEFAULT_RING)?
-            .backend
-            .clone(),
+        None => keys.active(crate::keys::JWT_DEFAULT_RING)?.backend.clone(),
     };
-    let v = rt
-        .keys
+    let v = keys
         .create_ring(TLS_IDENTITY_RING, algorithm, &backend, by, now())
         .await?;
     Ok((v, true))
@@ -163,8 +159,8 @@ fn public_of(v: &KeyVersion) -> Result<PublicKey, TlsError> {
 }
 
 /// The rustls signing key over the ring's active version.
-pub fn signing_key(rt: &Runtime, v: &KeyVersion) -> Result<HardwareSigningKey, TlsError> {
-    let exec = rt.keys.backend(&v.backend)?.clone();
+pub fn signing_key(keys: &KeyRegistry, v: &KeyVersion) -> Result<HardwareSigningKey, TlsError> {
+    let exec = keys.backend(&v.backend)?.clone();
     Ok(HardwareSigningKey::new(
         exec,
         v.locator.clone(),
@@ -260,7 +256,7 @@ pub fn check_chain(chain: &[CertificateDer<'_>], spki: &[u8]) -> Result<CertSumm
 fn summary(c: &x509_cert::Certificate, chain_length: usize) -> CertSummary {
     let tbs = &c.tbs_certificate;
     let not_after = i64::try_from(tbs.validity.not_after.to_unix_duration().as_secs())
-        .map(crate::http::time_fmt::rfc3339)
+        .map(crate::clock::rfc3339)
         .unwrap_or_default();
     CertSummary {
         subject: tbs.subject.to_string(),
@@ -279,17 +275,16 @@ fn summary(c: &x509_cert::Certificate, chain_length: usize) -> CertSummary {
 /// Installs a CA-signed chain for the hardware key: the leaf's public key must equal the
 /// key read from the device now (not only the cached copy).
 pub async fn install_cert(
-    rt: &Runtime,
+    keys: &KeyRegistry,
     chain_pem: &[u8],
     cert_file: &Path,
 ) -> Result<CertSummary, TlsError> {
     let chain = pem::certificates(chain_pem, "certificate chain")?;
-    let v = rt.keys.active(TLS_IDENTITY_RING).map_err(|_| {
+    let v = keys.active(TLS_IDENTITY_RING).map_err(|_| {
         TlsError::Identity("no tls-identity ring; run `keygate tls init` first".into())
     })?;
     let (loc, alg) = (v.locator.clone(), v.algorithm);
-    let device = rt
-        .keys
+    let device = keys
         .backend(&v.backend)?
         .run("public_key", move |b| b.public_key(&loc))
         .await?;
@@ -306,10 +301,10 @@ pub async fn install_cert(
 
 /// The served identity: the chain in `cert_file` over the hardware key.
 pub fn certified_key(
-    rt: &Runtime,
+    keys: &KeyRegistry,
     cert_file: &Path,
 ) -> Result<(CertifiedKey, CertSummary), TlsError> {
-    let v = rt.keys.active(TLS_IDENTITY_RING).map_err(|_| {
+    let v = keys.active(TLS_IDENTITY_RING).map_err(|_| {
         TlsError::Identity(
             "no tls-identity ring; run `keygate tls init` (or `serve --dev`, or pass --insecure-http on loopback)".into(),
         )
@@ -321,7 +316,7 @@ pub fn certified_key(
         ))
     })?;
     let chain = pem::certificates(&bytes, &format!("tls.cert_file {}", cert_file.display()))?;
-    let key = signing_key(rt, &v)?;
+    let key = signing_key(keys, &v)?;
     let summary = check_chain(&chain, key.spki())?;
     let ck = CertifiedKey::new(chain, Arc::new(key));
     ck.keys_match()
@@ -332,14 +327,17 @@ pub fn certified_key(
 /// For `serve --dev`: makes the identity when missing (an ES256 key in the dev token and
 /// a self-signed certificate for localhost, 127.0.0.1 and ::1). Returns what it created.
 /// An existing key, and a certificate that fits it, are kept.
-pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<String>, TlsError> {
+pub async fn ensure_dev_identity(
+    keys: &KeyRegistry,
+    cert_file: &Path,
+) -> Result<Vec<String>, TlsError> {
     let mut created = Vec::new();
     // An existing key is used whatever its algorithm (`tls init --algorithm PS256`, say).
-    let (v, made) = match rt.keys.active(TLS_IDENTITY_RING) {
+    let (v, made) = match keys.active(TLS_IDENTITY_RING) {
         Ok(v) => (v, false),
         Err(_) => {
             ensure_ring(
-                rt,
+                keys,
                 Algorithm::ES256,
                 None,
                 crate::services::authz::ROOT_PRINCIPAL,
@@ -350,7 +348,7 @@ pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<S
     if made {
         created.push(format!("{TLS_IDENTITY_RING} key (ES256, in the dev token)"));
     }
-    let usable = match certified_key(rt, cert_file) {
+    let usable = match certified_key(keys, cert_file) {
         Ok(_) => true,
         Err(e) if cert_file.exists() && !made => {
             // An operator's file that does not fit is reported, never overwritten.
@@ -364,7 +362,7 @@ pub async fn ensure_dev_identity(rt: &Runtime, cert_file: &Path) -> Result<Vec<S
             parse_sans(&["DNS:localhost,IP:127.0.0.1,IP:::1".to_string()])?,
             365,
         );
-        let pem = self_signed(signing_key(rt, &v)?, params).await?;
+        let pem = self_signed(signing_key(keys, &v)?, params).await?;
         write_atomically(cert_file, &pem)?;
         created.push(format!(
             "self-signed dev certificate {}",

@@ -12,9 +12,9 @@
 //! every open connection to finish its in-flight requests, and waits for them (bounded).
 
 use super::client_identity::{self, ClientCert};
-use super::state::Active;
+use super::state::{Active, TlsState};
 use crate::http::conn::{Activity, ConnLimits, Idle, PeerAddr, DRAIN_TIMEOUT};
-use crate::runtime::Runtime;
+use crate::limits::LimitsConfig;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,14 +29,15 @@ use tower::ServiceExt;
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    rt: Arc<Runtime>,
+    tls: Arc<TlsState>,
+    limits: &LimitsConfig,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = crate::http::conn::builder(&rt.config.limits);
-    let conns = ConnLimits::new(&rt.config.limits);
-    let idle = rt.config.limits.idle_timeout.0;
-    let handshake_timeout = rt.config.tls.handshake_timeout.0;
+    let builder = crate::http::conn::builder(limits);
+    let conns = ConnLimits::new(limits);
+    let idle = limits.idle_timeout.0;
+    let handshake_timeout = tls.config().handshake_timeout.0;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -55,7 +56,7 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        let Some(active) = rt.tls.active() else {
+        let Some(active) = tls.active() else {
             tracing::error!("no TLS configuration is loaded; closing the connection");
             continue;
         };

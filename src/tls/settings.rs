@@ -4,7 +4,7 @@
 //! Kept beside the TLS code rather than in `config.rs` so the TLS rules (what a profile
 //! must name, which combinations make sense) live with the code that applies them.
 
-use crate::config::Dur;
+use crate::dur::Dur;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,14 +9,17 @@
 use super::identity::{self, CertSummary};
 use super::profiles::{self, CaProfile, LoadContext, ProfileStatus};
 use super::settings::MtlsMode;
+use super::settings::TlsConfig;
 use super::verifier::ProfileSet;
 use super::TlsError;
-use crate::runtime::{now, Runtime};
+use crate::clock::now;
+use crate::keys::KeyRegistry;
+use crate::store::Store;
 use arc_swap::ArcSwapOption;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use serde::Serialize;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// What a handshake needs: the rustls config and the profiles behind its verifier.
@@ -36,14 +39,19 @@ pub struct TlsReport {
     pub loaded_at: String,
 }
 
-/// The TLS state of a running server. Empty until `serve` loads it (plain-HTTP servers
-/// and CLI commands never do).
-#[derive(Default)]
+/// The TLS state of a running server: a service of its own, holding what a reload
+/// reads (the store's CA profiles, the key registry's identity key, the `[tls]`
+/// configuration). Empty until `serve` loads it (plain-HTTP servers and CLI commands
+/// never do).
 pub struct TlsState {
     active: ArcSwapOption<Active>,
     report: RwLock<Option<TlsReport>>,
     reload_lock: tokio::sync::Mutex<()>,
-    http: OnceLock<crate::outbound::Outbound>,
+    /// The one outbound client (CRL URLs), under the `[outbound]` network policy.
+    http: crate::outbound::Outbound,
+    store: Store,
+    keys: Arc<KeyRegistry>,
+    config: TlsConfig,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -62,6 +70,33 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl TlsState {
+    pub fn new(
+        store: Store,
+        keys: Arc<KeyRegistry>,
+        config: TlsConfig,
+        http: crate::outbound::Outbound,
+    ) -> TlsState {
+        TlsState {
+            active: ArcSwapOption::empty(),
+            report: RwLock::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+            http,
+            store,
+            keys,
+            config,
+        }
+    }
+
+    /// The store holding the CA profiles made through the API.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The `[tls]` configuration this state serves.
+    pub fn config(&self) -> &TlsConfig {
+        &self.config
+    }
+
     /// The configuration for the next handshake, if this server serves TLS.
     pub fn active(&self) -> Option<Arc<Active>> {
         self.active.load_full()
@@ -71,25 +106,15 @@ impl TlsState {
         self.report.read().ok().and_then(|r| r.clone())
     }
 
-    fn http(&self, rt: &Runtime) -> Result<crate::outbound::Outbound, TlsError> {
-        if let Some(c) = self.http.get() {
-            return Ok(c.clone());
-        }
-        let client = crate::outbound::Outbound::from_config(&rt.config)
-            .map_err(|e| TlsError::Invalid(format!("CRL client: {e}")))?;
-        Ok(self.http.get_or_init(|| client).clone())
-    }
-
     /// Every CA profile: the configuration's, then the store's.
-    pub async fn profiles(rt: &Runtime) -> Result<Vec<CaProfile>, TlsError> {
-        let mut out: Vec<CaProfile> = rt
+    pub async fn profiles(&self) -> Result<Vec<CaProfile>, TlsError> {
+        let mut out: Vec<CaProfile> = self
             .config
-            .tls
             .ca_profiles
             .iter()
             .map(CaProfile::from)
             .collect();
-        for row in rt.store.list_ca_profiles().await? {
+        for row in self.store.list_ca_profiles().await? {
             if out.iter().any(|p| p.name == row.name) {
                 tracing::warn!(profile = %row.name, "a stored CA profile has the name of a configured one; the configured one wins");
                 continue;
@@ -101,10 +126,10 @@ impl TlsState {
 
     /// Builds the configuration from the certificate file and the CA profiles and swaps
     /// it in. On error nothing changes.
-    pub async fn reload(&self, rt: &Runtime) -> Result<TlsReport, TlsError> {
+    pub async fn reload(&self) -> Result<TlsReport, TlsError> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let cfg = &rt.config.tls;
-        let (certified, certificate) = identity::certified_key(rt, &cfg.cert_file)?;
+        let cfg = &self.config;
+        let (certified, certificate) = identity::certified_key(&self.keys, &cfg.cert_file)?;
         let provider = provider();
         let mut statuses = Vec::new();
         let profiles = if cfg.mtls == MtlsMode::Off {
@@ -112,13 +137,13 @@ impl TlsState {
         } else {
             let ctx = LoadContext {
                 provider: provider.clone(),
-                http: self.http(rt)?,
+                http: self.http.clone(),
                 crl_max_bytes: cfg.crl_max_bytes,
                 crl_fetch_timeout: cfg.crl_fetch_timeout.0,
                 now: now(),
             };
             let mut loaded = Vec::new();
-            for p in Self::profiles(rt).await? {
+            for p in self.profiles().await? {
                 let l = profiles::load(&p, &ctx).await;
                 statuses.push(l.status.clone());
                 loaded.push(l);
@@ -147,7 +172,7 @@ impl TlsState {
             certificate,
             mtls: cfg.mtls,
             profiles: statuses,
-            loaded_at: crate::http::time_fmt::rfc3339(now()),
+            loaded_at: crate::clock::rfc3339(now()),
         };
         if let Ok(mut r) = self.report.write() {
             *r = Some(report.clone());
@@ -160,19 +185,18 @@ impl TlsState {
 
     /// Reloads every `interval` (the shortest `crl_refresh` of the profiles), so CRLs
     /// stay fresh without a restart.
-    pub fn spawn_refresh(rt: &Arc<Runtime>) {
-        let rt = rt.clone();
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let tls = self.clone();
         tokio::spawn(async move {
             loop {
-                let interval = rt
-                    .tls
+                let interval = tls
                     .active()
                     .and_then(|a| a.profiles.clone())
                     .and_then(|p| p.profiles().iter().map(|l| l.refresh).min())
                     .unwrap_or(Duration::from_secs(300))
                     .max(Duration::from_secs(1));
                 tokio::time::sleep(interval).await;
-                if let Err(e) = rt.tls.reload(&rt).await {
+                if let Err(e) = tls.reload().await {
                     tracing::error!(error = %e, "scheduled TLS reload failed; the previous configuration stays in force");
                 }
             }

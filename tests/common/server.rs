@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The password [`Server::principal`] gives the users it creates.
+pub const PASSWORD: &str = "correct horse battery";
+
 pub fn keygate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_keygate")
 }
@@ -25,6 +28,9 @@ pub struct Server {
     /// Everything the server wrote to stderr (its log), for secret-leak checks.
     pub log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
+    /// Keys of the people [`Server::principal`] enrolled, with their roles: they approve
+    /// the enrolment of later ones once an approver set holds its quorum.
+    enrolled: Mutex<Vec<(String, String)>>,
 }
 
 pub struct Options {
@@ -84,6 +90,7 @@ impl Server {
             dir,
             log,
             http,
+            enrolled: Mutex::new(Vec::new()),
         }
     }
 
@@ -241,27 +248,153 @@ impl Server {
         )
     }
 
-    /// Creates user `name` with `role` (and a password) and an API key it owns, as the
-    /// bootstrap admin; returns the key's secret. The key's principal is the user.
+    /// Creates user `name` with `role` and a password, as the bootstrap admin; the user
+    /// then logs in and creates their own API key, so the key proves them (it can vote on
+    /// approvals). Returns the key's secret. When `role` approves operations and its set
+    /// already holds its quorum, the user is created read-only and the role is asked for
+    /// with `PATCH`, approved by the people enrolled before (docs/lifecycle.md).
     pub async fn principal(&self, name: &str, role: &str) -> String {
         let r = self
             .post_json(
                 "/api/v1/users",
                 &self.admin_key,
-                serde_json::json!({"username": name, "password": "correct horse battery", "role": role}),
+                serde_json::json!({"username": name, "password": PASSWORD, "role": role}),
             )
             .await;
-        assert_eq!(r.status(), 201, "create user {name}");
+        if r.status() == 403 {
+            let r = self
+                .post_json(
+                    "/api/v1/users",
+                    &self.admin_key,
+                    serde_json::json!({"username": name, "password": PASSWORD, "role": "read-only"}),
+                )
+                .await;
+            assert_eq!(r.status(), 201, "create user {name}");
+            let r = self
+                .patch_json(
+                    &format!("/api/v1/users/{name}"),
+                    &self.admin_key,
+                    serde_json::json!({"role": role}),
+                )
+                .await;
+            assert_eq!(r.status(), 202, "role {role} for {name} needs approvals");
+            let a: serde_json::Value = r.json().await.expect("json");
+            let id = a["approval_id"].as_str().expect("approval_id").to_string();
+            let voters: Vec<String> = self
+                .enrolled
+                .lock()
+                .map(|e| {
+                    e.iter()
+                        .filter(|(r, _)| r == role)
+                        .map(|(_, k)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut state = String::new();
+            for key in voters {
+                let r = self
+                    .post_json(
+                        &format!("/api/v1/approvals/{id}/approve"),
+                        &key,
+                        serde_json::json!({}),
+                    )
+                    .await;
+                let a: serde_json::Value = r.json().await.expect("json");
+                state = a["state"].as_str().unwrap_or_default().to_string();
+                if state == "executed" {
+                    break;
+                }
+            }
+            assert_eq!(state, "executed", "enrolling {name} as {role}");
+        } else {
+            assert_eq!(r.status(), 201, "create user {name}");
+        }
+        let key = match self.try_own_key(name, role).await {
+            Some(k) => k,
+            // A role without api-keys:write cannot make its own key: the admin makes one
+            // for the user (it acts as them, but never votes).
+            None => {
+                let r = self
+                    .post_json(
+                        "/api/v1/api-keys",
+                        &self.admin_key,
+                        serde_json::json!({"name": format!("{name}'s key"), "role": role, "owner": name}),
+                    )
+                    .await;
+                assert_eq!(r.status(), 201, "create key for {name}");
+                let v: serde_json::Value = r.json().await.expect("json");
+                v["api_key"].as_str().expect("api_key").to_string()
+            }
+        };
+        if let Ok(mut e) = self.enrolled.lock() {
+            e.push((role.to_string(), key.clone()));
+        }
+        key
+    }
+
+    /// Logs `name` in with the password grant; returns the access token.
+    pub async fn login(&self, name: &str, password: &str) -> String {
         let r = self
-            .post_json(
-                "/api/v1/api-keys",
-                &self.admin_key,
-                serde_json::json!({"name": format!("{name}'s key"), "role": role, "owner": name}),
+            .post_form(
+                "/api/v1/auth/token",
+                None,
+                &[
+                    ("grant_type", "password"),
+                    ("username", name),
+                    ("password", password),
+                ],
             )
             .await;
-        assert_eq!(r.status(), 201, "create key for {name}");
+        assert_eq!(r.status(), 200, "login {name}");
         let v: serde_json::Value = r.json().await.expect("json");
-        v["api_key"].as_str().expect("api_key").to_string()
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// `name` (password [`PASSWORD`]) logs in and creates an API key of their own with
+    /// `role`; returns its secret.
+    pub async fn own_key(&self, name: &str, role: &str) -> String {
+        self.try_own_key(name, role)
+            .await
+            .expect("the role may create API keys")
+    }
+
+    /// [`Self::own_key`], or `None` when the role may not create API keys.
+    pub async fn try_own_key(&self, name: &str, role: &str) -> Option<String> {
+        let token = self.login(name, PASSWORD).await;
+        let r = self
+            .send_bearer(
+                reqwest::Method::POST,
+                "/api/v1/api-keys",
+                &token,
+                serde_json::json!({"name": format!("{name}'s key"), "role": role}),
+            )
+            .await;
+        if r.status() == 403 {
+            return None;
+        }
+        assert_eq!(r.status(), 201, "{name} creates their own key");
+        let v: serde_json::Value = r.json().await.expect("json");
+        Some(v["api_key"].as_str().expect("api_key").to_string())
+    }
+
+    /// Sends a JSON body with `Authorization: Bearer <token>`.
+    pub async fn send_bearer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Number of API keys, as the admin sees them.

@@ -11,7 +11,7 @@ use keygate::services::authz::Role;
 use keygate::services::tokens::{TokenService, TokenSettings};
 use keygate::services::{AuthMethod, Principal};
 use keygate::store::Store;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -43,7 +43,6 @@ pub fn settings(ring: &str) -> TokenSettings {
         signing_default_ttl: 300,
         signing_max_ttl: 3600,
         signing_allow_caller_times: false,
-        signers: BTreeMap::new(),
     }
 }
 

@@ -60,7 +60,7 @@ pub struct ApiKeyWithSecret {
 }
 
 impl ApiKeyWithSecret {
-    fn new(key: ApiKey, secret: SecretString) -> Self {
+    pub(crate) fn new(key: ApiKey, secret: SecretString) -> Self {
         ApiKeyWithSecret {
             key: key.into(),
             api_key: secret.expose_secret().to_string(),
@@ -94,25 +94,24 @@ pub struct UpdateApiKey {
     pub role: Option<Role>,
 }
 
-/// Creates an API key and returns its secret once.
+/// Creates an API key and returns its secret once. A super-admin key, when
+/// `approvals.create-super-admin-key.required` > 0, answers 202 with the pending request;
+/// once approved, the requester collects the key with
+/// `POST /api/v1/approvals/{id}/redeem`.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 201, body = ApiKeyWithSecret),
+              (status = 202, description = "Waiting for approvals (create-super-admin-key)", body = crate::services::approvals::Approval),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 409, description = "Owner at api_keys.max_per_owner", body = Problem),
               (status = 413, body = Problem), (status = 503, body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    crate::http::audit_log::RequestId(rid): crate::http::audit_log::RequestId,
     ApiJson(req): ApiJson<CreateApiKey>,
-) -> Result<
-    (
-        StatusCode,
-        [(HeaderName, &'static str); 1],
-        Json<ApiKeyWithSecret>,
-    ),
-    ApiError,
-> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let expires_at = req
         .expires_at
         .as_deref()
@@ -120,32 +119,35 @@ pub async fn create(
         .transpose()
         .map_err(ApiError::bad_request)?;
     let rt = state.rt.clone();
-    let (key, secret) = detached(async move {
-        // A key in another principal's name acts as them: the caller must hold what
-        // belongs to that name (group grants, owned rings).
-        if let Some(owner) = req.owner.as_deref().filter(|o| *o != caller.name) {
-            rt.groups.require_can_act_as(&caller, owner).await?;
-        }
-        rt.api_keys
-            .create(
-                &caller,
-                NewApiKey {
-                    name: req.name,
-                    description: req.description,
-                    role: req.role,
-                    owner: req.owner,
-                    expires_at,
-                },
-                now(),
-            )
-            .await
+    let created = detached(async move {
+        let actor = crate::services::approvals::actor_of(&caller, rid);
+        crate::app::api_keys::create(
+            &rt,
+            &caller,
+            &actor,
+            NewApiKey {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+                owner: req.owner,
+                expires_at,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        NO_STORE,
-        Json(ApiKeyWithSecret::new(key, secret)),
-    ))
+    Ok(match created {
+        crate::app::api_keys::KeyCreation::Created(key, secret) => (
+            StatusCode::CREATED,
+            NO_STORE,
+            Json(ApiKeyWithSecret::new(*key, secret)),
+        )
+            .into_response(),
+        crate::app::api_keys::KeyCreation::Pending(a) => {
+            (StatusCode::ACCEPTED, Json(a)).into_response()
+        }
+    })
 }
 
 /// Lists API keys without secrets.
@@ -188,17 +190,17 @@ pub async fn update(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     let rt = state.rt.clone();
     let key = detached(async move {
-        rt.api_keys
-            .update(
-                &caller,
-                &id,
-                ApiKeyPatch {
-                    name: req.name,
-                    description: req.description,
-                    role: req.role,
-                },
-            )
-            .await
+        crate::app::api_keys::update(
+            &rt,
+            &caller,
+            &id,
+            ApiKeyPatch {
+                name: req.name,
+                description: req.description,
+                role: req.role,
+            },
+        )
+        .await
     })
     .await?;
     Ok(Json(key.into()))
@@ -216,13 +218,8 @@ pub async fn regenerate(
     ApiPath(id): ApiPath<String>,
 ) -> Result<([(HeaderName, &'static str); 1], Json<ApiKeyWithSecret>), ApiError> {
     let rt = state.rt.clone();
-    let (key, secret) = detached(async move {
-        // The new secret lets the caller act as the key's owner.
-        let owner = rt.api_keys.get(&caller, &id).await?.owner;
-        rt.groups.require_can_act_as(&caller, &owner).await?;
-        rt.api_keys.regenerate(&caller, &id).await
-    })
-    .await?;
+    let (key, secret) =
+        detached(async move { crate::app::api_keys::regenerate(&rt, &caller, &id).await }).await?;
     Ok((NO_STORE, Json(ApiKeyWithSecret::new(key, secret))))
 }
 
@@ -238,6 +235,6 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.api_keys.delete(&caller, &id).await }).await?;
+    detached(async move { crate::app::api_keys::delete(&rt, &caller, &id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,4 @@
-//! Approval requests (`/api/v1/approvals`): list, read, approve, reject.
+//! Approval requests (`/api/v1/approvals`): list, read, approve, reject, redeem.
 
 use crate::http::audit_log::RequestId;
 use crate::http::error::{ApiError, Problem};
@@ -18,7 +18,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<Approval>>, ApiError> {
-    Ok(Json(approvals::list(&state.rt, &caller).await?))
+    Ok(Json(crate::app::approvals::list(&state.rt, &caller).await?))
 }
 
 /// One approval request.
@@ -31,7 +31,9 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Approval>, ApiError> {
-    Ok(Json(approvals::get(&state.rt, &caller, &id).await?))
+    Ok(Json(
+        crate::app::approvals::get(&state.rt, &caller, &id).await?,
+    ))
 }
 
 async fn decide(
@@ -44,7 +46,7 @@ async fn decide(
     let rt = state.rt.clone();
     let a = detached(async move {
         let actor = approvals::actor_of(&caller, request_id);
-        approvals::decide(&rt, &caller, &actor, &id, approve, now()).await
+        crate::app::approvals::decide(&rt, &caller, &actor, &id, approve, now()).await
     })
     .await?;
     Ok(Json(a))
@@ -82,4 +84,40 @@ pub async fn reject(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Approval>, ApiError> {
     decide(state, caller, rid, id, false).await
+}
+
+/// Collects the super-admin API key of an executed `create-super-admin-key` request:
+/// only its requester, once, before the request's `expires_at`. Answers like
+/// `POST /api/v1/api-keys` (201, the secret shown this once). 403 for anyone else; 409
+/// when the request is not executed, was redeemed already, expired, or is of another
+/// operation.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/redeem", tag = "approvals",
+    params(("id" = String, Path)), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = super::api_keys::ApiKeyWithSecret), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 503, body = Problem)))]
+pub async fn redeem(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<String>,
+) -> Result<
+    (
+        axum::http::StatusCode,
+        [(axum::http::HeaderName, &'static str); 1],
+        Json<super::api_keys::ApiKeyWithSecret>,
+    ),
+    ApiError,
+> {
+    let rt = state.rt.clone();
+    let (key, secret) = detached(async move {
+        let actor = approvals::actor_of(&caller, rid);
+        crate::app::approvals::redeem(&rt, &caller, &actor, &id, now()).await
+    })
+    .await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(super::api_keys::ApiKeyWithSecret::new(key, secret)),
+    ))
 }

@@ -1,15 +1,19 @@
 //! Groups, members and grants (`/api/v1/groups`): the HTTP shape of
 //! [`crate::services::groups`].
 
+use crate::app::groups::MemberChange;
+use crate::http::audit_log::RequestId;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::runtime::now;
+use crate::services::approvals::actor_of;
 use crate::services::groups::Group;
 use crate::store::groups::{GrantRow, MemberRow};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -214,48 +218,64 @@ pub async fn members(
     params(("name" = String, Path)), request_body = AddMember,
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 201, body = [MemberView]), (status = 200, body = [MemberView]),
+              (status = 202, description = "An approver group holding its quorum: waiting for approvals (change-approvers)", body = crate::services::approvals::Approval),
               (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn add_member(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    RequestId(rid): RequestId,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<AddMember>,
-) -> Result<(StatusCode, Json<Vec<MemberView>>), ApiError> {
+) -> Result<Response, ApiError> {
     let rt = state.rt.clone();
-    let (added, members) = detached(async move {
-        let added = rt
-            .groups
-            .add_member(&caller, &name, req.principal.trim(), now())
-            .await?;
-        Ok((added, rt.groups.members(&caller, &name).await?))
+    let (change, members) = detached(async move {
+        let actor = actor_of(&caller, rid);
+        let change = crate::app::groups::add_member(
+            &rt,
+            &caller,
+            &actor,
+            &name,
+            req.principal.trim(),
+            now(),
+        )
+        .await?;
+        Ok((change, rt.groups.members(&caller, &name).await?))
     })
     .await?;
-    let status = if added {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(members.into_iter().map(MemberView::from).collect()),
-    ))
+    let members: Vec<MemberView> = members.into_iter().map(MemberView::from).collect();
+    Ok(match change {
+        MemberChange::Done(true) => (StatusCode::CREATED, Json(members)).into_response(),
+        MemberChange::Done(false) => (StatusCode::OK, Json(members)).into_response(),
+        MemberChange::Pending(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+    })
 }
 
 /// Removes a member.
 #[utoipa::path(delete, path = "/api/v1/groups/{name}/members/{principal}", tag = "groups",
     params(("name" = String, Path), ("principal" = String, Path)),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 204, description = "Removed"), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204, description = "Removed"),
+              (status = 202, description = "An approver group holding its quorum: waiting for approvals (change-approvers)", body = crate::services::approvals::Approval),
+              (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "The group would fall below its approvers' quorum", body = Problem)))]
 pub async fn remove_member(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    RequestId(rid): RequestId,
     ApiPath((name, principal)): ApiPath<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.groups.remove_member(&caller, &name, &principal).await }).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let change = detached(async move {
+        let actor = actor_of(&caller, rid);
+        crate::app::groups::remove_member(&rt, &caller, &actor, &name, &principal, now()).await
+    })
+    .await?;
+    Ok(match change {
+        MemberChange::Pending(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        MemberChange::Done(_) => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// The group's grants.

@@ -263,20 +263,18 @@ pub async fn regenerate(
     };
     let rt = state.rt.clone();
     let doc = detached(async move {
-        // The new private key lets the caller act as the file.
-        rt.groups.require_can_act_as(&caller, &access_id).await?;
-        rt.key_files
-            .regenerate(
-                &caller,
-                &access_id,
-                Rekey {
-                    passphrase: req.passphrase,
-                    public_key_pem: req.public_key_pem,
-                    algorithm: req.algorithm,
-                },
-                now(),
-            )
-            .await
+        crate::app::key_files::regenerate(
+            &rt,
+            &caller,
+            &access_id,
+            Rekey {
+                passphrase: req.passphrase,
+                public_key_pem: req.public_key_pem,
+                algorithm: req.algorithm,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     file_response(StatusCode::OK, doc)

@@ -66,7 +66,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<KeyVersionView>>, ApiError> {
-    let versions = key_rings::list(&state.rt, &caller).await?;
+    let versions = crate::app::keys::list(&state.rt, &caller).await?;
     Ok(Json(
         versions
             .iter()
@@ -155,7 +155,7 @@ async fn submit(
     let rt = state.rt.clone();
     let submitted = detached(async move {
         let actor = approvals::actor_of(&caller, request_id);
-        approvals::submit(&rt, &caller, &actor, op, now()).await
+        crate::app::approvals::submit(&rt, &caller, &actor, op, now()).await
     })
     .await?;
     Ok(match submitted {
@@ -314,6 +314,6 @@ pub async fn sign(
     if state.rt.keys.ring_exists(&ring) {
         state.rt.limits.check_ring(&ring)?;
     }
-    let (token, kid) = key_rings::sign(&state.rt, &caller, &ring, req, now()).await?;
+    let (token, kid) = crate::app::keys::sign(&state.rt, &caller, &ring, req, now()).await?;
     Ok(Json(Signed { token, kid }))
 }

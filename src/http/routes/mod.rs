@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/approvals/{id}", get(approvals::get))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
+        .route("/api/v1/approvals/{id}/redeem", post(approvals::redeem))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/keys", get(audit::keys))
         .route("/api/v1/auth/token", post(auth::token))

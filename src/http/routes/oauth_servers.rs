@@ -185,30 +185,23 @@ pub async fn update(
 ) -> Result<Json<OAuthServerView>, ApiError> {
     let rt = state.rt.clone();
     let server = detached(async move {
-        // New issuer or keys: whoever holds them can speak for every `<oauth_id>:<sub>`,
-        // so the caller must hold what those names hold.
-        if req.issuer.is_some() || req.public_key_pem.is_some() || req.jwks_uri.is_some() {
-            rt.groups
-                .require_can_act_as_all_under(&caller, &format!("{oauth_id}:"))
-                .await?;
-        }
-        rt.oauth
-            .update(
-                &caller,
-                &oauth_id,
-                OAuthServerPatch {
-                    name: req.name,
-                    issuer: req.issuer,
-                    public_key_pem: req.public_key_pem,
-                    jwks_uri: req.jwks_uri,
-                    audience: req.audience,
-                    audience_check: req.audience_check,
-                    role_claim: req.role_claim,
-                    role_mapping: req.role_mapping,
-                },
-                now(),
-            )
-            .await
+        crate::app::oauth_servers::update(
+            &rt,
+            &caller,
+            &oauth_id,
+            OAuthServerPatch {
+                name: req.name,
+                issuer: req.issuer,
+                public_key_pem: req.public_key_pem,
+                jwks_uri: req.jwks_uri,
+                audience: req.audience,
+                audience_check: req.audience_check,
+                role_claim: req.role_claim,
+                role_mapping: req.role_mapping,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(Json(server.into()))
@@ -235,14 +228,8 @@ pub async fn delete(
     let rt = state.rt.clone();
     let submitted = detached(async move {
         let actor = approvals::actor_of(&caller, rid);
-        approvals::submit(
-            &rt,
-            &caller,
-            &actor,
-            approvals::Operation::DeleteOauthServer { oauth_id },
-            crate::runtime::now(),
-        )
-        .await
+        crate::app::oauth_servers::delete(&rt, &caller, &actor, &oauth_id, crate::runtime::now())
+            .await
     })
     .await?;
     Ok(match submitted {

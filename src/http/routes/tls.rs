@@ -137,8 +137,10 @@ pub async fn create(
     };
     let rt = state.rt.clone();
     let p =
-        detached(async move { ca_profiles::create(&rt, &caller, &req.name, fields, now()).await })
-            .await?;
+        detached(
+            async move { ca_profiles::create(&rt.tls, &caller, &req.name, fields, now()).await },
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(p.into())))
 }
 
@@ -150,7 +152,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<CaProfileView>>, ApiError> {
-    let all = ca_profiles::list(&state.rt, &caller).await?;
+    let all = ca_profiles::list(&state.rt.tls, &caller).await?;
     Ok(Json(all.into_iter().map(CaProfileView::from).collect()))
 }
 
@@ -166,7 +168,9 @@ pub async fn get(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<CaProfileView>, ApiError> {
     Ok(Json(
-        ca_profiles::get(&state.rt, &caller, &name).await?.into(),
+        ca_profiles::get(&state.rt.tls, &caller, &name)
+            .await?
+            .into(),
     ))
 }
 
@@ -188,7 +192,7 @@ pub async fn update(
     let rt = state.rt.clone();
     let p = detached(async move {
         ca_profiles::update(
-            &rt,
+            &rt.tls,
             &caller,
             &name,
             move |mut f| {
@@ -236,7 +240,7 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { ca_profiles::delete(&rt, &caller, &name).await }).await?;
+    detached(async move { ca_profiles::delete(&rt.tls, &caller, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -250,7 +254,7 @@ pub async fn status(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<TlsReport>, ApiError> {
-    Ok(Json(ca_profiles::status(&state.rt, &caller)?))
+    Ok(Json(ca_profiles::status(&state.rt.tls, &caller)?))
 }
 
 /// Reloads the certificate chain, the CA profiles and their CRLs without a restart (like
@@ -266,6 +270,6 @@ pub async fn reload(
 ) -> Result<Json<TlsReport>, ApiError> {
     let rt = state.rt.clone();
     Ok(Json(
-        detached(async move { ca_profiles::reload(&rt, &caller).await }).await?,
+        detached(async move { ca_profiles::reload(&rt.tls, &caller).await }).await?,
     ))
 }

@@ -5,15 +5,19 @@
 //! `has_password`. `groups` sets the user's group memberships (see
 //! [`crate::services::groups`]); the groups are checked before the user is stored.
 
+use crate::app::users::UserChange;
+use crate::http::audit_log::RequestId;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::runtime::now;
+use crate::services::approvals::actor_of;
 use crate::services::authz::Role;
 use crate::services::users::{NewUser, User, UserPatch};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -91,33 +95,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let rt = state.rt.clone();
     let (user, groups) = detached(async move {
-        let groups = req.groups.unwrap_or_default();
-        // Checked before the user exists, so a bad group stores nothing. A name that
-        // groups already list would inherit their grants: the creator must hold them.
-        if !groups.is_empty() {
-            rt.groups.check_assignable(&caller, &groups).await?;
-        }
-        rt.groups.require_can_act_as(&caller, &req.username).await?;
-        let at = now();
-        let user = rt
-            .users
-            .create(
-                &caller,
-                NewUser {
-                    username: req.username,
-                    password: req.password,
-                    role: req.role,
-                    groups: groups.clone(),
-                },
-                at,
-            )
-            .await?;
-        if !groups.is_empty() {
-            rt.groups
-                .set_groups_of(&caller, &user.username, &groups, at)
-                .await?;
-        }
-        Ok((user, groups))
+        let req = NewUser {
+            username: req.username,
+            password: req.password,
+            role: req.role,
+            groups: req.groups.unwrap_or_default(),
+        };
+        crate::app::users::create(&rt, &caller, req, now()).await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(UserView::new(user, groups))))
@@ -131,18 +115,11 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    let users = state.rt.users.list(&caller).await?;
-    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (principal, group) in state.rt.groups.all_memberships().await? {
-        groups.entry(principal).or_default().push(group);
-    }
+    let users = crate::app::users::list(&state.rt, &caller).await?;
     Ok(Json(
         users
             .into_iter()
-            .map(|u| {
-                let g = groups.remove(&u.username).unwrap_or_default();
-                UserView::new(u, g)
-            })
+            .map(|(u, g)| UserView::new(u, g))
             .collect(),
     ))
 }
@@ -158,62 +135,44 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.rt.users.get(&caller, &username).await?;
-    let groups = state.rt.groups.groups_of(&user.username).await?;
+    let (user, groups) = crate::app::users::get(&state.rt, &caller, &username).await?;
     Ok(Json(UserView::new(user, groups)))
 }
 
-/// Changes password and/or role; either revokes the user's sessions.
+/// Changes password, role and/or groups; a new password or role revokes the user's
+/// sessions. A role that approves operations, once its approver set holds its quorum, is
+/// a `change-approvers` request: 202 with the pending approval (docs/lifecycle.md).
 #[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users", request_body = UpdateUser,
     params(("username" = String, Path, description = "Username")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 400, body = Problem),
+    responses((status = 200, body = UserView),
+              (status = 202, description = "Waiting for approvals (change-approvers)", body = crate::services::approvals::Approval),
+              (status = 400, body = Problem),
               (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 404, body = Problem), (status = 409, description = "Changed concurrently", body = Problem)))]
+              (status = 404, body = Problem), (status = 409, description = "Changed concurrently, or an approver set would fall below its quorum", body = Problem)))]
 pub async fn update(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    RequestId(rid): RequestId,
     ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateUser>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Response, ApiError> {
     let rt = state.rt.clone();
-    let user = detached(async move {
-        let at = now();
-        if let Some(groups) = &req.groups {
-            rt.groups.check_assignable(&caller, groups).await?;
-        }
-        // Setting someone else's password lets the caller act as them.
-        if req.password.is_some() && caller.name != username {
-            rt.groups.require_can_act_as(&caller, &username).await?;
-        }
-        let groups = req.groups.clone();
-        let (user, revoked) = rt
-            .users
-            .update(
-                &caller,
-                &username,
-                UserPatch {
-                    password: req.password,
-                    current_password: req.current_password,
-                    role: req.role,
-                    groups: req.groups,
-                },
-                at,
-            )
-            .await?;
-        // Their access tokens carry the old role or predate the new password: end them
-        // with their sessions.
-        rt.tokens.sessions_ended(&revoked, at);
-        if let Some(groups) = groups {
-            rt.groups
-                .set_groups_of(&caller, &user.username, &groups, at)
-                .await?;
-        }
-        let groups = rt.groups.groups_of(&user.username).await?;
-        Ok(UserView::new(user, groups))
+    let change = detached(async move {
+        let actor = actor_of(&caller, rid);
+        let patch = UserPatch {
+            password: req.password,
+            current_password: req.current_password,
+            role: req.role,
+            groups: req.groups,
+        };
+        crate::app::users::update(&rt, &caller, &actor, &username, patch, now()).await
     })
     .await?;
-    Ok(Json(user))
+    Ok(match change {
+        UserChange::Done(user, groups) => Json(UserView::new(user, groups)).into_response(),
+        UserChange::Pending(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+    })
 }
 
 /// Deletes a user, revokes their sessions and deletes the API keys they own.
@@ -229,18 +188,8 @@ pub async fn delete(
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move {
-        let at = now();
-        let revoked = rt.users.delete(&caller, &username, at).await?;
-        rt.tokens.sessions_ended(&revoked, at);
-        // The user's API keys are gone from the store; drop them from the in-memory
-        // index before answering, so they stop authenticating at once.
-        if let Err(e) = rt.api_keys.refresh_if_changed().await {
-            tracing::warn!(error = %e, "API key index reload after deleting a user failed; retrying on the next poll");
-        }
-        Ok(())
-    })
-    .await?;
+    detached(async move { crate::app::users::delete(&rt, &caller, &username, now()).await })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -127,7 +127,42 @@ impl std::fmt::Debug for OAuthServerService {
     }
 }
 
+/// The binding tokens minted with this server's tokens carry: `idp:<oauth_id>.<digest>`
+/// over what decides which tokens verify and what they map to (issuer, keys, audience,
+/// role claim and mapping). Deleting the server, re-keying it or changing its mapping
+/// changes or removes the binding and ends those tokens at once.
+pub fn binding_of(row: &OAuthServerRow) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [
+        row.issuer.as_str(),
+        row.public_key_pem.as_deref().unwrap_or(""),
+        row.jwks_uri.as_deref().unwrap_or(""),
+        row.audience.as_deref().unwrap_or(""),
+        row.role_claim.as_str(),
+    ] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\0");
+    }
+    for (k, v) in &row.role_mapping {
+        ctx.update(k.as_bytes());
+        ctx.update(b"=");
+        ctx.update(v.as_bytes());
+        ctx.update(b"\0");
+    }
+    let d = ctx.finish();
+    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("idp:{}.{hex}", row.oauth_id)
+}
+
 impl OAuthServerService {
+    /// Whether an `idp:` binding names a registered server as it is now.
+    pub fn binding_live(&self, binding: &str) -> bool {
+        self.table()
+            .by_issuer
+            .values()
+            .any(|r| binding_of(&r.row) == binding)
+    }
+
     pub async fn new(store: Store, config: &Config) -> Result<OAuthServerService, ServiceError> {
         let o = &config.oauth;
         let fetcher = Fetcher::new(config).map_err(ServiceError::Invalid)?;
@@ -599,6 +634,7 @@ impl OAuthServerService {
             ))));
         };
         let oauth_id = server.row.oauth_id.clone();
+        let binding = binding_of(&server.row);
         Ok(Ok(IdpToken {
             principal: Principal {
                 name: format!("{oauth_id}:{}", c.sub),
@@ -607,6 +643,7 @@ impl OAuthServerService {
                     oauth_id,
                     jti: c.jti.clone(),
                     exp: c.exp,
+                    binding,
                 },
             },
             iss: iss.to_string(),

@@ -276,7 +276,7 @@ impl TokenService {
                 key_binding,
                 ..
             } => (sid.clone(), key_binding.clone(), Some(*exp), "access token"),
-            AuthMethod::ApiKey { id } => {
+            AuthMethod::ApiKey { id, .. } => {
                 let key = self
                     .api_keys
                     .record_live(id)
@@ -285,9 +285,11 @@ impl TokenService {
             }
             // A key file does not expire; its binding ends the token with the file.
             AuthMethod::KeyFile { binding, .. } => (None, Some(binding.clone()), None, ""),
-            // An IdP token has no keygate credential to stay inside, but what it mints
-            // may not outlive it.
-            AuthMethod::IdpToken { exp, .. } => (None, None, Some(*exp), "IdP token"),
+            // An IdP token: what it mints carries the server's binding (deleting or
+            // re-keying the server ends it) and may not outlive the IdP token.
+            AuthMethod::IdpToken { exp, binding, .. } => {
+                (None, Some(binding.clone()), Some(*exp), "IdP token")
+            }
             AuthMethod::Cli => (None, None, None, ""),
         };
         if let Some(exp) = parent_exp {

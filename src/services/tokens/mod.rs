@@ -29,7 +29,6 @@ use claims::{AccessClaims, Audience, ClaimsError, TimeRules};
 use denylist::Denylist;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -107,8 +106,6 @@ pub struct TokenSettings {
     pub signing_default_ttl: i64,
     pub signing_max_ttl: i64,
     pub signing_allow_caller_times: bool,
-    /// ring → who holds `sign` on it (principal names or `role:<role>`).
-    pub signers: BTreeMap<String, Vec<String>>,
 }
 
 impl TokenSettings {
@@ -133,11 +130,6 @@ impl TokenSettings {
             signing_default_ttl: c.signing.default_ttl.secs(),
             signing_max_ttl: c.signing.max_ttl.secs(),
             signing_allow_caller_times: c.signing.allow_caller_times,
-            signers: c
-                .rings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.signers.clone()))
-                .collect(),
         }
     }
 
@@ -169,6 +161,8 @@ pub struct TokenService {
     legacy_refresh_until: std::sync::atomic::AtomicI64,
     /// Wrong secrets per refresh-token public id.
     refresh_failures: crate::limits::FailureLimiter<String>,
+    /// Checks `idp:` bindings (see [`Self::connect_idps`]).
+    idp_bindings: std::sync::OnceLock<Arc<crate::services::oauth_servers::OAuthServerService>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -257,6 +251,31 @@ pub struct SessionInfo {
     pub current: bool,
 }
 
+/// What a minted token is bound to (claim `kgk`): the credential that minted it, which
+/// must still stand for the token to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// `<key id>.<digest of MAC and role>`: an API key.
+    ApiKey(&'a str),
+    /// `kf:<accessID>:<generation>`: a key file.
+    KeyFile(&'a str),
+    /// `idp:<oauth_id>.<digest>`: a registered IdP.
+    Idp(&'a str),
+}
+
+impl<'a> Binding<'a> {
+    /// The binding a `kgk` value names (the whole value is kept: each service checks it).
+    pub fn parse(kgk: &'a str) -> Binding<'a> {
+        if kgk.starts_with("kf:") {
+            Binding::KeyFile(kgk)
+        } else if kgk.starts_with("idp:") {
+            Binding::Idp(kgk)
+        } else {
+            Binding::ApiKey(kgk)
+        }
+    }
+}
+
 impl TokenService {
     pub async fn new(
         store: Store,
@@ -279,6 +298,7 @@ impl TokenService {
             refresh_failures: crate::limits::FailureLimiter::new(
                 crate::limits::LimitsConfig::default().credential_failures,
             ),
+            idp_bindings: std::sync::OnceLock::new(),
         })
     }
 
@@ -289,13 +309,23 @@ impl TokenService {
     }
 
     /// Whether the credential a token was minted with still stands: an API key with the
-    /// same secret, or a key file at the same generation (`kf:` bindings).
+    /// same secret and role, a key file at the same generation, or an IdP registered as
+    /// it was.
     fn binding_live(&self, binding: &str) -> bool {
-        if binding.starts_with("kf:") {
-            self.key_files.binding_live(binding)
-        } else {
-            self.api_keys.binding_live(binding)
+        match Binding::parse(binding) {
+            Binding::KeyFile(b) => self.key_files.binding_live(b),
+            Binding::Idp(b) => self
+                .idp_bindings
+                .get()
+                .is_some_and(|oauth| oauth.binding_live(b)),
+            Binding::ApiKey(b) => self.api_keys.binding_live(b),
         }
+    }
+
+    /// Connects the IdP registry that checks `idp:` bindings. Until it is connected (and
+    /// in tools that never connect it) tokens minted from IdP tokens do not verify.
+    pub fn connect_idps(&self, oauth: Arc<crate::services::oauth_servers::OAuthServerService>) {
+        let _ = self.idp_bindings.set(oauth);
     }
 
     pub fn settings(&self) -> &TokenSettings {

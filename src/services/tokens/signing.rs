@@ -13,7 +13,6 @@
 
 use super::TokenService;
 use crate::keys::Purpose;
-use crate::services::authz::Permission;
 use crate::services::{Principal, ServiceError};
 use serde_json::{Map, Value};
 
@@ -30,43 +29,11 @@ pub struct SignRequest {
 const TIME_CLAIMS: &[&str] = &["iat", "nbf", "exp", "jti"];
 
 impl TokenService {
-    /// Whether `caller` holds the `sign` grant on `ring`: super-admin and admin always;
-    /// others when `rings.<ring>.signers` names them or `role:<their role>`.
-    pub fn may_sign(&self, caller: &Principal, ring: &str) -> bool {
-        if caller.role.has(Permission::KeysSign) {
-            return true;
-        }
-        let role_entry = format!("role:{}", caller.role.name());
-        // A name entry needs a credential that proves the name (not a custom token).
-        let by_name = caller.proves_identity();
-        self.settings.signers.get(ring).is_some_and(|s| {
-            s.iter()
-                .any(|e| *e == role_entry || (by_name && *e == caller.name))
-        })
-    }
-
-    /// Signs the caller's claims with the active version of `ring`, if [`Self::may_sign`]
-    /// allows it. Returns the token and the kid that verifies it.
-    pub async fn sign_for(
-        &self,
-        caller: &Principal,
-        ring: &str,
-        req: SignRequest,
-        now: i64,
-    ) -> Result<(String, String), ServiceError> {
-        if !self.may_sign(caller, ring) {
-            // Ring existence is not revealed to callers without the grant.
-            return Err(ServiceError::Forbidden(format!(
-                "no sign grant on ring {ring:?} for this caller"
-            )));
-        }
-        self.sign_authorized(caller, ring, req, now).await
-    }
-
     /// Signs for a caller whose `sign` grant on `ring` (and on every resource the request
-    /// touches) was already checked, by group grants included
-    /// ([`crate::services::key_rings::sign`]).
-    pub(crate) async fn sign_authorized(
+    /// touches) was already checked by the one ring-access rule
+    /// ([`crate::services::groups::GroupService::allows`], called by `app::keys::sign`).
+    /// Returns the token and the kid that verifies it.
+    pub async fn sign_authorized(
         &self,
         caller: &Principal,
         ring: &str,
