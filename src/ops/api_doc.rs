@@ -11,7 +11,6 @@ use std::fmt::Write;
 pub const PERMISSIONS: &[(&str, &str)] = &[
     ("GET /healthz", "none (public)"),
     ("GET /readyz", "none (public)"),
-    ("GET /metrics", "none (public; serve it on `server.ops_listen`)"),
     ("GET /.well-known/jwks.json", "none (public)"),
     ("GET /.well-known/openid-configuration", "none (public)"),
     ("GET /api/v1/openapi.json", "none (public)"),
@@ -36,6 +35,7 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("POST /api/v1/users", "`users:write` and the covers rule"),
     ("GET /api/v1/users/{username}", "`users:read`"),
     ("PATCH /api/v1/users/{username}", "`users:write` and the covers rule (a principal may change its own password)"),
+    ("DELETE /api/v1/users/{username}/lockout", "`users:write` and the covers rule"),
     ("DELETE /api/v1/users/{username}", "`users:write` and the covers rule"),
     ("GET /api/v1/key-files", "`key-files:read`"),
     ("POST /api/v1/key-files", "`key-files:write` and the covers rule"),
@@ -67,6 +67,7 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("GET /api/v1/approvals", "`keys:read`"),
     ("GET /api/v1/approvals/{id}", "`keys:read`"),
     ("POST /api/v1/approvals/{id}/approve", "matching the operation's `approvers` rule, with a credential that proves its name"),
+    ("POST /api/v1/approvals/{id}/redeem", "the requester, with the credential that proves their name; once, after the last vote"),
     ("POST /api/v1/approvals/{id}/reject", "matching the operation's `approvers` rule, with a credential that proves its name"),
     ("GET /api/v1/audit", "`audit:read`"),
     ("GET /api/v1/audit/keys", "`audit:read`"),
