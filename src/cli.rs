@@ -151,6 +151,27 @@ pub async fn run(
                         v.kid
                     );
                 }
+                KeysCommand::Attest {
+                    ring,
+                    version,
+                    nonce,
+                } => {
+                    use keygate::http::routes::attestation::{parse_nonce, AttestationView};
+                    let nonce = parse_nonce(nonce.as_deref()).map_err(anyhow::Error::msg)?;
+                    let a = keygate::services::key_attestation::attest(
+                        &rt,
+                        &cli_principal(),
+                        &ring,
+                        version,
+                        nonce,
+                        now(),
+                    )
+                    .await?;
+                    out!(
+                        "{}",
+                        serde_json::to_string_pretty(&AttestationView::from(a))?
+                    );
+                }
             }
             Ok(())
         }

@@ -105,6 +105,15 @@ pub enum KeysCommand {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Prints the hardware attestation of one key version as JSON, the same document as
+    /// `GET /api/v1/keys/{ring}/versions/{version}/attestation` (docs/attestation.md).
+    Attest {
+        ring: String,
+        version: i64,
+        /// The relying party's nonce, base64url (at most 64 bytes).
+        #[arg(long)]
+        nonce: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

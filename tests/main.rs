@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod conformance;
+mod custody;
 mod custom_roles;
 mod groups;
 mod hardware;

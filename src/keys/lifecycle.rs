@@ -6,7 +6,7 @@
 //! together with its audit entry.
 
 use super::{generate_version, KeyRegistry, KeyVersion, KeysError, Purpose};
-use crate::hardware::HardwareError;
+use crate::hardware::{HardwareError, KeyLocator};
 use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::keys::{NewVersion, KEYS_COUNTER};
 use crate::store::StoreError;
@@ -110,6 +110,10 @@ impl KeyRegistry {
     /// `destroyed`. The hardware object goes first: a key the hardware no longer has is
     /// treated as gone (a crash between the two steps is completed by a retry), while a
     /// store failure after the hardware step leaves a record that `reconcile` reports.
+    ///
+    /// A TPM version's wrapped private blob is erased from its stored locator in the
+    /// transaction that marks it destroyed, and its own storage parent is evicted from
+    /// the TPM first, so no copy of the old row can be loaded again (docs/tpm.md).
     pub async fn destroy_version(
         &self,
         ring: &str,
@@ -128,18 +132,62 @@ impl KeyRegistry {
             Ok(()) | Err(HardwareError::KeyNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let erased = match &v.locator {
+            KeyLocator::Tpm {
+                parent,
+                parent_handle,
+                label,
+                public,
+                ..
+            } => Some(KeyLocator::Tpm {
+                parent: parent.clone(),
+                parent_handle: *parent_handle,
+                label: label.clone(),
+                public: public.clone(),
+                private: String::new(),
+            }),
+            KeyLocator::Pkcs11 { .. } => None,
+        };
+        let outcome = match &v.locator {
+            KeyLocator::Tpm {
+                parent_handle: Some(h),
+                ..
+            } => format!(
+                "removed {} from backend {}: storage parent {h:#010x} evicted from the TPM, loaded handle flushed, wrapped private blob erased from the store",
+                v.locator.uri(),
+                v.backend
+            ),
+            KeyLocator::Tpm { .. } => format!(
+                "removed {} from backend {}: loaded handle flushed, wrapped private blob erased from the store",
+                v.locator.uri(),
+                v.backend
+            ),
+            KeyLocator::Pkcs11 { .. } => {
+                format!("removed {} from backend {}", v.locator.uri(), v.backend)
+            }
+        };
         let audit = NewAuditEntry {
             time: now,
             actor: actor.clone(),
             action: "key.destroy".into(),
             target: format!("ring:{ring}/version:{version}"),
-            outcome: format!("removed {} from backend {}", v.locator.uri(), v.backend),
+            outcome,
         };
-        if !self
-            .store
-            .mark_destroyed(ring, version, now, &audit)
-            .await?
-        {
+        let marked = match erased {
+            Some(loc) => {
+                let json = serde_json::to_string(&loc)
+                    .map_err(|e| KeysError::Invalid(format!("locator: {e}")))?;
+                self.store
+                    .mark_destroyed_erasing(ring, version, now, &json, &audit)
+                    .await?
+            }
+            None => {
+                self.store
+                    .mark_destroyed(ring, version, now, &audit)
+                    .await?
+            }
+        };
+        if !marked {
             return Err(KeysError::Conflict(format!(
                 "{ring} v{version} changed state while it was being destroyed"
             )));

@@ -5,6 +5,7 @@
 //! are cached here, so verification and JWKS never call the hardware; signing and MAC
 //! always do, through each backend's [`HardwareExecutor`].
 
+pub mod attestation;
 pub mod lifecycle;
 pub mod rotation;
 pub mod verify;

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod ca_profiles;
 pub mod error;
 pub mod groups;
+pub mod key_attestation;
 pub mod key_files;
 pub mod key_rings;
 pub mod oauth_servers;

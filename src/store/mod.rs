@@ -9,6 +9,7 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod attestation;
 pub mod audit;
 pub mod ca_profiles;
 pub mod groups;

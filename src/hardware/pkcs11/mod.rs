@@ -5,6 +5,7 @@
 //! MACs, [`error`] is the single translator of `CKR_` codes.
 
 pub mod asym_sign;
+pub mod attest;
 pub mod error;
 pub mod key_management;
 pub mod module;
@@ -202,6 +203,10 @@ impl Backend for Pkcs11Backend {
                 })?;
         }
         Ok(())
+    }
+
+    fn attestation(&self) -> Option<&dyn crate::hardware::attestation::KeyAttestation> {
+        Some(self)
     }
 
     fn health(&self) -> Health {

@@ -263,6 +263,25 @@ impl SessionPool {
         result
     }
 
+    /// The token's label, manufacturer and model from `C_GetTokenInfo` (attestation).
+    pub fn token_description(&self) -> Result<(String, String, String), HardwareError> {
+        let ctx = self
+            .conn
+            .lock()
+            .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?
+            .ctx
+            .clone();
+        let slot = find_token(&ctx, &self.token_label)?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| translate("reading the token information", e))?;
+        Ok((
+            info.label().trim().to_string(),
+            info.manufacturer_id().trim().to_string(),
+            info.model().trim().to_string(),
+        ))
+    }
+
     fn probe_once(&self) -> Result<(), HardwareError> {
         self.with_session_unguarded("health probe", &mut |s| s.get_session_info().map(|_| ()))?;
         let ctx = self
