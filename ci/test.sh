@@ -14,3 +14,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== ci/crash.sh (crash loops, bounded to 3 minutes)"
+./ci/crash.sh

@@ -416,3 +416,149 @@ fn tamper(jws: &str) -> String {
     payload.push(if last == 'A' { 'B' } else { 'A' });
     parts.join(".")
 }
+
+// ---------------------------------------------------------------------------------------
+// Crashes in the middle of a destroy, and orphans
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_destroy_interrupted_after_the_hardware_step_is_completed_at_the_next_start() {
+    use crate::common::tokens::{fixture, T0};
+    use keygate::store::audit::AuditActor;
+    let f = fixture().await;
+    let actor = AuditActor::scheduler();
+    f.keys.regenerate(&f.ring, &actor, T0).await.unwrap();
+    let v1 = f.keys.version(&f.ring, 1).unwrap();
+    assert_eq!(v1.state, "compromised");
+    // The crash: the intent is recorded and the key removed, the store step never ran.
+    f.store.record_destroy_intent(&f.ring, 1, T0).await.unwrap();
+    let backend = crate::common::hsm::backend();
+    backend.destroy(&v1.locator).unwrap();
+    assert!(f.keys.reconcile().await.iter().any(|p| p.contains("v1")));
+
+    let done = f.keys.complete_interrupted_destroys(T0 + 1).await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].contains("completed"), "{done:?}");
+    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "destroyed");
+    assert!(
+        !f.keys.reconcile().await.iter().any(|p| p.contains(&f.ring)),
+        "nothing half-applied is left"
+    );
+    assert!(f
+        .keys
+        .complete_interrupted_destroys(T0 + 2)
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_key_generated_but_never_recorded_is_reported_and_removed_only_through_the_destroy_gate()
+{
+    let s = Server::start_with(Options {
+        env: vec![("KEYGATE__APPROVALS__DESTROY__REQUIRED".into(), "1".into())],
+        ..Options::default()
+    });
+    let alice = s.principal("alice", "super-admin").await;
+    let dir = s.stop();
+    // A key the store does not know, as a crash between generating and recording leaves.
+    let out = crash_cli(dir.path(), &["keys", "reconcile"], "1");
+    assert!(out.status.success(), "{}", text(&out));
+    // pkcs11-tool (OpenSC) makes it on keygate's token, labelled as keygate labels keys.
+    let pin = std::fs::read_to_string(dir.path().join("pin")).unwrap();
+    let made = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "keygate",
+        ])
+        .args([
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+        ])
+        .args(["--id", "0badc0de", "--label", "keygate:ghost:v1"])
+        .env(
+            "SOFTHSM2_CONF",
+            dir.path().join("softhsm").join("softhsm2.conf"),
+        )
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let out = crash_cli(dir.path(), &["keys", "reconcile"], "1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("keygate:ghost:v1") && text(&out).contains("%0b%ad%c0%de"),
+        "{}",
+        text(&out)
+    );
+    // --apply asks the approvers; nothing is removed yet.
+    let out = crash_cli(dir.path(), &["keys", "reconcile", "--apply"], "1");
+    let said = text(&out);
+    assert!(said.contains("pending"), "{said}");
+    let id = said
+        .split("approval ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(!crash_cli(dir.path(), &["keys", "reconcile"], "1")
+        .status
+        .success());
+    // One approval by another super-admin runs it.
+    let s = Server::start_in(
+        dir,
+        Options {
+            env: vec![("KEYGATE__APPROVALS__DESTROY__REQUIRED".into(), "1".into())],
+            ..Options::default()
+        },
+    );
+    assert!(
+        s.log_text().contains("keygate:ghost:v1"),
+        "start-up reconciliation reports it: {}",
+        s.log_text()
+    );
+    let r = s
+        .post_json(
+            &format!("/api/v1/approvals/{id}/approve"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["state"], "executed", "{a}");
+    assert!(
+        a["outcome"].as_str().unwrap().contains("removed 1 of 1"),
+        "{a}"
+    );
+    let log: Vec<Value> = s.get_json("/api/v1/audit?limit=1000", &alice).await;
+    assert!(log.iter().any(|e| e["action"] == "key.orphan-destroy"));
+    let dir = s.stop();
+    let out = crash_cli(dir.path(), &["keys", "reconcile"], "1");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("store and hardware agree"));
+}
+
+fn crash_cli(dir: &std::path::Path, args: &[&str], destroy_required: &str) -> std::process::Output {
+    std::process::Command::new(crate::common::server::keygate_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .env("KEYGATE__APPROVALS__DESTROY__REQUIRED", destroy_required)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod conformance;
+mod crash;
 mod custody;
 mod custom_roles;
 mod groups;

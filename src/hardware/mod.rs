@@ -13,6 +13,7 @@ pub mod algorithm;
 pub mod attestation;
 pub mod error;
 pub mod executor;
+pub mod inventory;
 pub mod pkcs11;
 pub mod profile;
 pub mod public_key;
@@ -136,6 +137,10 @@ pub trait Backend: Send + Sync {
     fn health(&self) -> Health;
     /// The device's key attestation, if it has one (docs/attestation.md).
     fn attestation(&self) -> Option<&dyn attestation::KeyAttestation> {
+        None
+    }
+    /// The device's inventory of keygate objects, if it can list them (reconciliation).
+    fn inventory(&self) -> Option<&dyn inventory::Inventory> {
         None
     }
     /// Releases what the device holds for keygate (a TPM flushes its loaded keys and

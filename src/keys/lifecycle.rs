@@ -123,6 +123,9 @@ impl KeyRegistry {
     ) -> Result<(), KeysError> {
         self.check_destroyable(ring, version)?;
         let v = self.version(ring, version)?;
+        // Recorded before the hardware step: a crash between it and the store step
+        // leaves an intent that the next start completes.
+        self.store.record_destroy_intent(ring, version, now).await?;
         let loc = v.locator.clone();
         match self
             .backend(&v.backend)?
@@ -195,6 +198,43 @@ impl KeyRegistry {
         self.refresh().await?;
         tracing::warn!(ring = %ring, version, by = %actor.principal, "destroyed key version in hardware");
         Ok(())
+    }
+
+    /// Completes destroys a crash interrupted between the hardware step and the store
+    /// step (start-up, and `keygate keys reconcile`). The hardware step is idempotent: a
+    /// key already gone counts as destroyed. Returns what it completed or could not.
+    pub async fn complete_interrupted_destroys(&self, now: i64) -> Vec<String> {
+        let pending = match self.store.unfinished_destroys().await {
+            Ok(p) => p,
+            Err(e) => return vec![format!("listing unfinished destroys: {e}")],
+        };
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.refresh().await {
+            return vec![format!("reading key versions: {e}")];
+        }
+        let actor = AuditActor {
+            principal: "keygate".into(),
+            method: "reconcile".into(),
+            client_cert_serial: None,
+            request_id: None,
+        };
+        let mut report = Vec::new();
+        for (ring, version) in pending {
+            match self.destroy_version(&ring, version, &actor, now).await {
+                Ok(()) => {
+                    tracing::warn!(ring = %ring, version, "completed a destroy a crash had interrupted");
+                    report.push(format!(
+                        "{ring} v{version}: completed an interrupted destroy"
+                    ));
+                }
+                Err(e) => report.push(format!(
+                    "{ring} v{version}: an interrupted destroy could not be completed: {e}"
+                )),
+            }
+        }
+        report
     }
 
     /// JWT-signing rings whose active version has been active for at least their period

@@ -41,6 +41,12 @@ pub enum Operation {
     Destroy { ring: String, version: i64 },
     /// Delete an external OAuth server (the OAuth-server service calls [`submit`]).
     DeleteOauthServer { oauth_id: String },
+    /// Remove hardware objects of `backend` that no key version names (reconciliation,
+    /// docs/operations.md). Destructive like a destroy, so gated by `approvals.destroy`.
+    DestroyOrphans {
+        backend: String,
+        objects: Vec<String>,
+    },
 }
 
 impl Operation {
@@ -57,6 +63,7 @@ impl Operation {
             Operation::Regenerate { .. } => "regenerate",
             Operation::Destroy { .. } => "destroy",
             Operation::DeleteOauthServer { .. } => "delete-oauth-server",
+            Operation::DestroyOrphans { .. } => "destroy",
         }
     }
 
@@ -68,6 +75,9 @@ impl Operation {
             }
             Operation::Destroy { ring, version } => format!("ring:{ring}/version:{version}"),
             Operation::DeleteOauthServer { oauth_id } => format!("oauth-server:{oauth_id}"),
+            Operation::DestroyOrphans { backend, objects } => {
+                format!("backend:{backend}/orphans:{}", objects.join(","))
+            }
         }
     }
 }
@@ -241,6 +251,24 @@ async fn check_request(
             Ok(())
         }
         Operation::DeleteOauthServer { oauth_id } => rt.oauth.check_delete(caller, oauth_id).await,
+        Operation::DestroyOrphans { backend, objects } => {
+            crate::services::authz::require(caller.role, Permission::KeysDestroy, "destroy keys")?;
+            if objects.is_empty() {
+                return Err(ServiceError::Invalid("no objects to remove".into()));
+            }
+            let orphans = rt.keys.orphans().await?;
+            for id in objects {
+                if !orphans
+                    .iter()
+                    .any(|o| &o.backend == backend && &o.object.id == id)
+                {
+                    return Err(ServiceError::Invalid(format!(
+                        "object {id} on backend {backend:?} is not an orphan (a key version names it, or it is gone)"
+                    )));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -522,6 +550,19 @@ async fn execute(
                 .delete_approved(&oauth_id, &actor.principal)
                 .await?;
             Ok(Done::Other(format!("deleted OAuth server {oauth_id}")))
+        }
+        Operation::DestroyOrphans { backend, objects } => {
+            let removed = rt
+                .keys
+                .remove_orphans(&backend, &objects, actor, now)
+                .await?;
+            let list: Vec<String> = removed.iter().map(|o| o.uri.clone()).collect();
+            Ok(Done::Other(format!(
+                "removed {} of {} orphaned objects on backend {backend}: {}",
+                removed.len(),
+                objects.len(),
+                list.join(", ")
+            )))
         }
     }
 }

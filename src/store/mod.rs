@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod attestation;
 pub mod audit;
 pub mod ca_profiles;
+pub mod destroy_intents;
 pub mod groups;
 pub mod key_files;
 pub mod keys;

@@ -7,6 +7,7 @@
 pub mod asym_sign;
 pub mod attest;
 pub mod error;
+pub mod inventory;
 pub mod key_management;
 pub mod module;
 pub mod sessions;
@@ -206,6 +207,10 @@ impl Backend for Pkcs11Backend {
     }
 
     fn attestation(&self) -> Option<&dyn crate::hardware::attestation::KeyAttestation> {
+        Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn crate::hardware::inventory::Inventory> {
         Some(self)
     }
 

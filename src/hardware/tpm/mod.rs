@@ -18,6 +18,7 @@ pub mod attest;
 pub mod blobs;
 pub mod device;
 pub mod error;
+pub mod inventory;
 pub mod templates;
 
 use crate::hardware::{
@@ -502,6 +503,10 @@ impl Backend for TpmBackend {
     }
 
     fn attestation(&self) -> Option<&dyn crate::hardware::attestation::KeyAttestation> {
+        Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn crate::hardware::inventory::Inventory> {
         Some(self)
     }
 
