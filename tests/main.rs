@@ -21,6 +21,7 @@ mod keys;
 mod lifecycle;
 mod oauth_servers;
 mod operations;
+mod outage;
 mod roles;
 mod sessions;
 mod tls;
