@@ -445,3 +445,141 @@ async fn swtpm_killed_and_restarted_under_load_gives_fast_503s_and_recovers_with
     );
     eprintln!("swtpm outage: {:?}", seen.counts);
 }
+
+/// A size-limited tmpfs, unmounted on drop. Mounting needs root (CI runs as root); a
+/// machine where it is refused fails the test with the reason, it never skips.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the disk-full test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    /// Fills what is left with a file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_disk_refuses_writes_with_503_store_full_keeps_reads_and_resumes_when_freed() {
+    let disk = SmallDisk::mount("4m");
+    let db = disk.dir.path().join("keygate.db");
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__STORE__URL".into(),
+            format!("sqlite://{}", db.display()),
+        )],
+        ..Options::default()
+    });
+    let (id, secret) = s.create_key("read-only").await;
+    let filler = disk.fill();
+
+    // Writes: 503 with a problem type that says what is wrong, and nothing applied.
+    let mut refused = 0;
+    for i in 0..5 {
+        let r = s
+            .post_json(
+                "/api/v1/api-keys",
+                &s.admin_key,
+                json!({"name": format!("full-{i}"), "role": "read-only"}),
+            )
+            .await;
+        assert_eq!(r.status(), 503, "a write on a full disk");
+        assert!(r.headers().contains_key("retry-after"));
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["type"], "urn:keygate:problem:store-full", "{p}");
+        refused += 1;
+    }
+    // Reads keep working, including authentication with an existing key.
+    let r = s.get(&format!("/api/v1/api-keys/{id}"), &s.admin_key).await;
+    assert_eq!(r.status(), 200);
+    let r = s.get("/api/v1/keys", &secret).await;
+    assert_eq!(r.status(), 200, "an existing API key authenticates");
+    let listed: Vec<Value> = s.get_json("/api/v1/api-keys", &s.admin_key).await;
+    assert!(
+        !listed
+            .iter()
+            .any(|k| k["name"].as_str().unwrap_or("").starts_with("full-")),
+        "no refused write was applied: {listed:?}"
+    );
+
+    // Space comes back: writes resume without a restart.
+    std::fs::remove_file(filler).unwrap();
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "after", "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "writes resume once space is freed");
+
+    // Nothing is corrupted: SQLite's own check and the audit chain.
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric_sum(&metrics, &["keygate_http_requests_total", "status=\"503\""]) >= refused as f64
+    );
+    assert_eq!(
+        metric_sum(&metrics, &["keygate_http_requests_total", "status=\"500\""]),
+        0.0
+    );
+    let dir = s.stop();
+    let check = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    let out = std::process::Command::new(crate::common::server::keygate_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["audit", "verify"])
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("KEYGATE_CONFIG")
+        .env("KEYGATE__STORE__URL", format!("sqlite://{}", db.display()))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
