@@ -39,6 +39,16 @@ struct Pooled {
     generation: u64,
 }
 
+/// `keygate_pkcs11_sessions_open`: sessions keygate holds open on its tokens now (the
+/// soak watches it stay flat; docs/performance.md).
+const SESSIONS_GAUGE: &str = "keygate_pkcs11_sessions_open";
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        metrics::gauge!(SESSIONS_GAUGE).decrement(1.0);
+    }
+}
+
 /// A fixed-size pool of logged-in sessions on one token.
 pub struct SessionPool {
     module: PathBuf,
@@ -392,6 +402,7 @@ impl SessionPool {
                 Err(e) => return Err(translate("logging in", e)),
             }
         }
+        metrics::gauge!(SESSIONS_GAUGE).increment(1.0);
         Ok(Pooled {
             session,
             generation: conn.generation,
