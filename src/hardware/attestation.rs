@@ -68,6 +68,9 @@ pub struct Pkcs11Attributes {
     pub token_label: String,
     pub token_manufacturer: String,
     pub token_model: String,
+    /// The vendor attestation mechanism the HSM profile declares, if any. Declared, not
+    /// served: keygate does not fetch vendor evidence (not tested here).
+    pub vendor_attestation: Option<crate::hardware::profile::VendorAttestation>,
 }
 
 /// A device that can attest its keys.

@@ -86,6 +86,7 @@ impl KeyAttestation for Pkcs11Backend {
             token_label: String::new(),
             token_manufacturer: String::new(),
             token_model: String::new(),
+            vendor_attestation: self.profile.vendor_attestation.clone(),
         };
         let mut key_type = None;
         for a in attrs {
