@@ -8,13 +8,14 @@ set -euo pipefail
 # with PyJWT, a JOSE library nobody here wrote.
 # libtss2-dev, pkg-config: tss-esapi links tpm2-tss 3.2; swtpm, swtpm-tools and the swtpm
 # TCTI: the TPM 2.0 simulator the TPM backend's tests run against.
+# tpm2-tools: the attestation test parses TPMS_ATTEST with tpm2_print (a tool nobody here wrote).
 # openssl: the TLS tests verify and sign keygate's hardware-signed CSR with it.
 # dpkg-dev (dpkg-shlibdeps), binutils (strip), adduser and systemd (systemd-analyze): the
 # Debian package and its tests (ci/package.sh, ci/package-test.sh).
 # python3-venv: ci/schemathesis.sh installs Schemathesis into a venv under target/.
 packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography
   openssl libtss2-dev pkg-config swtpm swtpm-tools libtss2-tcti-swtpm0
-  dpkg-dev binutils adduser systemd python3-venv "$@")
+  dpkg-dev binutils adduser systemd python3-venv tpm2-tools "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

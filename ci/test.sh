@@ -18,3 +18,5 @@ echo "== Debian package (ci/package-test.sh, with the dev binary the tests built
 KEYGATE_BIN=target/debug/keygate ./ci/package-test.sh
 echo "== schemathesis (API conformance, bounded)"
 ./ci/schemathesis.sh
+echo "== ci/crash.sh (crash loops, bounded to 3 minutes)"
+./ci/crash.sh

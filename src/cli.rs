@@ -182,6 +182,30 @@ async fn run_command(
                         v.kid
                     );
                 }
+                KeysCommand::Reconcile { apply } => {
+                    reconcile(&rt, apply).await?;
+                }
+                KeysCommand::Attest {
+                    ring,
+                    version,
+                    nonce,
+                } => {
+                    use keygate::http::routes::attestation::{parse_nonce, AttestationView};
+                    let nonce = parse_nonce(nonce.as_deref()).map_err(anyhow::Error::msg)?;
+                    let a = keygate::app::key_attestation::attest(
+                        &rt,
+                        &cli_principal(),
+                        &ring,
+                        version,
+                        nonce,
+                        now(),
+                    )
+                    .await?;
+                    out!(
+                        "{}",
+                        serde_json::to_string_pretty(&AttestationView::from(a))?
+                    );
+                }
             }
             Ok(())
         }
@@ -231,6 +255,57 @@ async fn run_command(
             Ok(())
         }
     }
+}
+
+/// `keygate keys reconcile [--apply]` (docs/operations.md, "Reconciliation").
+async fn reconcile(rt: &Runtime, apply: bool) -> anyhow::Result<()> {
+    use keygate::services::approvals::{self, Done, Operation, Submitted};
+    for done in rt.keys.complete_interrupted_destroys(now()).await {
+        out!("{done}");
+    }
+    let problems = rt.keys.reconcile().await;
+    if problems.is_empty() {
+        out!("store and hardware agree");
+        return Ok(());
+    }
+    for p in &problems {
+        out!("{p}");
+    }
+    let orphans = rt.keys.orphans().await?;
+    if !apply {
+        if !orphans.is_empty() {
+            eprintln!("{} orphaned object(s); `keygate keys reconcile --apply` removes them (gated by approvals.destroy)", orphans.len());
+        }
+        bail!("{} problem(s) found", problems.len());
+    }
+    let mut backends: Vec<&str> = orphans.iter().map(|o| o.backend.as_str()).collect();
+    backends.sort_unstable();
+    backends.dedup();
+    let caller = cli_principal();
+    let actor = approvals::actor_of(&caller, None);
+    for backend in backends {
+        let objects: Vec<String> = orphans
+            .iter()
+            .filter(|o| o.backend == backend)
+            .map(|o| o.object.id.clone())
+            .collect();
+        let op = Operation::DestroyOrphans {
+            backend: backend.to_string(),
+            objects,
+        };
+        match keygate::app::approvals::submit(rt, &caller, &actor, op, now()).await? {
+            Submitted::Done(Done::Other(s)) => out!("{s}"),
+            Submitted::Done(_) => out!("done"),
+            Submitted::Pending(a) => out!(
+                "approval {} pending: {} approval(s) by {} needed (POST /api/v1/approvals/{}/approve)",
+                a.approval_id,
+                a.required,
+                a.approvers.join(", "),
+                a.approval_id
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// `keygate tls ...`: the HTTPS identity in hardware.
@@ -416,6 +491,7 @@ async fn serve(
             rt.tls.spawn_refresh();
         }
     }
+    rt.keys.complete_interrupted_destroys(now()).await;
     rt.keys.reconcile().await;
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);

@@ -154,6 +154,22 @@ pub enum KeysCommand {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Reports store/hardware disagreements, including hardware objects no key version
+    /// names (left by a crash mid-generation). `--apply` asks to remove those objects;
+    /// it is gated by `approvals.destroy`, like destroying a version.
+    Reconcile {
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Prints the hardware attestation of one key version as JSON, the same document as
+    /// `GET /api/v1/keys/{ring}/versions/{version}/attestation` (docs/attestation.md).
+    Attest {
+        ring: String,
+        version: i64,
+        /// The relying party's nonce, base64url (at most 64 bytes).
+        #[arg(long)]
+        nonce: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -280,19 +280,16 @@ fn destroy_takes_the_key_out_of_the_device() {
         let loc = s.generate(Algorithm::ES256, "destroy");
         s.backend.sign(&loc, Algorithm::ES256, MESSAGE).unwrap();
         s.backend.destroy(&loc).unwrap();
-        match &s.tpm {
-            // PKCS#11: the object is deleted from the token.
-            None => {
-                assert_error(
-                    s.name,
-                    "sign after destroy",
-                    s.backend.sign(&loc, Algorithm::ES256, MESSAGE),
-                    &["key_not_found"],
-                );
-            }
-            // TPM: the key is flushed from the chip; its wrapped blob is all that is left,
-            // and the store forgets it (docs/tpm.md).
-            Some(tpm) => assert_eq!(tpm.loaded_keys(), 0, "destroy flushes the key"),
+        // PKCS#11: the object is deleted from the token. TPM: the key's own storage
+        // parent is evicted, so even the intact blob in `loc` cannot be loaded again.
+        assert_error(
+            s.name,
+            "sign after destroy",
+            s.backend.sign(&loc, Algorithm::ES256, MESSAGE),
+            &["key_not_found"],
+        );
+        if let Some(tpm) = &s.tpm {
+            assert_eq!(tpm.loaded_keys(), 0, "destroy flushes the key");
         }
     }
 }
@@ -304,6 +301,7 @@ fn a_locator_of_another_backend_or_a_mangled_one_is_refused_naming_the_key() {
         let foreign = match &good {
             KeyLocator::Pkcs11 { .. } => KeyLocator::Tpm {
                 parent: "00".into(),
+                parent_handle: None,
                 label: "keygate:elsewhere:v1".into(),
                 public: "AAAA".into(),
                 private: "AAAA".into(),
@@ -327,11 +325,13 @@ fn a_locator_of_another_backend_or_a_mangled_one_is_refused_naming_the_key() {
             },
             KeyLocator::Tpm {
                 parent,
+                parent_handle,
                 label,
                 private,
                 ..
             } => KeyLocator::Tpm {
                 parent: parent.clone(),
+                parent_handle: *parent_handle,
                 label: label.clone(),
                 public: "not base64 !".into(),
                 private: private.clone(),

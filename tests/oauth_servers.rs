@@ -1274,8 +1274,10 @@ async fn a_token_minted_from_an_idp_token_ends_when_the_idp_is_rekeyed_or_delete
     let oauth_id = server["oauth_id"].as_str().unwrap().to_string();
     let mint = || async {
         let t = now();
-        let idp_token = first.es256(&json!({"iss": "https://pem-ec.example", "sub": "ops-1", "aud": "keygate-api",
-            "exp": t + 600, "groups": ["kg-admins"]}));
+        let idp_token = first.es256(
+            &json!({"iss": "https://pem-ec.example", "sub": "ops-1", "aud": "keygate-api",
+            "exp": t + 600, "groups": ["kg-admins"]}),
+        );
         let r = s
             .http
             .post(s.url("/api/v1/auth/token"))
@@ -1358,8 +1360,10 @@ async fn idp_subjects_mapped_to_an_approver_role_do_not_approve_by_that_alone() 
         .to_string();
     for sub in ["sock-puppet-1", "sock-puppet-2"] {
         let t = now();
-        let token = key.es256(&json!({"iss": "https://own-idp.example", "sub": sub, "aud": "keygate-api",
-            "exp": t + 300, "groups": ["sa"]}));
+        let token = key.es256(
+            &json!({"iss": "https://own-idp.example", "sub": sub, "aud": "keygate-api",
+            "exp": t + 300, "groups": ["sa"]}),
+        );
         let r = s
             .http
             .post(s.url(&format!("/api/v1/approvals/{id}/approve")))

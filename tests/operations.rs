@@ -112,6 +112,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/oauth-servers/{oauth_id}", "delete"),
         ("/api/v1/keys/{ring}/regenerate", "post"),
         ("/api/v1/keys/{ring}/versions/{version}/destroy", "post"),
+        ("/api/v1/keys/{ring}/versions/{version}/attestation", "get"),
         ("/api/v1/approvals", "get"),
         ("/api/v1/approvals/{id}", "get"),
         ("/api/v1/approvals/{id}/approve", "post"),

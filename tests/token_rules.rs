@@ -369,7 +369,9 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         };
         assert!(
             matches!(
-                f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+                f.tokens
+                    .sign_authorized(&caller, &f.sign_ring, req, T0)
+                    .await,
                 Err(keygate::services::ServiceError::Invalid(_))
             ),
             "{typ}"
@@ -381,7 +383,9 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
             ..ok.clone()
         };
         assert!(matches!(
-            f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+            f.tokens
+                .sign_authorized(&caller, &f.sign_ring, req, T0)
+                .await,
             Err(keygate::services::ServiceError::Invalid(_))
         ));
     }
@@ -390,7 +394,9 @@ async fn the_signing_service_refuses_iss_times_reserved_typ_and_own_audience() {
         ..ok.clone()
     };
     assert!(matches!(
-        f.tokens.sign_authorized(&caller, &f.sign_ring, req, T0).await,
+        f.tokens
+            .sign_authorized(&caller, &f.sign_ring, req, T0)
+            .await,
         Err(keygate::services::ServiceError::Invalid(_))
     ));
 }

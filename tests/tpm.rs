@@ -296,6 +296,7 @@ fn a_corrupted_blob_in_the_store_is_a_failure_naming_the_key_and_others_keep_wor
     let victim = generate(&b, Algorithm::ES256, "keygate:victim:v1");
     let KeyLocator::Tpm {
         parent,
+        parent_handle,
         label,
         public,
         private,
@@ -310,6 +311,7 @@ fn a_corrupted_blob_in_the_store_is_a_failure_naming_the_key_and_others_keep_wor
     raw[last] ^= 0x40;
     let flipped = KeyLocator::Tpm {
         parent: parent.clone(),
+        parent_handle,
         label: label.clone(),
         public: public.clone(),
         private: b64.encode(&raw),
@@ -326,6 +328,7 @@ fn a_corrupted_blob_in_the_store_is_a_failure_naming_the_key_and_others_keep_wor
 
     let truncated = KeyLocator::Tpm {
         parent: parent.clone(),
+        parent_handle,
         label: label.clone(),
         public: public[..public.len() / 2].to_string(),
         private: private.clone(),
@@ -364,12 +367,17 @@ fn a_key_from_another_tpm_is_not_found_here() {
     else {
         unreachable!()
     };
-    let b_parent = match generate(&b, Algorithm::ES256, "b") {
-        KeyLocator::Tpm { parent, .. } => parent,
+    let (b_parent, b_handle) = match generate(&b, Algorithm::ES256, "b") {
+        KeyLocator::Tpm {
+            parent,
+            parent_handle,
+            ..
+        } => (parent, parent_handle),
         _ => unreachable!(),
     };
     let forged = KeyLocator::Tpm {
         parent: b_parent,
+        parent_handle: b_handle,
         label,
         public,
         private,

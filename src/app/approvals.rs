@@ -101,6 +101,24 @@ async fn check_request(
         Operation::CreateSuperAdminKey { owner, .. } => {
             super::api_keys::check_create(rt, caller, owner, Role::SuperAdmin).await
         }
+        Operation::DestroyOrphans { backend, objects } => {
+            authz::require(caller.role, Permission::KeysDestroy, "destroy keys")?;
+            if objects.is_empty() {
+                return Err(ServiceError::Invalid("no objects to remove".into()));
+            }
+            let orphans = rt.keys.orphans().await?;
+            for id in objects {
+                if !orphans
+                    .iter()
+                    .any(|o| &o.backend == backend && &o.object.id == id)
+                {
+                    return Err(ServiceError::Invalid(format!(
+                        "object {id} on backend {backend:?} is not an orphan (a key version names it, or it is gone)"
+                    )));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -515,6 +533,19 @@ async fn execute(
         Operation::CreateSuperAdminKey { owner, .. } => Ok(Done::Other(format!(
             "approved: the requester collects the super-admin key for {owner} with POST /api/v1/approvals/{{id}}/redeem, once"
         ))),
+        Operation::DestroyOrphans { backend, objects } => {
+            let removed = rt
+                .keys
+                .remove_orphans(&backend, &objects, actor, now)
+                .await?;
+            let list: Vec<String> = removed.iter().map(|o| o.uri.clone()).collect();
+            Ok(Done::Other(format!(
+                "removed {} of {} orphaned objects on backend {backend}: {}",
+                removed.len(),
+                objects.len(),
+                list.join(", ")
+            )))
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod api_keys;
 pub mod approvals;
 pub mod groups;
+pub mod key_attestation;
 pub mod key_files;
 pub mod keys;
 pub mod oauth_servers;

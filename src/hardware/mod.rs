@@ -10,8 +10,10 @@
 //! runs calls on a bounded pool sized to the backend's session pool.
 
 pub mod algorithm;
+pub mod attestation;
 pub mod error;
 pub mod executor;
+pub mod inventory;
 pub mod pkcs11;
 pub mod profile;
 pub mod public_key;
@@ -42,8 +44,15 @@ pub enum KeyLocator {
     /// were created under. The private part is encrypted and integrity-protected by that
     /// parent, which never leaves the TPM: the blobs are useless anywhere else, so they
     /// may sit in the store like any other locator (docs/tpm.md).
+    ///
+    /// Keys made since destroy-that-destroys have their own storage parent, a persistent
+    /// object at `parent_handle` whose TPM name is `parent`: destroying the key evicts it,
+    /// after which no copy of the blobs can be loaded again. An empty `private` means the
+    /// version was destroyed and its blob erased from the store.
     Tpm {
         parent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_handle: Option<u32>,
         label: String,
         public: String,
         private: String,
@@ -126,6 +135,14 @@ pub trait Backend: Send + Sync {
     fn random(&self, out: &mut [u8]) -> Result<(), HardwareError>;
     /// Probes the device.
     fn health(&self) -> Health;
+    /// The device's key attestation, if it has one (docs/attestation.md).
+    fn attestation(&self) -> Option<&dyn attestation::KeyAttestation> {
+        None
+    }
+    /// The device's inventory of keygate objects, if it can list them (reconciliation).
+    fn inventory(&self) -> Option<&dyn inventory::Inventory> {
+        None
+    }
     /// Releases what the device holds for keygate (a TPM flushes its loaded keys and
     /// primary) before the process exits. The next call reconnects.
     fn shutdown(&self) {}

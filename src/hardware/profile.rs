@@ -31,6 +31,32 @@ pub struct HsmProfile {
     pub algorithms: Vec<Algorithm>,
     #[serde(default)]
     pub quirks: Quirks,
+    /// The device's own key attestation, where it has one (docs/attestation.md). keygate
+    /// reports the declared mechanism with a key's attributes but does not fetch the
+    /// vendor's evidence: none of these devices is in CI.
+    #[serde(default)]
+    pub vendor_attestation: Option<VendorAttestation>,
+}
+
+/// A vendor key-attestation mechanism a profile declares (not tested here).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VendorAttestation {
+    /// `yubihsm2-attestation-certificate`, `luna-key-attestation` or
+    /// `nshield-key-attestation`.
+    pub mechanism: VendorMechanism,
+    /// How the evidence would be obtained and verified.
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// The vendor attestation mechanisms keygate knows how to describe.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VendorMechanism {
+    Yubihsm2AttestationCertificate,
+    LunaKeyAttestation,
+    NshieldKeyAttestation,
 }
 
 /// Device behaviour the backend must work around.

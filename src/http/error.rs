@@ -159,6 +159,15 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %m, "hardware unavailable");
                 ApiError::unavailable("the key hardware is unavailable; retry later")
             }
+            ServiceError::StoreFull(m) => {
+                tracing::error!(error = %m, "the store's disk is full; writes fail until space is freed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-full",
+                    "Store full",
+                    "the metadata store's disk is full; nothing was changed; retry after space is freed",
+                )
+            }
             ServiceError::StoreUnavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::new(

@@ -4,8 +4,8 @@
 use super::error::Problem;
 use super::openapi_problems::ProblemResponses;
 use super::routes::{
-    api_keys, approvals, audit, auth, discovery, groups, health, key_files, keys, oauth_servers,
-    roles, tls, users,
+    api_keys, approvals, attestation, audit, auth, discovery, groups, health, key_files, keys,
+    oauth_servers, roles, tls, users,
 };
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -51,7 +51,7 @@ impl Modify for Security {
         groups::grants, groups::put_grant, groups::delete_grant,
         oauth_servers::create, oauth_servers::list, oauth_servers::get,
         oauth_servers::update, oauth_servers::delete,
-        keys::regenerate, keys::destroy,
+        keys::regenerate, keys::destroy, attestation::attest,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
         approvals::redeem,
         audit::list, audit::keys,
@@ -78,7 +78,8 @@ impl Modify for Security {
         crate::tls::state::TlsReport, crate::tls::identity::CertSummary,
         crate::tls::profiles::ProfileStatus, crate::tls::settings::MtlsMode,
         crate::tls::settings::RevocationCheck, crate::tls::settings::StaleCrl,
-        crate::tls::settings::PrincipalMatch)),
+        crate::tls::settings::PrincipalMatch, attestation::AttestationView,
+        attestation::TpmAttestationView, attestation::Pkcs11AttestationView)),
     modifiers(&Security, &ProblemResponses),
 )]
 pub struct ApiDoc;

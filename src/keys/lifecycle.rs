@@ -6,7 +6,7 @@
 //! together with its audit entry.
 
 use super::{generate_version, KeyRegistry, KeyVersion, KeysError, Purpose};
-use crate::hardware::HardwareError;
+use crate::hardware::{HardwareError, KeyLocator};
 use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::keys::{NewVersion, KEYS_COUNTER};
 use crate::store::StoreError;
@@ -110,6 +110,10 @@ impl KeyRegistry {
     /// `destroyed`. The hardware object goes first: a key the hardware no longer has is
     /// treated as gone (a crash between the two steps is completed by a retry), while a
     /// store failure after the hardware step leaves a record that `reconcile` reports.
+    ///
+    /// A TPM version's wrapped private blob is erased from its stored locator in the
+    /// transaction that marks it destroyed, and its own storage parent is evicted from
+    /// the TPM first, so no copy of the old row can be loaded again (docs/tpm.md).
     pub async fn destroy_version(
         &self,
         ring: &str,
@@ -119,6 +123,9 @@ impl KeyRegistry {
     ) -> Result<(), KeysError> {
         self.check_destroyable(ring, version)?;
         let v = self.version(ring, version)?;
+        // Recorded before the hardware step: a crash between it and the store step
+        // leaves an intent that the next start completes.
+        self.store.record_destroy_intent(ring, version, now).await?;
         let loc = v.locator.clone();
         match self
             .backend(&v.backend)?
@@ -128,18 +135,62 @@ impl KeyRegistry {
             Ok(()) | Err(HardwareError::KeyNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let erased = match &v.locator {
+            KeyLocator::Tpm {
+                parent,
+                parent_handle,
+                label,
+                public,
+                ..
+            } => Some(KeyLocator::Tpm {
+                parent: parent.clone(),
+                parent_handle: *parent_handle,
+                label: label.clone(),
+                public: public.clone(),
+                private: String::new(),
+            }),
+            KeyLocator::Pkcs11 { .. } => None,
+        };
+        let outcome = match &v.locator {
+            KeyLocator::Tpm {
+                parent_handle: Some(h),
+                ..
+            } => format!(
+                "removed {} from backend {}: storage parent {h:#010x} evicted from the TPM, loaded handle flushed, wrapped private blob erased from the store",
+                v.locator.uri(),
+                v.backend
+            ),
+            KeyLocator::Tpm { .. } => format!(
+                "removed {} from backend {}: loaded handle flushed, wrapped private blob erased from the store",
+                v.locator.uri(),
+                v.backend
+            ),
+            KeyLocator::Pkcs11 { .. } => {
+                format!("removed {} from backend {}", v.locator.uri(), v.backend)
+            }
+        };
         let audit = NewAuditEntry {
             time: now,
             actor: actor.clone(),
             action: "key.destroy".into(),
             target: format!("ring:{ring}/version:{version}"),
-            outcome: format!("removed {} from backend {}", v.locator.uri(), v.backend),
+            outcome,
         };
-        if !self
-            .store
-            .mark_destroyed(ring, version, now, &audit)
-            .await?
-        {
+        let marked = match erased {
+            Some(loc) => {
+                let json = serde_json::to_string(&loc)
+                    .map_err(|e| KeysError::Invalid(format!("locator: {e}")))?;
+                self.store
+                    .mark_destroyed_erasing(ring, version, now, &json, &audit)
+                    .await?
+            }
+            None => {
+                self.store
+                    .mark_destroyed(ring, version, now, &audit)
+                    .await?
+            }
+        };
+        if !marked {
             return Err(KeysError::Conflict(format!(
                 "{ring} v{version} changed state while it was being destroyed"
             )));
@@ -147,6 +198,43 @@ impl KeyRegistry {
         self.refresh().await?;
         tracing::warn!(ring = %ring, version, by = %actor.principal, "destroyed key version in hardware");
         Ok(())
+    }
+
+    /// Completes destroys a crash interrupted between the hardware step and the store
+    /// step (start-up, and `keygate keys reconcile`). The hardware step is idempotent: a
+    /// key already gone counts as destroyed. Returns what it completed or could not.
+    pub async fn complete_interrupted_destroys(&self, now: i64) -> Vec<String> {
+        let pending = match self.store.unfinished_destroys().await {
+            Ok(p) => p,
+            Err(e) => return vec![format!("listing unfinished destroys: {e}")],
+        };
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.refresh().await {
+            return vec![format!("reading key versions: {e}")];
+        }
+        let actor = AuditActor {
+            principal: "keygate".into(),
+            method: "reconcile".into(),
+            client_cert_serial: None,
+            request_id: None,
+        };
+        let mut report = Vec::new();
+        for (ring, version) in pending {
+            match self.destroy_version(&ring, version, &actor, now).await {
+                Ok(()) => {
+                    tracing::warn!(ring = %ring, version, "completed a destroy a crash had interrupted");
+                    report.push(format!(
+                        "{ring} v{version}: completed an interrupted destroy"
+                    ));
+                }
+                Err(e) => report.push(format!(
+                    "{ring} v{version}: an interrupted destroy could not be completed: {e}"
+                )),
+            }
+        }
+        report
     }
 
     /// JWT-signing rings whose active version has been active for at least their period

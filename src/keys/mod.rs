@@ -5,7 +5,9 @@
 //! are cached here, so verification and JWKS never call the hardware; signing and MAC
 //! always do, through each backend's [`HardwareExecutor`].
 
+pub mod attestation;
 pub mod lifecycle;
+pub mod reconcile;
 pub mod rotation;
 pub mod verify;
 
@@ -498,6 +500,17 @@ impl KeyRegistry {
                     v.locator.uri()
                 )),
             }
+        }
+        match self.orphans().await {
+            Ok(orphans) => {
+                for o in orphans {
+                    problems.push(format!(
+                        "backend {:?} holds {} ({}), which no key version in the store names; `keygate keys reconcile --apply` removes it",
+                        o.backend, o.object.uri, o.object.label
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("listing hardware objects: {e}")),
         }
         for p in &problems {
             tracing::warn!(problem = %p, "store and hardware disagree");

@@ -19,6 +19,7 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("POST /api/v1/keys/{ring}/rotate", "`keys:rotate`, or a `rotate` grant on the ring; may need approvals"),
     ("POST /api/v1/keys/{ring}/sign", "`keys:sign`, or a `sign` grant, or the ring's `signers`"),
     ("POST /api/v1/keys/{ring}/regenerate", "an `admin` grant on the ring (or `keys:rotate`); needs approvals"),
+    ("GET /api/v1/keys/{ring}/versions/{version}/attestation", "`view` on the ring (`keys:read`, ownership or a grant)"),
     ("POST /api/v1/keys/{ring}/versions/{version}/destroy", "`keys:destroy`; needs approvals"),
     ("POST /api/v1/auth/token", "per grant: none for `password`, `refresh_token`, `client_credentials` and key-file assertions; `tokens:custom` for `custom_token`"),
     ("POST /api/v1/auth/revoke", "any principal, for a token it holds"),

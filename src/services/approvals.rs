@@ -58,6 +58,12 @@ pub enum Operation {
         owner: String,
         expires_at: Option<i64>,
     },
+    /// Remove hardware objects of `backend` that no key version names (reconciliation,
+    /// docs/operations.md). Destructive like a destroy, so gated by `approvals.destroy`.
+    DestroyOrphans {
+        backend: String,
+        objects: Vec<String>,
+    },
 }
 
 impl Operation {
@@ -78,6 +84,8 @@ impl Operation {
                 ApprovalOperation::ChangeApprovers
             }
             Operation::CreateSuperAdminKey { .. } => ApprovalOperation::CreateSuperAdminKey,
+            // Removing orphaned hardware objects is destructive like a destroy.
+            Operation::DestroyOrphans { .. } => ApprovalOperation::Destroy,
         }
     }
 
@@ -108,6 +116,9 @@ impl Operation {
             } => format!("group:{group}/member:{principal}"),
             Operation::GrantRole { username, .. } => format!("user:{username}"),
             Operation::CreateSuperAdminKey { owner, .. } => format!("api-key-owner:{owner}"),
+            Operation::DestroyOrphans { backend, objects } => {
+                format!("backend:{backend}/orphans:{}", objects.join(","))
+            }
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum ServiceError {
     /// The metadata store cannot be reached right now.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// The metadata store's disk is full: writes fail, reads work.
+    #[error("{0}")]
+    StoreFull(String),
     /// A bug or a device failure; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -40,6 +43,7 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound => ServiceError::NotFound("not found".into()),
             StoreError::Conflict(m) => ServiceError::Conflict(m),
             StoreError::Unavailable(m) => ServiceError::StoreUnavailable(m),
+            StoreError::Full(m) => ServiceError::StoreFull(m),
             StoreError::Corrupt(m) | StoreError::Failed(m) => {
                 ServiceError::Internal(format!("store: {m}"))
             }

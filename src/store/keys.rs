@@ -253,6 +253,37 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a retired or compromised version destroyed and, in the same transaction,
+    /// replaces its locator with `erased_locator` (a TPM locator without its wrapped
+    /// private blob), so the store holds nothing the version could be loaded from.
+    pub async fn mark_destroyed_erasing(
+        &self,
+        ring: &str,
+        version: i64,
+        now: i64,
+        erased_locator: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE key_versions SET state = 'destroyed', destroyed_at = $3, locator = $4
+             WHERE ring = $1 AND version = $2 AND state IN ('retired', 'compromised')",
+        )
+        .bind(ring)
+        .bind(version)
+        .bind(now)
+        .bind(erased_locator)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Marks a retired or compromised version destroyed (its hardware object is gone).
     /// False when the version is in another state.
     pub async fn mark_destroyed(

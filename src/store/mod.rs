@@ -9,9 +9,11 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod attestation;
 pub mod audit;
 pub mod audit_scope;
 pub mod ca_profiles;
+pub mod destroy_intents;
 pub mod groups;
 pub mod key_files;
 pub mod keys;
@@ -38,6 +40,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The disk under the database is full: writes fail until space is freed; reads
+    /// keep working (docs/operations.md, "A full disk").
+    #[error("store full: {0}")]
+    Full(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     /// The database refused a statement for a reason a retry will not fix (a bug).
@@ -60,6 +66,15 @@ impl From<sqlx::Error> for StoreError {
                     .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
             {
                 StoreError::Unavailable(db.message().to_string())
+            }
+            // SQLITE_FULL (13): no space for the database, its journal or its WAL.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| c & 0xff == 13) =>
+            {
+                StoreError::Full(db.message().to_string())
             }
             sqlx::Error::Database(db) => StoreError::Failed(db.message().to_string()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {

@@ -5,7 +5,9 @@
 //! MACs, [`error`] is the single translator of `CKR_` codes.
 
 pub mod asym_sign;
+pub mod attest;
 pub mod error;
+pub mod inventory;
 pub mod key_management;
 pub mod module;
 pub mod sessions;
@@ -202,6 +204,14 @@ impl Backend for Pkcs11Backend {
                 })?;
         }
         Ok(())
+    }
+
+    fn attestation(&self) -> Option<&dyn crate::hardware::attestation::KeyAttestation> {
+        Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn crate::hardware::inventory::Inventory> {
+        Some(self)
     }
 
     fn health(&self) -> Health {

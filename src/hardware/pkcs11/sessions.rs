@@ -39,6 +39,16 @@ struct Pooled {
     generation: u64,
 }
 
+/// `keygate_pkcs11_sessions_open`: sessions keygate holds open on its tokens now (the
+/// soak watches it stay flat; docs/performance.md).
+const SESSIONS_GAUGE: &str = "keygate_pkcs11_sessions_open";
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        metrics::gauge!(SESSIONS_GAUGE).decrement(1.0);
+    }
+}
+
 /// A fixed-size pool of logged-in sessions on one token.
 pub struct SessionPool {
     module: PathBuf,
@@ -263,6 +273,25 @@ impl SessionPool {
         result
     }
 
+    /// The token's label, manufacturer and model from `C_GetTokenInfo` (attestation).
+    pub fn token_description(&self) -> Result<(String, String, String), HardwareError> {
+        let ctx = self
+            .conn
+            .lock()
+            .map_err(|_| HardwareError::Failure("connection state poisoned".into()))?
+            .ctx
+            .clone();
+        let slot = find_token(&ctx, &self.token_label)?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| translate("reading the token information", e))?;
+        Ok((
+            info.label().trim().to_string(),
+            info.manufacturer_id().trim().to_string(),
+            info.model().trim().to_string(),
+        ))
+    }
+
     fn probe_once(&self) -> Result<(), HardwareError> {
         self.with_session_unguarded("health probe", &mut |s| s.get_session_info().map(|_| ()))?;
         let ctx = self
@@ -373,6 +402,7 @@ impl SessionPool {
                 Err(e) => return Err(translate("logging in", e)),
             }
         }
+        metrics::gauge!(SESSIONS_GAUGE).increment(1.0);
         Ok(Pooled {
             session,
             generation: conn.generation,

@@ -16,8 +16,11 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 /// A child key as stored: where it came from and its two wrapped halves.
 #[derive(Debug, Clone)]
 pub(crate) struct WrappedKey {
-    /// The TPM name of the parent (storage primary) it was created under, hex.
+    /// The TPM name of the parent it was created under, hex.
     pub parent: String,
+    /// The persistent handle of its own storage parent; `None` for a key made under the
+    /// storage primary (before destroy-that-destroys).
+    pub parent_handle: Option<u32>,
     pub label: String,
     pub public: Public,
     pub private: Private,
@@ -61,6 +64,7 @@ impl WrappedKey {
         private_2b.extend_from_slice(private);
         Ok(KeyLocator::Tpm {
             parent: self.parent.clone(),
+            parent_handle: self.parent_handle,
             label: self.label.clone(),
             public: b64(&public),
             private: b64(&private_2b),
@@ -72,6 +76,7 @@ impl WrappedKey {
     pub fn from_locator(key: &KeyLocator) -> Result<WrappedKey, HardwareError> {
         let KeyLocator::Tpm {
             parent,
+            parent_handle,
             label,
             public,
             private,
@@ -103,6 +108,12 @@ impl WrappedKey {
                 "public part has trailing or non-canonical bytes".into(),
             ));
         }
+        if private.is_empty() {
+            return Err(HardwareError::KeyNotFound(format!(
+                "{}: the version was destroyed and its private blob erased",
+                key.uri()
+            )));
+        }
         let private_bytes = URL_SAFE_NO_PAD
             .decode(private)
             .map_err(|e| corrupt(format!("private part: {e}")))?;
@@ -118,6 +129,7 @@ impl WrappedKey {
             .ok_or_else(|| corrupt("its public area is not a key type keygate makes".into()))?;
         Ok(WrappedKey {
             parent: parent.clone(),
+            parent_handle: *parent_handle,
             label: label.clone(),
             public: parsed,
             private,

@@ -14,9 +14,11 @@
 //! restarted TPM is used again by the next call. While the TPM stays unreachable every
 //! call fails fast with [`HardwareError::Unavailable`] and nothing is reported as done.
 
+pub mod attest;
 pub mod blobs;
 pub mod device;
 pub mod error;
+pub mod inventory;
 pub mod templates;
 
 use crate::hardware::{
@@ -111,10 +113,16 @@ fn null_ticket() -> Result<HashcheckTicket, HardwareError> {
     .map_err(|e| HardwareError::Failure(format!("building a null hash-check ticket: {e}")))
 }
 
-/// The `public` field of a TPM locator, or `KeyNotFound` for any other kind.
-fn tpm_fields(key: &KeyLocator) -> Result<(&str, &str), HardwareError> {
+/// The parent name, own parent's persistent handle and `public` field of a TPM locator,
+/// or `KeyNotFound` for any other kind.
+fn tpm_fields(key: &KeyLocator) -> Result<(&str, Option<u32>, &str), HardwareError> {
     match key {
-        KeyLocator::Tpm { parent, public, .. } => Ok((parent, public)),
+        KeyLocator::Tpm {
+            parent,
+            parent_handle,
+            public,
+            ..
+        } => Ok((parent, *parent_handle, public)),
         other => Err(HardwareError::KeyNotFound(format!(
             "{} is not a TPM key",
             other.uri()
@@ -206,7 +214,7 @@ impl TpmBackend {
                         return Err(HardwareError::Unavailable(describe(&what, &e)));
                     }
                 }
-                Meaning::ObjectMemory if !retried => dev.unload_all(),
+                Meaning::ObjectMemory if !retried => dev.reclaim_all(),
                 _ => return Err(translate(&what, &e)),
             }
             retried = true;
@@ -221,15 +229,18 @@ impl TpmBackend {
         what: &str,
         op: impl Fn(&mut Device, KeyHandle, Algorithm) -> Result<T, tss_esapi::Error>,
     ) -> Result<T, HardwareError> {
-        let (parent, public) = tpm_fields(key)?;
+        let (parent, parent_handle, public) = tpm_fields(key)?;
         self.call(|dev| {
-            if parent != dev.parent_name {
+            // A key under its own persistent parent is checked against that parent's
+            // name when it is loaded; a legacy key against the primary's.
+            if parent_handle.is_none() && parent != dev.parent_name {
                 return Err(Step::Hw(HardwareError::KeyNotFound(format!(
                     "{} was wrapped under another storage key than this TPM's (another TPM, or the owner hierarchy was cleared)",
                     key.uri()
                 ))));
             }
-            let (handle, alg) = match dev.load(public, || WrappedKey::from_locator(key))? {
+            let own_parent = parent_handle.map(|h| (h, parent));
+            let (handle, alg) = match dev.load(public, own_parent, || WrappedKey::from_locator(key))? {
                 Ok((h, k)) => (h, k.algorithm),
                 Err(e) => return Err(Step::Tss(format!("loading {}", key.uri()), e)),
             };
@@ -249,20 +260,81 @@ impl Backend for TpmBackend {
 
     fn generate(&self, spec: &KeySpec) -> Result<KeyLocator, HardwareError> {
         let template = templates::child(spec.algorithm)?;
+        let parent_template = templates::storage_primary()?;
         self.call(|dev| {
-            dev.make_room()
-                .map_err(|e| Step::Tss("flushing a key to make room".into(), e))?;
-            let created = dev
+            // The key's own storage parent: created under the primary, made persistent,
+            // its private blob dropped. Evicting it later destroys the key for good.
+            let tss = |what: &str| {
+                let what = format!("{what} for {} key {:?}", spec.algorithm, spec.label);
+                move |e| Step::Tss(what, e)
+            };
+            let primary = dev.primary().map_err(tss("re-creating the storage primary"))?;
+            dev.room(1, true)
+                .map_err(tss("flushing a key to make room"))?;
+            let parent = dev
                 .ctx
-                .create(dev.primary, template.clone(), None, None, None, None)
-                .map_err(|e| {
-                    Step::Tss(
+                .create(primary, parent_template.clone(), None, None, None, None)
+                .map_err(tss("creating a storage parent"))?;
+            dev.room(1, true)
+                .map_err(tss("flushing a key to make room"))?;
+            let transient = dev
+                .ctx
+                .load(primary, parent.out_private, parent.out_public)
+                .map_err(tss("loading the new storage parent"))?;
+            let parent_name = match dev.ctx.tr_get_name(transient.into()) {
+                Ok(n) => device::hex(n.value()),
+                Err(e) => {
+                    let _ = dev.ctx.flush_context(transient.into());
+                    return Err(Step::Tss("reading the new storage parent's name".into(), e));
+                }
+            };
+            let slot = match dev.free_persistent_handle() {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    let _ = dev.ctx.flush_context(transient.into());
+                    return Err(Step::Hw(HardwareError::Failure(format!(
+                        "all {} persistent handles from {:#010x} hold keygate storage parents; destroy retired versions (docs/tpm.md)",
+                        device::PERSISTENT_COUNT,
+                        device::PERSISTENT_FIRST
+                    ))));
+                }
+                Err(e) => {
+                    let _ = dev.ctx.flush_context(transient.into());
+                    return Err(Step::Tss("listing persistent handles".into(), e));
+                }
+            };
+            let mut persistent = dev
+                .persist(transient, slot)
+                .map_err(tss("making the storage parent persistent"))?;
+            let made = match dev.room(2, false) {
+                Ok(()) => dev.ctx.create(
+                    KeyHandle::from(persistent),
+                    template.clone(),
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
+                Err(e) => Err(e),
+            };
+            let created = match made {
+                Ok(c) => c,
+                Err(e) => {
+                    // Leave no parent without a key behind.
+                    if let Err(ee) = dev.evict(persistent, slot) {
+                        tracing::warn!(handle = slot, error = %ee,
+                            "could not evict the storage parent of a key that failed; reconcile reports it");
+                    }
+                    return Err(Step::Tss(
                         format!("creating {} key {:?}", spec.algorithm, spec.label),
                         e,
-                    )
-                })?;
+                    ));
+                }
+            };
+            let _ = dev.ctx.tr_close(&mut persistent);
             let wrapped = WrappedKey {
-                parent: dev.parent_name.clone(),
+                parent: parent_name,
+                parent_handle: Some(slot),
                 label: spec.label.clone(),
                 public: created.out_public,
                 private: created.out_private,
@@ -361,15 +433,47 @@ impl Backend for TpmBackend {
     }
 
     fn destroy(&self, key: &KeyLocator) -> Result<(), HardwareError> {
-        // A wrapped key exists wherever its blob does: destroying it here flushes it from
-        // the TPM, and the caller must forget the blob (docs/tpm.md, "Destroying keys").
-        let wrapped = WrappedKey::from_locator(key)?;
-        let (_, public) = tpm_fields(key)?;
+        // A wrapped key exists wherever its blob does, so it is destroyed by destroying its
+        // own storage parent: once the persistent parent is evicted, no copy of the blob
+        // can be loaded by anyone (docs/tpm.md, "Destroying keys"). The loaded key is
+        // flushed first. A legacy key (under the primary) can only be flushed; the caller
+        // must erase its blob.
+        let (parent, parent_handle, public) = tpm_fields(key)?;
+        let label = match key {
+            KeyLocator::Tpm { label, .. } => label.as_str(),
+            KeyLocator::Pkcs11 { .. } => "",
+        };
         self.call(|dev| {
             dev.unload(public)
-                .map_err(|e| Step::Tss(format!("flushing {}", key.uri()), e))
+                .map_err(|e| Step::Tss(format!("flushing {}", key.uri()), e))?;
+            let Some(handle) = parent_handle else {
+                return Ok(());
+            };
+            dev.room(1, false)
+                .map_err(|e| Step::Tss("flushing a key to make room".into(), e))?;
+            let obj = match dev.persistent_parent(handle, parent, &key.uri()) {
+                Ok(o) => o,
+                Err(device::ParentError::Gone(e)) => return Err(Step::Hw(e)),
+                Err(device::ParentError::Tss(e)) => {
+                    return Err(Step::Tss(format!("finding the parent of {}", key.uri()), e))
+                }
+            };
+            dev.evict(obj, handle).map_err(|e| {
+                Step::Tss(
+                    format!(
+                        "evicting the storage parent {handle:#010x} of {}",
+                        key.uri()
+                    ),
+                    e,
+                )
+            })
         })?;
-        tracing::info!(key = %key.uri(), label = %wrapped.label, "flushed TPM key; its blob must be forgotten");
+        match parent_handle {
+            Some(h) => tracing::info!(key = %key.uri(), label = %label, parent = h,
+                "destroyed TPM key: its storage parent is evicted, no copy of its blob loads again"),
+            None => tracing::info!(key = %key.uri(), label = %label,
+                "flushed TPM key made under the storage primary; its blob must be erased"),
+        }
         Ok(())
     }
 
@@ -398,13 +502,20 @@ impl Backend for TpmBackend {
         self.disconnect();
     }
 
+    fn attestation(&self) -> Option<&dyn crate::hardware::attestation::KeyAttestation> {
+        Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn crate::hardware::inventory::Inventory> {
+        Some(self)
+    }
+
     fn health(&self) -> Health {
         let probe = self.call(|dev| {
-            let primary = dev.primary;
             dev.ctx
-                .execute_without_session(|c| c.read_public(primary))
+                .execute_without_session(|c| c.get_random(8))
                 .map(|_| ())
-                .map_err(|e| Step::Tss("reading the storage primary".into(), e))
+                .map_err(|e| Step::Tss("TPM2_GetRandom".into(), e))
         });
         match probe {
             Ok(()) => Health::Ok,

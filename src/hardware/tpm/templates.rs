@@ -170,3 +170,37 @@ pub(crate) fn algorithm_of(public: &Public) -> Option<Algorithm> {
         Public::SymCipher { .. } => None,
     }
 }
+
+/// The attestation key's template: a restricted ECDSA P-256/SHA-256 signing key, created
+/// as a primary under the endorsement hierarchy, so the same AK comes back from the
+/// endorsement seed after every reboot. Restricted: it signs only structures the TPM
+/// itself built (`TPMS_ATTEST`), never a caller's digest that could mimic one.
+pub(crate) fn attestation_key() -> Result<Public, HardwareError> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_restricted(true)
+        .with_sign_encrypt(true)
+        .with_decrypt(false)
+        .build()
+        .map_err(|e| template_error("attestation key attribute", e))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new_unrestricted_signing_key(
+                EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+                EccCurve::NistP256,
+            )
+            .with_restricted(true)
+            .build()
+            .map_err(|e| template_error("attestation key", e))?,
+        )
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+        .map_err(|e| template_error("attestation key", e))
+}

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod attestation;
 pub mod audit;
 pub mod auth;
 pub mod discovery;
@@ -33,6 +34,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/keys/{ring}/rotate", post(keys::rotate))
         .route("/api/v1/keys/{ring}/sign", post(keys::sign))
         .route("/api/v1/keys/{ring}/regenerate", post(keys::regenerate))
+        .route(
+            "/api/v1/keys/{ring}/versions/{version}/attestation",
+            get(attestation::attest),
+        )
         .route(
             "/api/v1/keys/{ring}/versions/{version}/destroy",
             post(keys::destroy),

@@ -1,0 +1,10 @@
+-- Destroying a version is a hardware step and a store step. The intent is recorded
+-- before the hardware step, so a crash between the two is completed at the next start
+-- instead of leaving a retired or compromised version whose key is already gone
+-- (docs/lifecycle.md, "Crashes").
+CREATE TABLE destroy_intents (
+    ring        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    PRIMARY KEY (ring, version)
+);
