@@ -10,15 +10,7 @@ use std::time::Duration;
 
 /// Sum of the hardware-call counters for `op` on `/metrics`.
 async fn hardware_calls(s: &Server, op: &str) -> u64 {
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let label = format!("op=\"{op}\"");
     text.lines()
         .filter(|l| {
@@ -379,15 +371,7 @@ async fn a_slowloris_source_cannot_take_the_connections_of_a_legitimate_client()
         assert_eq!(r.status(), 200);
     }
     let refused = {
-        let text = s
-            .http
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.metrics().await;
         text.lines()
             .filter(|l| l.starts_with("keygate_http_connections_refused_total{cap=\"source\"}"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -577,11 +561,13 @@ async fn each_credential_and_each_signing_ring_has_its_own_quota() {
     assert_eq!(body["type"], "urn:keygate:problem:rate-limited");
     // Another credential is not affected by this one's quota.
     let (_, other) = s.create_key("admin").await;
+    // A ring made for the signing service (the access-token ring never signs for callers).
+    s.create_ring("gw-sign", "ES256").await;
     let sign = |k: String| {
         let s = &s;
         async move {
             s.post_json(
-                "/api/v1/keys/jwt-default/sign",
+                "/api/v1/keys/gw-sign/sign",
                 &k,
                 serde_json::json!({"claims": {"sub": "x"}, "audience": "https://gw.example"}),
             )

@@ -47,7 +47,9 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static("Bearer realm=\"keygate\""),
             );
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp

@@ -179,6 +179,18 @@ async fn grant(
                 Some(Err(e)) if e.status == StatusCode::BAD_REQUEST => {
                     return Err(OAuthError::invalid_request(e.detail))
                 }
+                // The hardware that checks the credential is down, or the caller is rate
+                // limited: say so (with Retry-After), never "invalid client".
+                Some(Err(e))
+                    if e.status == StatusCode::SERVICE_UNAVAILABLE
+                        || e.status == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    return Err(OAuthError::new(
+                        e.status,
+                        "temporarily_unavailable",
+                        e.detail,
+                    ))
+                }
                 Some(Err(e)) => {
                     return Err(OAuthError::new(
                         StatusCode::UNAUTHORIZED,
