@@ -1379,3 +1379,51 @@ async fn idp_subjects_mapped_to_an_approver_role_do_not_approve_by_that_alone() 
         .await;
     assert_eq!(a["state"], "pending");
 }
+
+/// Found by the attack review of the merged tree: an approver named in the configuration
+/// by IdP subject (`principal:<oauth_id>:<sub>`) was not among the names a re-key of that
+/// IdP must be allowed to speak for, so an admin could swap the IdP's key, mint tokens for
+/// two configured approvers and vote twice. Re-keying the IdP is now refused.
+#[tokio::test]
+async fn rekeying_an_idp_whose_subjects_are_configured_approvers_is_refused() {
+    let first = IdpKey::p256("ignored");
+    let second = IdpKey::p256("ignored");
+    let s = Server::start();
+    let server = register(
+        &s,
+        json!({"name": "corp", "issuer": "https://corp.example", "public_key_pem": first.pem(),
+               "audience": "keygate-api", "role_mapping": {"kg": "read-only"}}),
+    )
+    .await;
+    let oauth_id = server["oauth_id"].as_str().unwrap().to_string();
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "adam", "password": crate::common::server::PASSWORD, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let dir = s.stop();
+    let s = Server::start_in(
+        dir,
+        Options {
+            env: vec![(
+                "KEYGATE__APPROVALS__REGENERATE__APPROVERS".into(),
+                format!("principal:{oauth_id}:alice"),
+            )],
+            ..Options::default()
+        },
+    );
+    let adam = s.login("adam", crate::common::server::PASSWORD).await;
+    let r = s
+        .send_bearer(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/oauth-servers/{oauth_id}"),
+            &adam,
+            json!({"public_key_pem": second.pem()}),
+        )
+        .await;
+    let p = expect_problem(r, 403, "forbidden").await;
+    assert!(p["detail"].as_str().unwrap().contains("approver"), "{p}");
+}

@@ -761,3 +761,97 @@ async fn a_key_regenerated_by_someone_else_no_longer_votes_for_its_owner() {
     .await;
     assert!(p["detail"].as_str().unwrap().contains("proves you"), "{p}");
 }
+
+/// Found by the attack review of the merged tree: with `create-super-admin-key` gated,
+/// a super-admin made a read-only key for an ordinary user and PATCHed it to
+/// super-admin, or made (or raised) a super-admin key file: a second super-admin
+/// credential with no second person. Both are refused now, and a key's new role must
+/// also be covered by its owner's account.
+#[tokio::test]
+async fn no_super_admin_credential_is_made_around_the_create_super_admin_key_approvals() {
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__CREATE-SUPER-ADMIN-KEY__REQUIRED".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    });
+    create_user(&s, "u1", "read-only").await;
+    // A key for u1 made by the super-admin: raising it to super-admin is refused.
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "for-u1", "role": "read-only", "owner": "u1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for role in ["super-admin", "admin"] {
+        let r = s
+            .patch_json(
+                &format!("/api/v1/api-keys/{id}"),
+                &s.admin_key,
+                json!({"role": role}),
+            )
+            .await;
+        expect_problem(r, 403, "forbidden").await;
+    }
+    let key: Value = s
+        .get_json(&format!("/api/v1/api-keys/{id}"), &s.admin_key)
+        .await;
+    assert_eq!(key["role"], "read-only");
+    // The caller's own key cannot be raised to super-admin around the gate either.
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": "mine", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let mine = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .patch_json(
+            &format!("/api/v1/api-keys/{mine}"),
+            &s.admin_key,
+            json!({"role": "super-admin"}),
+        )
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    // Key files: neither created nor raised to super-admin.
+    let r = s
+        .post_json(
+            "/api/v1/key-files",
+            &s.admin_key,
+            json!({"description": "sa", "role": "super-admin"}),
+        )
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+    let r = s
+        .post_json(
+            "/api/v1/key-files",
+            &s.admin_key,
+            json!({"description": "ro", "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let access_id = r.json::<Value>().await.unwrap()["accessID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .patch_json(
+            &format!("/api/v1/key-files/{access_id}"),
+            &s.admin_key,
+            json!({"role": "super-admin"}),
+        )
+        .await;
+    expect_problem(r, 403, "forbidden").await;
+}

@@ -51,6 +51,22 @@ pub async fn check_create(
     Ok(())
 }
 
+/// Refuses to hand out a super-admin credential outside `create-super-admin-key` while
+/// that operation needs approvals (`docs/lifecycle.md`): `what` names the credential.
+pub fn require_no_super_admin_gate(rt: &Runtime, what: &str) -> Result<(), ServiceError> {
+    let required = rt
+        .config
+        .approvals
+        .rule(ApprovalOperation::CreateSuperAdminKey)
+        .required;
+    if required > 0 {
+        return Err(ServiceError::Forbidden(format!(
+            "{what} cannot become super-admin while approvals.create-super-admin-key requires {required} approval(s); request a super-admin API key through approvals instead"
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a key (owned by the caller unless `owner` names someone else); returns the
 /// secret once. A super-admin key is operation `create-super-admin-key`: with approvals
 /// required it becomes a request the requester redeems once approved.
@@ -98,9 +114,16 @@ pub async fn update(
     id: &str,
     patch: ApiKeyPatch,
 ) -> Result<ApiKey, ServiceError> {
-    if patch.role.is_some() {
-        let owner = rt.api_keys.get(caller, id).await?.owner;
-        rt.groups.require_can_act_as(caller, &owner).await?;
+    if let Some(role) = patch.role {
+        let current = rt.api_keys.get(caller, id).await?;
+        // A new role is checked like a new key in the owner's name: act-as, the owner's
+        // account must cover it, and the caller must manage it.
+        check_create(rt, caller, &current.owner, role).await?;
+        // Raising a key to super-admin would make a super-admin credential without the
+        // `create-super-admin-key` approvals: make a new key through them instead.
+        if role == Role::SuperAdmin && current.role != Role::SuperAdmin {
+            require_no_super_admin_gate(rt, "an API key's role")?;
+        }
     }
     rt.api_keys.update(caller, id, patch).await
 }

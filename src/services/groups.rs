@@ -605,7 +605,22 @@ impl GroupService {
         caller: &Principal,
         prefix: &str,
     ) -> Result<(), ServiceError> {
-        for p in self.store.principals_under(prefix).await? {
+        let mut names = self.store.principals_under(prefix).await?;
+        // Names the configuration gives rights to count as much as the store's: an
+        // approver named `principal:<oauth_id>:<sub>` and a `signers` entry.
+        for rule in self.approvers.sets() {
+            if let crate::approval_rules::ApproverRule::Principal(p) = rule {
+                if p.starts_with(prefix) {
+                    names.push(p);
+                }
+            }
+        }
+        for entries in self.signers.values() {
+            names.extend(entries.iter().filter(|e| e.starts_with(prefix)).cloned());
+        }
+        names.sort();
+        names.dedup();
+        for p in names {
             self.require_can_act_as(caller, &p).await?;
         }
         Ok(())

@@ -161,20 +161,20 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let rt = state.rt.clone();
     let doc = detached(async move {
-        rt.key_files
-            .create(
-                &caller,
-                NewKeyFile {
-                    description: req.description,
-                    role: Some(req.role),
-                    customer_name: req.customer_name,
-                    passphrase: req.passphrase,
-                    public_key_pem: req.public_key_pem,
-                    algorithm: req.algorithm,
-                },
-                now(),
-            )
-            .await
+        crate::app::key_files::create(
+            &rt,
+            &caller,
+            NewKeyFile {
+                description: req.description,
+                role: Some(req.role),
+                customer_name: req.customer_name,
+                passphrase: req.passphrase,
+                public_key_pem: req.public_key_pem,
+                algorithm: req.algorithm,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     file_response(StatusCode::CREATED, doc)
@@ -225,17 +225,17 @@ pub async fn update(
 ) -> Result<Json<KeyFileView>, ApiError> {
     let rt = state.rt.clone();
     let f = detached(async move {
-        rt.key_files
-            .update(
-                &caller,
-                &access_id,
-                KeyFilePatch {
-                    description: req.description,
-                    role: req.role,
-                },
-                now(),
-            )
-            .await
+        crate::app::key_files::update(
+            &rt,
+            &caller,
+            &access_id,
+            KeyFilePatch {
+                description: req.description,
+                role: req.role,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(Json(f.into()))
