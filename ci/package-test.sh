@@ -28,7 +28,8 @@ trap cleanup EXIT
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
 
 dpkg-deb -c "$DEB" >"$WORK/listing"
-awk '{print $6}' "$WORK/listing" >"$WORK/contents"
+# cargo-deb writes paths as ./usr/... or usr/... depending on its version.
+awk '{p = $6; sub(/^\.\//, "", p); print "./" p}' "$WORK/listing" >"$WORK/contents"
 for f in ./usr/bin/keygate ./etc/keygate/keygate.toml ./etc/keygate/softhsm2.conf \
   ./lib/systemd/system/keygate.service ./usr/share/man/man1/keygate.1.gz \
   ./usr/share/doc/keygate/README.md ./usr/share/doc/keygate/deployment.md \
@@ -36,7 +37,7 @@ for f in ./usr/bin/keygate ./etc/keygate/keygate.toml ./etc/keygate/softhsm2.con
   ./usr/share/doc/keygate/examples/tpm.conf; do
   grep -qxF "$f" "$WORK/contents" || fail "the package lacks $f"
 done
-grep -Eq -- '^-rw-r----- (0/0|root/root) .* ./etc/keygate/keygate.toml$' "$WORK/listing" || fail "keygate.toml is not mode 0640 in the package"
+grep -Eq -- '^-rw-r----- (0/0|root/root) .* (\./)?etc/keygate/keygate.toml$' "$WORK/listing" || fail "keygate.toml is not mode 0640 in the package"
 echo "package-test: dpkg-deb -c lists the binary, config, unit, man page and docs"
 
 dpkg -i "$DEB" >/dev/null
