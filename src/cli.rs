@@ -570,7 +570,7 @@ async fn serve(
         // The plain listener applies the same connection caps and timeouts as HTTPS; the
         // peer address reaches handlers as `PeerAddr` (rate limits, login throttling, audit).
         let limits = rt.config.limits.clone();
-        keygate::http::conn::serve_plain(listener, app(state), &limits, shutdown()).await;
+        keygate::conn::serve_plain(listener, app(state), &limits, shutdown()).await;
     }
     // Refusals counted in the open minute are written now, not lost.
     if let Err(e) = rt.audit.flush_failures(keygate::runtime::now(), true).await {

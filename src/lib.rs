@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_tpm;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod dev;
 pub mod dur;
 #[doc(hidden)]
@@ -19,6 +20,7 @@ pub mod http;
 pub mod key_file_client;
 pub mod keys;
 pub mod limits;
+pub mod names;
 pub mod ops;
 pub mod outbound;
 pub mod runtime;

@@ -20,7 +20,6 @@
 //! - No proxy from the environment (the proxy would resolve the name instead of us); no
 //!   redirects unless the caller asks, and then at most 3, each target checked again.
 
-use crate::config::Config;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -254,13 +253,13 @@ fn tls_config() -> Result<rustls::ClientConfig, String> {
 }
 
 impl Outbound {
-    /// The client of `config`: its `[outbound]` lists, and loopback allowed when
-    /// `oauth.allow_insecure_loopback_jwks` is set.
-    pub fn from_config(config: &Config) -> Result<Outbound, String> {
+    /// The client of the `[outbound]` lists, with loopback allowed when
+    /// `allow_loopback` (`oauth.allow_insecure_loopback_jwks`) is set.
+    pub fn new(settings: &OutboundConfig, allow_loopback: bool) -> Result<Outbound, String> {
         let policy = Arc::new(Policy::new(
-            &config.outbound.allow,
-            &config.outbound.deny,
-            config.oauth.allow_insecure_loopback_jwks,
+            &settings.allow,
+            &settings.deny,
+            allow_loopback,
         )?);
         let build = |redirect: reqwest::redirect::Policy| {
             reqwest::Client::builder()
@@ -458,4 +457,15 @@ mod tests {
         assert!(literal_refusal(&p, &u("https://[::1]:8443/jwks")).is_some());
         assert!(literal_refusal(&p, &u("https://idp.example/jwks")).is_none());
     }
+}
+
+/// `[outbound]`: networks outbound fetches may reach beyond the default (`allow`), and
+/// networks they may never reach (`deny`, which wins). See `docs/configuration.md`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// CIDR networks or addresses allowed although loopback, link-local or private.
+    pub allow: Vec<String>,
+    /// CIDR networks or addresses never reached.
+    pub deny: Vec<String>,
 }

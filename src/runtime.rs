@@ -399,7 +399,11 @@ impl Runtime {
             store.clone(),
             keys.clone(),
             config.tls.clone(),
-            crate::outbound::Outbound::from_config(&config).map_err(StartupError::Config)?,
+            crate::outbound::Outbound::new(
+                &config.outbound,
+                config.oauth.allow_insecure_loopback_jwks,
+            )
+            .map_err(StartupError::Config)?,
         ));
         Ok(Runtime {
             limits,

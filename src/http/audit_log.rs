@@ -82,7 +82,7 @@ pub fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
     let ext = req.extensions();
     ext.get::<super::rate_limit::ClientAddr>()
         .map(|c| c.0)
-        .or_else(|| ext.get::<super::conn::PeerAddr>().map(|p| p.0.ip()))
+        .or_else(|| ext.get::<crate::conn::PeerAddr>().map(|p| p.0.ip()))
         .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 

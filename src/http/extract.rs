@@ -118,7 +118,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     // Recorded first, so a refusal below is logged with the credential that was used.
     super::audit_log::AuditSlot::set(parts, &principal);
     // The caller's own quota (`limits.per_credential`, docs/operations.md "Limits").
-    rt.limits.check_credential(&principal)?;
+    rt.limits
+        .check_credential(principal.quota_key().as_deref())?;
     crate::tls::client_identity::check_principal(&parts.extensions, &principal)?;
     Ok(principal)
 }

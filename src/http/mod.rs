@@ -4,7 +4,6 @@
 //! `tower::ServiceExt::oneshot`, `serve` puts it on a listener.
 
 pub mod audit_log;
-pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -14,6 +13,7 @@ pub mod openapi_problems;
 pub mod rate_limit;
 pub mod routes;
 pub mod time_fmt;
+pub mod timeout;
 
 use crate::runtime::Runtime;
 use axum::extract::DefaultBodyLimit;
@@ -56,7 +56,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            conn::request_timeout,
+            timeout::request_timeout,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))

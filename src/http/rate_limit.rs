@@ -8,11 +8,11 @@
 //! outside the router, so refused requests never reach the audit middleware.
 //!
 //! Requests that did not come through keygate's own listeners (in-process tests) carry
-//! no [`PeerAddr`](super::conn::PeerAddr) and are not limited per source.
+//! no [`PeerAddr`](crate::conn::PeerAddr) and are not limited per source.
 
-use super::conn::PeerAddr;
 use super::error::ApiError;
 use super::AppState;
+use crate::conn::PeerAddr;
 use crate::limits::{client_addr, SourceKey};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};

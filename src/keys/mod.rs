@@ -362,13 +362,7 @@ impl KeyRegistry {
             return Ok(false);
         }
         match self
-            .create_ring(
-                name,
-                algorithm,
-                backend,
-                crate::services::authz::ROOT_PRINCIPAL,
-                now,
-            )
+            .create_ring(name, algorithm, backend, crate::names::ROOT_PRINCIPAL, now)
             .await
         {
             Ok(_) => Ok(true),

@@ -1,6 +1,6 @@
 //! `[limits]` (docs/configuration.md "[limits]").
 
-use crate::config::Dur;
+use crate::dur::Dur;
 use serde::Deserialize;
 use std::time::Duration;
 

@@ -17,7 +17,6 @@ pub use config::{LimitsConfig, Rate};
 pub use failures::FailureLimiter;
 pub use source::{client_addr, SourceKey, TrustedProxies};
 
-use crate::services::{AuthMethod, Principal};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::time::Duration;
@@ -83,25 +82,6 @@ impl Rate {
         Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
             .allow_burst(burst)
-    }
-}
-
-/// The identity a per-credential quota is kept for.
-fn credential_key(p: &Principal) -> Option<String> {
-    match &p.method {
-        AuthMethod::ApiKey { id, .. } => Some(format!("api-key:{id}")),
-        AuthMethod::KeyFile { access_id, .. } => Some(format!("key-file:{access_id}")),
-        // A custom token minted with an API key counts against that key.
-        AuthMethod::AccessToken {
-            key_binding: Some(b),
-            ..
-        } => Some(format!(
-            "api-key:{}",
-            b.split_once('.').map_or(b.as_str(), |(id, _)| id)
-        )),
-        AuthMethod::AccessToken { .. } => Some(format!("user:{}", p.name)),
-        AuthMethod::IdpToken { .. } => Some(format!("idp:{}", p.name)),
-        AuthMethod::Cli => None,
     }
 }
 
@@ -182,14 +162,17 @@ impl Limits {
     }
 
     /// Takes a cell from the authenticated caller's own quota.
-    pub fn check_credential(&self, p: &Principal) -> Result<(), Limited> {
+    /// The per-credential quota of the credential `key` names
+    /// ([`Principal::quota_key`](crate::services::Principal::quota_key)); `None` (the
+    /// CLI) has none.
+    pub fn check_credential(&self, key: Option<&str>) -> Result<(), Limited> {
         if !self.config.enabled {
             return Ok(());
         }
-        match credential_key(p) {
+        match key {
             Some(k) => self
                 .credential
-                .check(&k)
+                .check(&k.to_string())
                 .map_err(|w| Self::count("credential", w)),
             None => Ok(()),
         }

@@ -1,7 +1,7 @@
 //! `keygate config check`: is this configuration safe to restart with?
 //!
 //! Loading the file already names every unknown key and bad value by path
-//! ([`super::config_errors`]) and every contradiction ([`Config`]'s validation), the same
+//! ([`crate::config::errors`]) and every contradiction ([`Config`]'s validation), the same
 //! way `serve` does. This then probes what the file points at, without changing anything:
 //! each backend (module loads, token found, login works), the store (readable, schema not
 //! newer than this binary), and each key version the store records (present in its

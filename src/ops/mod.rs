@@ -7,7 +7,6 @@
 pub mod api_doc;
 pub mod backup;
 pub mod check;
-pub mod config_errors;
 
 /// Tells systemd (`Type=notify`) that keygate is listening; nothing without
 /// `NOTIFY_SOCKET`.

@@ -29,7 +29,7 @@ pub fn require(
 }
 
 /// The built-in super-admin principal that owns CLI-made keys; it always exists.
-pub const ROOT_PRINCIPAL: &str = "root";
+pub use crate::names::ROOT_PRINCIPAL;
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

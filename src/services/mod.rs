@@ -7,7 +7,6 @@ pub mod approvers;
 pub mod audit;
 pub mod audit_buckets;
 pub mod authz;
-pub mod ca_profiles;
 pub mod credential;
 pub mod error;
 pub mod groups;

@@ -114,6 +114,26 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The credential a per-credential rate quota is kept for (`docs/operations.md`).
+    pub fn quota_key(&self) -> Option<String> {
+        let p = self;
+        match &p.method {
+            AuthMethod::ApiKey { id, .. } => Some(format!("api-key:{id}")),
+            AuthMethod::KeyFile { access_id, .. } => Some(format!("key-file:{access_id}")),
+            // A custom token minted with an API key counts against that key.
+            AuthMethod::AccessToken {
+                key_binding: Some(b),
+                ..
+            } => Some(format!(
+                "api-key:{}",
+                b.split_once('.').map_or(b.as_str(), |(id, _)| id)
+            )),
+            AuthMethod::AccessToken { .. } => Some(format!("user:{}", p.name)),
+            AuthMethod::IdpToken { .. } => Some(format!("idp:{}", p.name)),
+            AuthMethod::Cli => None,
+        }
+    }
+
     /// What this caller's credential proves.
     pub fn proof(&self) -> Proof {
         match &self.method {

@@ -45,7 +45,7 @@ impl Store {
 
     /// Whether `name` is a known principal: the built-in `root` or a local user.
     pub async fn principal_exists(&self, name: &str) -> Result<bool, StoreError> {
-        if name == crate::services::authz::ROOT_PRINCIPAL {
+        if name == crate::names::ROOT_PRINCIPAL {
             return Ok(true);
         }
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")

@@ -335,15 +335,7 @@ pub async fn ensure_dev_identity(
     // An existing key is used whatever its algorithm (`tls init --algorithm PS256`, say).
     let (v, made) = match keys.active(TLS_IDENTITY_RING) {
         Ok(v) => (v, false),
-        Err(_) => {
-            ensure_ring(
-                keys,
-                Algorithm::ES256,
-                None,
-                crate::services::authz::ROOT_PRINCIPAL,
-            )
-            .await?
-        }
+        Err(_) => ensure_ring(keys, Algorithm::ES256, None, crate::names::ROOT_PRINCIPAL).await?,
     };
     if made {
         created.push(format!("{TLS_IDENTITY_RING} key (ES256, in the dev token)"));

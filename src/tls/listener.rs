@@ -3,7 +3,7 @@
 //! garbage handshake never holds the loop or another client), and serves the router over
 //! hyper-util's HTTP/1.1 + HTTP/2 connection builder.
 //!
-//! Connection caps, header/idle timeouts and the peer address come from `http::conn`
+//! Connection caps, header/idle timeouts and the peer address come from `crate::conn`
 //! (docs/operations.md "HTTP limits"); a connection over a cap is closed before its
 //! handshake, so it costs no hardware signature.
 //!
@@ -13,7 +13,7 @@
 
 use super::client_identity::{self, ClientCert};
 use super::state::{Active, TlsState};
-use crate::http::conn::{Activity, ConnLimits, Idle, PeerAddr, DRAIN_TIMEOUT};
+use crate::conn::{Activity, ConnLimits, Idle, PeerAddr, DRAIN_TIMEOUT};
 use crate::limits::LimitsConfig;
 use axum::Router;
 use hyper::body::Incoming;
@@ -34,7 +34,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = crate::http::conn::builder(limits);
+    let builder = crate::conn::builder(limits);
     let conns = ConnLimits::new(limits);
     let idle = limits.idle_timeout.0;
     let handshake_timeout = tls.config().handshake_timeout.0;
@@ -81,7 +81,7 @@ pub async fn serve(
                     .insert(axum::extract::ConnectInfo(peer));
                 req
             });
-            crate::http::conn::drive(&builder, stream, svc, watcher, activity, idle, peer).await;
+            crate::conn::drive(&builder, stream, svc, watcher, activity, idle, peer).await;
         });
     }
     drop(listener);

@@ -1,14 +1,14 @@
 //! keygate's TLS over HTTP: the configuration in force, reloads, and CA profiles
 //! (`/api/v1/tls`, `/api/v1/tls/reload`, `/api/v1/ca-profiles`), over
-//! [`crate::services::ca_profiles`].
+//! [`crate::app::ca_profiles`].
 
+use crate::app::ca_profiles::{self, ProfileFields, ProfileInfo};
 use crate::config::Dur;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::time_fmt::rfc3339;
 use crate::http::{detached, AppState};
 use crate::runtime::now;
-use crate::services::ca_profiles::{self, ProfileFields, ProfileInfo};
 use crate::tls::profiles::CaSource;
 use crate::tls::settings::{PrincipalMatch, RevocationCheck, StaleCrl};
 use crate::tls::state::TlsReport;

@@ -48,7 +48,10 @@ impl Fetcher {
             return Err("oauth.jwks_max_bytes must be positive".into());
         }
         Ok(Fetcher {
-            client: crate::outbound::Outbound::from_config(config)?,
+            client: crate::outbound::Outbound::new(
+                &config.outbound,
+                cfg.allow_insecure_loopback_jwks,
+            )?,
             timeout: cfg.jwks_fetch_timeout.0,
             max_bytes: cfg.jwks_max_bytes,
             allow_insecure_loopback: cfg.allow_insecure_loopback_jwks,

@@ -23,6 +23,8 @@ pub enum ConfigError {
 /// can use it without importing the configuration that imports it.
 pub use crate::dur::Dur;
 
+pub mod errors;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -45,20 +47,9 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub audit: AuditConfig,
     /// Which networks outbound fetches (JWKS, CRLs) may reach (`src/outbound.rs`).
-    pub outbound: OutboundConfig,
+    pub outbound: crate::outbound::OutboundConfig,
     /// Rate limits, hardware lanes, HTTP timeouts and connection caps (`src/limits/`).
     pub limits: crate::limits::LimitsConfig,
-}
-
-/// `[outbound]`: networks outbound fetches may reach beyond the default (`allow`), and
-/// networks they may never reach (`deny`, which wins). See `docs/configuration.md`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundConfig {
-    /// CIDR networks or addresses allowed although loopback, link-local or private.
-    pub allow: Vec<String>,
-    /// CIDR networks or addresses never reached.
-    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -539,11 +530,9 @@ impl Config {
         }
         apply_env_overrides(&mut value, std::env::vars());
         // Every unknown key and bad value at once, each by its path (`docs/configuration.md`).
-        let config = crate::ops::config_errors::deserialize(value).map_err(|problems| {
-            ConfigError::Invalid {
-                path: shown.clone(),
-                reason: problems.join("; "),
-            }
+        let config = errors::deserialize(value).map_err(|problems| ConfigError::Invalid {
+            path: shown.clone(),
+            reason: problems.join("; "),
         })?;
         config.validate().map_err(|reason| ConfigError::Invalid {
             path: shown,

@@ -15,9 +15,8 @@
 //! hardware session or a worker thread.
 
 use crate::limits::{LimitsConfig, SourceKey, TrustedProxies};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -309,31 +308,6 @@ pub async fn serve_plain(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-        }
-    }
-}
-
-/// Answers 503 problem+json when a request takes longer than `limits.request_timeout`.
-pub async fn request_timeout(
-    State(state): State<super::AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let limit = state.rt.config.limits.request_timeout.0;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            metrics::counter!("keygate_http_request_timeouts_total").increment(1);
-            super::error::ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "request-timeout",
-                "Request timed out",
-                format!(
-                    "the request took longer than limits.request_timeout ({} s)",
-                    limit.as_secs()
-                ),
-            )
-            .into_response()
         }
     }
 }
