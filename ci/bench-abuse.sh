@@ -42,13 +42,15 @@ echo "== raw ceilings (keygate bench, same run)" | tee -a "$S"
 "$BIN" --data-dir "$DATA" bench --seconds 3 --rounds 1 --concurrency "$CONC" | tee -a "$S"
 
 ulimit -n 65536 2>/dev/null || true
-RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --dev --insecure-http --listen 127.0.0.1:0 >"$OUT/server.out" 2>"$OUT/server.log" &
+KEYGATE__SERVER__OPS_LISTEN=127.0.0.1:0 RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --dev --insecure-http --listen 127.0.0.1:0 >"$OUT/server.out" 2>"$OUT/server.log" &
 SERVER=$!
 for _ in $(seq 300); do grep -q "listening on" "$OUT/server.out" && break; sleep 0.1; done
 BASE=$(sed -n 's/^keygate listening on //p' "$OUT/server.out")
 HOSTPORT=${BASE#http://}
+# `/metrics` is served only by the ops listener (server.ops_listen).
+OPS=$(sed -n 's/^keygate ops listening on //p' "$OUT/server.out" | head -1)
 
-calls() { curl -fsS "$BASE/metrics" | awk -v op="op=\"$1\"" '/^keygate_hardware_call_duration_seconds_count\{/ && index($0, op) {s += $NF} END {printf "%d", s}'; }
+calls() { curl -fsS "$OPS/metrics" | awk -v op="op=\"$1\"" '/^keygate_hardware_call_duration_seconds_count\{/ && index($0, op) {s += $NF} END {printf "%d", s}'; }
 audit_rows() { sqlite3 "$DATA/keygate.db" "SELECT COUNT(*) FROM audit_log"; }
 rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
 p99() { awk '/ 99%/ {print $2}' "$1"; }
@@ -88,7 +90,7 @@ python3 ci/bench/slowloris.py "$HOSTPORT" $((SECONDS_PER_RUN + 15)) "$CONNS_SLOW
 SLOW=$!
 sleep 10
 wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_PER_RUN}s" --latency -H "x-api-key: $KEY" "$BASE/api/v1/keys" >"$OUT/keys-slowloris.txt"
-open_now=$(curl -fsS "$BASE/metrics" | awk '/^keygate_http_connections_open / {print $2}')
+open_now=$(curl -fsS "$OPS/metrics" | awk '/^keygate_http_connections_open / {print $2}')
 wait "$SLOW"
 printf '   GET /api/v1/keys: alone %s req/s p99 %s; under slowloris %s req/s p99 %s (server connections open then: %s); slowloris: %s\n' \
   "$(rate "$OUT/keys-alone.txt")" "$(p99 "$OUT/keys-alone.txt")" \
