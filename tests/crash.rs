@@ -496,7 +496,7 @@ async fn worker(kind: usize, c: Client, ledger: Shared, stop: Arc<AtomicBool>, c
                     "name": format!("idp-{n}-{}", rng.below(1 << 30)),
                     "issuer": format!("https://idp-{n}-{}.example", rng.below(1 << 30)),
                     "public_key_pem": key, "role_claim": "roles",
-                    "role_mapping": {"readers": "read-only"}}),
+                    "audience": "keygate-api", "role_mapping": {"readers": "read-only"}}),
                     )
                     .await
                 {
