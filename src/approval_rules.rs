@@ -34,7 +34,7 @@ impl ApprovalOperation {
         ApprovalOperation::ChangeApprovers,
     ];
 
-    /// The name in API.md and in `[approvals.<name>]`.
+    /// The name in `docs/lifecycle.md` and in `[approvals.<name>]`.
     pub fn name(self) -> &'static str {
         match self {
             ApprovalOperation::Rotate => "rotate",
@@ -48,8 +48,8 @@ impl ApprovalOperation {
         }
     }
 
-    /// The defaults of API.md: rotate 0, rotate-now 1, regenerate 2, destroy 2. The
-    /// operations API.md gives no default for: change-backend 1 (it replaces the key's
+    /// The documented defaults (`docs/lifecycle.md`): rotate 0, rotate-now 1, regenerate 2, destroy 2. The
+    /// operations with no documented default: change-backend 1 (it replaces the key's
     /// hardware), create-super-admin-key and delete-oauth-server 0. change-approvers
     /// takes the strictest `required` of the rules naming the approver set it changes
     /// (docs/lifecycle.md), so its own count is only a floor.

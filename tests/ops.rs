@@ -579,3 +579,29 @@ async fn serve_tells_systemd_it_is_ready_once_it_listens() {
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
     assert_eq!(s.get("/healthz", "").await.status(), 200);
 }
+
+/// The repository stands alone: comments and strings in `src/` cite `docs/` pages, never
+/// a contract file that lives outside the repository.
+#[test]
+fn source_cites_docs_pages_never_files_outside_the_repository() {
+    fn walk(dir: &std::path::Path, hits: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, hits);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains("API.md") || line.contains("ARCHITECTURE.md") {
+                        hits.push(format!("{}:{}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut hits,
+    );
+    assert!(hits.is_empty(), "{hits:#?}");
+}

@@ -139,7 +139,7 @@ pub struct KeyVersion {
 }
 
 impl KeyVersion {
-    /// Pending, active and retiring versions are published (ARCHITECTURE.md §3).
+    /// Pending, active and retiring versions are published (docs/keys.md).
     pub fn published(&self) -> bool {
         matches!(self.state.as_str(), "pending" | "active" | "retiring")
     }

@@ -89,7 +89,7 @@ impl Operation {
         }
     }
 
-    /// The operation's name in API.md and in `[approvals.<name>]`.
+    /// The operation's name in `docs/lifecycle.md` and in `[approvals.<name>]`.
     pub fn name(&self) -> &'static str {
         self.kind().name()
     }
