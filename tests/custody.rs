@@ -517,7 +517,9 @@ async fn a_key_generated_but_never_recorded_is_reported_and_removed_only_through
         },
     );
     assert!(
-        s.log_text().contains("keygate:ghost:v1"),
+        s.log_containing("keygate:ghost:v1")
+            .await
+            .contains("keygate:ghost:v1"),
         "start-up reconciliation reports it: {}",
         s.log_text()
     );

@@ -414,7 +414,11 @@ revocation_check = "none"
     // A valid client with an API key gets in, and its certificate is logged.
     assert_eq!(keys(&s, &client(&s, Some(&good))).await.unwrap(), 200);
     wait_for_log(&s, &good.serial_hex(), 1);
-    assert!(s.log_text().contains("CN=alice"), "{}", s.log_text());
+    assert!(
+        s.log_containing("CN=alice").await.contains("CN=alice"),
+        "{}",
+        s.log_text()
+    );
     // The certificate never replaces the credentials.
     let r = client(&s, Some(&good))
         .get(s.url("/api/v1/keys"))
@@ -557,7 +561,7 @@ principal_match = "cn"
             .unwrap(),
         200
     );
-    assert!(s.log_text().contains("fail-open"));
+    assert!(s.log_containing("fail-open").await.contains("fail-open"));
     // A malformed CRL (fail-closed) and a CA file holding a key refuse their clients.
     refused(
         &s,

@@ -130,6 +130,19 @@ impl Server {
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
+    /// The log once it holds `needle` (the server writes it from another thread), waiting
+    /// at most 5 s; the log as it is then otherwise, for the caller's assertion message.
+    pub async fn log_containing(&self, needle: &str) -> String {
+        for _ in 0..50 {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.log_text()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
