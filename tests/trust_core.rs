@@ -290,6 +290,65 @@ async fn approver_group_members_leave_only_through_approvals_and_never_below_quo
     assert_eq!(members.len(), 1);
 }
 
+/// A name that only looks like an IdP subject (`<oauth_id>:<sub>` with no such IdP
+/// registered) is no person: nobody can log in as it, so it neither makes an approver
+/// group established nor stands in for the people its quorum needs.
+#[tokio::test]
+async fn an_unregistered_issuer_name_does_not_count_as_an_approver() {
+    let s = Server::start_with(Options {
+        env: vec![
+            (
+                "KEYGATE__APPROVALS__REGENERATE__APPROVERS".into(),
+                "group:key-officers".into(),
+            ),
+            (
+                "KEYGATE__APPROVALS__REGENERATE__REQUIRED".into(),
+                "1".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    let r = s
+        .post_json(
+            "/api/v1/groups",
+            &s.admin_key,
+            json!({"name": "key-officers"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    s.principal("officer1", "admin").await;
+    s.principal("officer2", "admin").await;
+    assert_eq!(
+        add_member(&s, "key-officers", "officer1").await.status(),
+        201
+    );
+    // Open enrolment (one person, one approval required): the padding goes in directly.
+    assert_eq!(
+        add_member(&s, "key-officers", "no-such-idp:eve")
+            .await
+            .status(),
+        201
+    );
+    // The group holds one person, so the only one cannot leave: the padding does not
+    // stand in for them (it used to, and the removal became a request officer1 alone
+    // could approve, leaving a group nobody can vote in).
+    let r = s
+        .delete("/api/v1/groups/key-officers/members/officer1", &s.admin_key)
+        .await;
+    let p = expect_problem(r, 409, "conflict").await;
+    assert!(p["detail"].as_str().unwrap().contains("0 people"), "{p}");
+    // Nor is the group established by it: enrolment is still open.
+    assert_eq!(
+        add_member(&s, "key-officers", "officer2").await.status(),
+        201,
+        "a group of one person and one unregistered name is not established"
+    );
+    let members: Vec<Value> = s
+        .get_json("/api/v1/groups/key-officers/members", &s.admin_key)
+        .await;
+    assert_eq!(members.len(), 3);
+}
+
 /// Finding 3: with the default `role:super-admin` approvers, the root super-admin makes
 /// read-only users and super-admin keys "for" them, and key files with role super-admin.
 /// None of them can carry a vote.
@@ -699,6 +758,80 @@ async fn a_super_admin_key_is_redeemed_once_by_its_requester_after_approval() {
         .await;
     assert!(a["redeemed_at"].is_string(), "{a}");
     assert_eq!(s.key_count().await, before + 1);
+}
+
+/// Redemptions racing each other: the approval's compare-and-set and the key commit in
+/// one transaction, so exactly one wins, exactly one key exists, and no loser ever
+/// created (and then deleted) a super-admin key of its own.
+#[tokio::test]
+async fn concurrent_redemptions_of_one_approval_yield_exactly_one_key() {
+    let s = Server::start_with(Options {
+        env: vec![(
+            "KEYGATE__APPROVALS__CREATE-SUPER-ADMIN-KEY__REQUIRED".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    });
+    create_user(&s, "alice", "super-admin").await;
+    create_user(&s, "bob", "super-admin").await;
+    let alice = s.login("alice", PASSWORD).await;
+    let bob = s.login("bob", PASSWORD).await;
+    let r = s
+        .send_bearer(
+            reqwest::Method::POST,
+            "/api/v1/api-keys",
+            &alice,
+            json!({"name": "break-glass", "role": "super-admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = approval_id(&r.json().await.unwrap());
+    let r = s
+        .send_bearer(
+            reqwest::Method::POST,
+            &format!("/api/v1/approvals/{id}/approve"),
+            &bob,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["state"], "executed");
+    let before = s.key_count().await;
+
+    let url = s.url(&format!("/api/v1/approvals/{id}/redeem"));
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let (url, token) = (url.clone(), alice.clone());
+        racers.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("redeem")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [201, 409, 409, 409, 409, 409, 409, 409],
+        "one redemption wins, every other is a conflict"
+    );
+    assert_eq!(s.key_count().await, before + 1, "exactly one key");
+    let log: Vec<Value> = s.get_json("/api/v1/audit?limit=1000", &s.admin_key).await;
+    let count = |action: &str| log.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("approval.redeem:create-super-admin-key"), 1);
+    assert_eq!(
+        count("api-key.delete"),
+        0,
+        "no losing redemption made a key that had to be deleted again"
+    );
 }
 
 /// A new secret for someone's key, received by someone else, is not the owner's own any

@@ -611,9 +611,22 @@ pub async fn redeem(
         )));
     }
     check_request(rt, caller, &op).await?;
+    // The redemption's compare-and-set and the key commit in one transaction: exactly
+    // one of any number of racing redemptions gets a key, and none is left behind.
+    let redemption = crate::services::api_keys::Redemption {
+        approval_id: id.to_string(),
+        requested_by: caller.name.clone(),
+        audit: NewAuditEntry {
+            time: now,
+            actor: actor.clone(),
+            action: "approval.redeem:create-super-admin-key".into(),
+            target: row.target.clone(),
+            outcome: String::new(),
+        },
+    };
     let (key, secret) = rt
         .api_keys
-        .create_as(
+        .create_redeeming(
             caller,
             &caller.credential_creator(),
             crate::services::api_keys::NewApiKey {
@@ -624,29 +637,9 @@ pub async fn redeem(
                 expires_at,
             },
             now,
+            redemption,
         )
         .await?;
-    let audit = NewAuditEntry {
-        time: now,
-        actor: actor.clone(),
-        action: "approval.redeem:create-super-admin-key".into(),
-        target: row.target.clone(),
-        outcome: format!("api key {}", key.id),
-    };
-    if !rt
-        .store
-        .redeem_approval(id, &caller.name, now, &audit)
-        .await?
-    {
-        // Another redemption won the race: the key made here must not survive.
-        if let Err(e) = rt.api_keys.delete(caller, &key.id).await {
-            tracing::error!(approval = %id, api_key = %key.id, error = %e,
-                "could not delete the key of a lost redemption race");
-        }
-        return Err(ServiceError::Conflict(format!(
-            "approval request {id} was redeemed already"
-        )));
-    }
     tracing::info!(approval = %id, api_key = %key.id, by = %caller.name, "redeemed a create-super-admin-key approval");
     Ok((key, secret))
 }

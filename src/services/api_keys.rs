@@ -53,6 +53,17 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
 }
 
+/// The approval a key creation redeems ([`ApiKeyService::create_redeeming`]).
+#[derive(Debug, Clone)]
+pub struct Redemption {
+    /// The executed `create-super-admin-key` request.
+    pub approval_id: String,
+    /// Its requester, who alone redeems it.
+    pub requested_by: String,
+    /// The redemption's audit entry; its outcome is set to the key's id.
+    pub audit: crate::store::audit::NewAuditEntry,
+}
+
 /// A partial update.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeyPatch {
@@ -377,6 +388,33 @@ impl ApiKeyService {
         req: NewApiKey,
         now: i64,
     ) -> Result<(ApiKey, SecretString), ServiceError> {
+        self.create_inner(caller, creator, req, now, None).await
+    }
+
+    /// [`Self::create_as`] for the redemption of an executed `create-super-admin-key`
+    /// approval: the approval's compare-and-set and the key's insert commit in one
+    /// transaction, so a request yields exactly one key (Conflict for every other
+    /// redemption).
+    pub async fn create_redeeming(
+        &self,
+        caller: &Principal,
+        creator: &str,
+        req: NewApiKey,
+        now: i64,
+        redemption: Redemption,
+    ) -> Result<(ApiKey, SecretString), ServiceError> {
+        self.create_inner(caller, creator, req, now, Some(redemption))
+            .await
+    }
+
+    async fn create_inner(
+        &self,
+        caller: &Principal,
+        creator: &str,
+        req: NewApiKey,
+        now: i64,
+        redemption: Option<Redemption>,
+    ) -> Result<(ApiKey, SecretString), ServiceError> {
         validate_text("name", &req.name, 128, true)?;
         let description = req.description.unwrap_or_default();
         validate_text("description", &description, 1024, false)?;
@@ -440,9 +478,34 @@ impl ApiKeyService {
             public_id: digest.public_id.clone(),
             created_by: Some(creator.to_string()),
         };
-        self.store
-            .insert_api_key(&row, &digest, self.max_per_owner)
-            .await?;
+        match redemption {
+            None => {
+                self.store
+                    .insert_api_key(&row, &digest, self.max_per_owner)
+                    .await?
+            }
+            Some(mut r) => {
+                r.audit.outcome = format!("api key {}", row.id);
+                if !self
+                    .store
+                    .redeem_approval_into_key(
+                        &r.approval_id,
+                        &r.requested_by,
+                        now,
+                        &r.audit,
+                        &row,
+                        &digest,
+                        self.max_per_owner,
+                    )
+                    .await?
+                {
+                    return Err(ServiceError::Conflict(format!(
+                        "approval request {} was redeemed already",
+                        r.approval_id
+                    )));
+                }
+            }
+        }
         tracing::info!(api_key = %row.id, owner = %row.owner, role = %row.role, by = %caller.name, "created API key");
         let key: ApiKey = row.try_into()?;
         let entry = Arc::new(key.clone());

@@ -117,11 +117,23 @@ impl ApproverSets {
         })
     }
 
-    /// A user, `root`, or an IdP subject `<oauth_id>:<sub>`: names a person can log in
-    /// as. API-key owners that are not users and key-file accessIDs are not people.
+    /// A user, `root`, or an IdP subject `<oauth_id>:<sub>` of a *registered* IdP: names
+    /// a person can log in as. API-key owners that are not users, key-file accessIDs and
+    /// names that merely look like an IdP subject (an unknown or deleted IdP's id before
+    /// the `:`) are not people: nobody can log in as them, so they must not pad a set.
     async fn is_person(&self, name: &str) -> Result<bool, ServiceError> {
-        if name == ROOT_PRINCIPAL || name.contains(':') {
+        if name == ROOT_PRINCIPAL {
             return Ok(true);
+        }
+        if let Some((oauth_id, sub)) = name.split_once(':') {
+            if oauth_id.is_empty() || sub.is_empty() {
+                return Ok(false);
+            }
+            return match self.store.get_oauth_server(oauth_id).await {
+                Ok(_) => Ok(true),
+                Err(StoreError::NotFound) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
         }
         match self.store.get_user(name).await {
             Ok(_) => Ok(true),

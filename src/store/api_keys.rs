@@ -109,36 +109,7 @@ impl Store {
         let mut tx = self
             .begin_audited("api-key.create", &row.id, row.created_at)
             .await?;
-        let r = sqlx::query(
-            "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
-                                   hint, created_at, expires_at, last_used_at, public_id,
-                                   created_by)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13, $14
-             WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
-        )
-        .bind(&row.id)
-        .bind(&row.name)
-        .bind(&row.description)
-        .bind(&row.owner)
-        .bind(&row.role)
-        .bind(&digest.mac)
-        .bind(&digest.mac_ring)
-        .bind(digest.mac_version)
-        .bind(&digest.hint)
-        .bind(row.created_at)
-        .bind(row.expires_at)
-        .bind(max_per_owner)
-        .bind(&digest.public_id)
-        .bind(&row.created_by)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "owner {:?} already holds the maximum of {max_per_owner} API keys",
-                row.owner
-            )));
-        }
-        bump_version(&mut tx).await?;
+        insert_api_key_in(&mut tx, row, digest, max_per_owner).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -293,4 +264,45 @@ impl Store {
             .await?;
         Ok(n > 0)
     }
+}
+
+/// The insert of [`Store::insert_api_key`] inside `tx`, which already holds its audit
+/// entry: also used by the redemption of a `create-super-admin-key` approval, whose
+/// compare-and-set commits with the key (`Store::redeem_approval_into_key`).
+pub(super) async fn insert_api_key_in(
+    tx: &mut sqlx::SqliteConnection,
+    row: &ApiKeyRow,
+    digest: &SecretDigest,
+    max_per_owner: i64,
+) -> Result<(), StoreError> {
+    let r = sqlx::query(
+        "INSERT INTO api_keys (id, name, description, owner, role, mac, mac_ring, mac_version,
+                               hint, created_at, expires_at, last_used_at, public_id,
+                               created_by)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $13, $14
+         WHERE (SELECT COUNT(*) FROM api_keys WHERE owner = $4) < $12",
+    )
+    .bind(&row.id)
+    .bind(&row.name)
+    .bind(&row.description)
+    .bind(&row.owner)
+    .bind(&row.role)
+    .bind(&digest.mac)
+    .bind(&digest.mac_ring)
+    .bind(digest.mac_version)
+    .bind(&digest.hint)
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(max_per_owner)
+    .bind(&digest.public_id)
+    .bind(&row.created_by)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "owner {:?} already holds the maximum of {max_per_owner} API keys",
+            row.owner
+        )));
+    }
+    Ok(bump_version(tx).await?)
 }

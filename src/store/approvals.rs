@@ -258,14 +258,20 @@ impl Store {
     }
 
     /// Marks an executed `create-super-admin-key` request as redeemed by its requester,
-    /// once (compare-and-set), with its audit entry. False when it is not redeemable
+    /// once (compare-and-set), and inserts the key it yields, in ONE transaction with both
+    /// audit entries: a request yields exactly one key however many redemptions race, and
+    /// a crash leaves both or neither. False (nothing written) when it is not redeemable
     /// (another redemption won, or it is not executed, or it expired at `now`).
-    pub async fn redeem_approval(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn redeem_approval_into_key(
         &self,
         id: &str,
         requested_by: &str,
         now: i64,
         audit: &NewAuditEntry,
+        key: &super::api_keys::ApiKeyRow,
+        digest: &super::api_keys::SecretDigest,
+        max_per_owner: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query(
@@ -283,6 +289,18 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
+        append_in(
+            &mut tx,
+            &NewAuditEntry {
+                time: now,
+                actor: audit.actor.clone(),
+                action: "api-key.create".into(),
+                target: key.id.clone(),
+                outcome: "ok".into(),
+            },
+        )
+        .await?;
+        super::api_keys::insert_api_key_in(&mut tx, key, digest, max_per_owner).await?;
         tx.commit().await?;
         Ok(true)
     }
