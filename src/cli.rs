@@ -476,6 +476,11 @@ async fn serve(
             "tokens.issuer is not set; using the listener's URL. Set it to the URL clients use.");
         config.tokens.issuer = Some(issuer);
     }
+    // Held while serving: `keygate restore` refuses while any server holds it.
+    let _store_lock = match keygate::ops::backup::sqlite_path(&config.store.url) {
+        Ok(db) => Some(keygate::ops::store_lock::hold_for_serving(&db)?),
+        Err(_) => None,
+    };
     let rt = Arc::new(Runtime::open(config).await?);
     let mut created = created;
     if https {

@@ -86,11 +86,12 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Restore { from, force } => {
-            let m = backup::restore(&config, &from, force).await?;
+            let (m, carried) = backup::restore_reporting(&config, &from, force).await?;
             writeln!(
                 out,
                 "restored {} (taken {} by keygate {}, schema {}, audit head seq {}); every key \
-                 version is present in the hardware. Run `keygate audit verify`, then start keygate.",
+                 version is present in the hardware. Carried over from the replaced store: \
+                 {carried}. Run `keygate audit verify`, then start keygate.",
                 from.display(),
                 m.created_at,
                 m.keygate_version,

@@ -605,3 +605,149 @@ fn source_cites_docs_pages_never_files_outside_the_repository() {
     );
     assert!(hits.is_empty(), "{hits:#?}");
 }
+
+/// `keygate restore --force` over a store a server still runs on is refused; once the
+/// server stopped, what the replaced store revoked after the backup stays revoked (a
+/// revoked token, a deleted API key, a changed password), and the restored chain records
+/// the restore (`docs/operations.md`, "Restoring over a newer store").
+#[tokio::test]
+async fn a_restore_is_refused_under_a_running_server_and_keeps_later_revocations() {
+    use crate::common::server::PASSWORD;
+    let s = Server::start_with(fixed_issuer());
+    let (gone_id, gone) = s.create_key("read-only").await;
+    let (_, kept) = s.create_key("read-only").await;
+    let r = s
+        .post_json(
+            "/api/v1/users",
+            &s.admin_key,
+            json!({"username": "alice", "password": PASSWORD, "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            Some(("x-api-key", &s.admin_key)),
+            &[
+                ("grant_type", "custom_token"),
+                ("subject", "svc-1"),
+                ("expires_in", "3600"),
+            ],
+        )
+        .await;
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let files = tempfile::tempdir().unwrap();
+    let backup = files.path().join("b.tar");
+    let data = s.data_dir();
+    ok(
+        &keygate(&["--data-dir", d(&data), "backup", "--out", d(&backup)]),
+        "backup",
+    );
+
+    // After the backup: a token revoked, a key deleted, a password changed.
+    let r = s
+        .post_form("/api/v1/auth/revoke", None, &[("token", &token)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .delete(&format!("/api/v1/api-keys/{gone_id}"), &s.admin_key)
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = s
+        .patch_json(
+            "/api/v1/users/alice",
+            &s.admin_key,
+            json!({"password": "a brand new passphrase"}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // Not under a running server.
+    let out = keygate(&[
+        "--data-dir",
+        d(&data),
+        "restore",
+        "--from",
+        d(&backup),
+        "--force",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("server is running"), "{err}");
+    assert_eq!(
+        s.get("/api/v1/keys", &kept).await.status(),
+        200,
+        "untouched"
+    );
+
+    let admin = s.admin_key.clone();
+    let dir = s.stop();
+    let out = ok(
+        &keygate(&[
+            "--data-dir",
+            d(dir.path()),
+            "restore",
+            "--from",
+            d(&backup),
+            "--force",
+        ]),
+        "restore",
+    );
+    assert!(out.contains("1 denylisted tokens"), "{out}");
+    assert!(out.contains("1 API keys dropped"), "{out}");
+    assert!(out.contains("1 passwords"), "{out}");
+    ok(
+        &keygate(&["--data-dir", d(dir.path()), "audit", "verify"]),
+        "audit verify",
+    );
+
+    let s = Server::start_in(dir, fixed_issuer());
+    let r = s
+        .post_form(
+            "/api/v1/auth/introspect",
+            Some(("x-api-key", &admin)),
+            &[("token", &token)],
+        )
+        .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["active"],
+        false,
+        "a token revoked after the backup stays revoked"
+    );
+    assert_eq!(
+        s.get("/api/v1/keys", &gone).await.status(),
+        401,
+        "a key deleted after the backup stays deleted"
+    );
+    assert_eq!(s.get("/api/v1/keys", &kept).await.status(), 200);
+    let r = s
+        .post_form(
+            "/api/v1/auth/token",
+            None,
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400, "the password replaced after the backup");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    s.login("alice", "a brand new passphrase").await;
+    let log: Vec<Value> = s.get_json("/api/v1/audit?limit=1000", &admin).await;
+    let e = log
+        .iter()
+        .find(|e| e["action"] == "store.restore")
+        .expect("a store.restore entry in the restored chain");
+    assert_eq!(e["actor"], "root", "{e}");
+    assert!(
+        e["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("1 API keys dropped"),
+        "{e}"
+    );
+}

@@ -8,12 +8,17 @@
 //! a backup: it stays in the HSM or TPM, which has its own backup story.
 //!
 //! Restore checks the checksum, refuses a schema newer than this binary, refuses to
-//! replace an existing store without `--force`, and checks every live key version of the
-//! snapshot against the configured hardware before anything is replaced.
+//! replace an existing store without `--force` or while a server holds its lock file
+//! ([`crate::ops::store_lock`]), and checks every live key version of the snapshot
+//! against the configured hardware before anything is replaced. Over an existing store it
+//! keeps what that store revoked after the backup and appends a `store.restore` audit
+//! entry to the restored chain, in one transaction (`docs/operations.md`, "Restoring over
+//! a newer store").
 
 use crate::config::Config;
 use crate::hardware::executor::HardwareExecutor;
 use crate::keys::KeyRegistry;
+use crate::ops::store_lock;
 use crate::store::{schema, Store};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -43,6 +48,9 @@ pub enum BackupError {
     /// A store exists where the restore would write.
     #[error("a store already exists at {0}; stop keygate and pass --force to replace it")]
     Exists(String),
+    /// A server is running on the store (it holds the store's lock file).
+    #[error("{0}")]
+    InUse(String),
     /// The hardware lacks keys the snapshot needs.
     #[error("the configured hardware does not hold every key this backup needs:\n  {}", .0.join("\n  "))]
     MissingKeys(Vec<String>),
@@ -384,8 +392,62 @@ pub async fn connect_backends(
     Ok(executors)
 }
 
+/// What a restore carried over from the store it replaced (`docs/operations.md`,
+/// "Restoring over a newer store").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CarriedOver {
+    /// Whether the replaced store is a later state of the backed-up one (its audit chain
+    /// holds the backup's head): only then are its credentials compared.
+    pub descends: bool,
+    /// Access-token denylist entries still in force, copied.
+    pub denylisted_tokens: u64,
+    /// Sessions ended (logged out, revoked or purged) in the replaced store, ended.
+    pub sessions_ended: u64,
+    /// Refresh tokens exchanged in the replaced store, marked used.
+    pub refresh_tokens_used: u64,
+    /// API keys deleted, regenerated or re-roled in the replaced store, dropped.
+    pub api_keys_dropped: u64,
+    /// Key files deleted or re-keyed in the replaced store, dropped.
+    pub key_files_dropped: u64,
+    /// Passwords changed in the replaced store, taken from it; users deleted there lose
+    /// their password.
+    pub passwords: u64,
+}
+
+impl std::fmt::Display for CarriedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} denylisted tokens, {} sessions ended, {} refresh tokens used, {} API keys \
+             dropped, {} key files dropped, {} passwords",
+            self.denylisted_tokens,
+            self.sessions_ended,
+            self.refresh_tokens_used,
+            self.api_keys_dropped,
+            self.key_files_dropped,
+            self.passwords
+        )?;
+        if !self.descends {
+            write!(
+                f,
+                " (the replaced store does not descend from this backup: only its denylist was carried over)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Restores `from` into the configured store. See the module documentation.
 pub async fn restore(config: &Config, from: &Path, force: bool) -> Result<Manifest, BackupError> {
+    restore_reporting(config, from, force).await.map(|(m, _)| m)
+}
+
+/// [`restore`], also saying what was carried over from the store it replaced.
+pub async fn restore_reporting(
+    config: &Config,
+    from: &Path,
+    force: bool,
+) -> Result<(Manifest, CarriedOver), BackupError> {
     let db = sqlite_path(&config.store.url)?;
     if db.exists() && !force {
         return Err(BackupError::Exists(db.display().to_string()));
@@ -393,11 +455,27 @@ pub async fn restore(config: &Config, from: &Path, force: bool) -> Result<Manife
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
+    // Never under a running server: it would keep writing to the replaced file.
+    let _lock = store_lock::hold_for_restore(&db).map_err(|e| match e {
+        store_lock::LockError::Busy(m) => BackupError::InUse(m),
+        e => BackupError::Io {
+            path: store_lock::lock_path(&db).display().to_string(),
+            reason: e.to_string(),
+        },
+    })?;
     let staged = beside(&db, ".restoring");
     let _ = std::fs::remove_file(&staged);
-    let result = stage_and_check(config, from, &staged).await;
-    let manifest = match result {
-        Ok(m) => m,
+    let result = match stage_and_check(config, from, &staged).await {
+        Ok(m) => {
+            let current = db.exists().then_some(db.as_path());
+            carry_over_and_record(&staged, current, from, &m)
+                .await
+                .map(|c| (m, c))
+        }
+        Err(e) => Err(e),
+    };
+    let (manifest, carried) = match result {
+        Ok(r) => r,
         Err(e) => {
             remove_sqlite_files(&staged);
             return Err(e);
@@ -407,7 +485,148 @@ pub async fn restore(config: &Config, from: &Path, force: bool) -> Result<Manife
     remove_sqlite_files(&db);
     std::fs::rename(&staged, &db).map_err(|e| io(&db, e))?;
     sync_dir(&db);
-    Ok(manifest)
+    Ok((manifest, carried))
+}
+
+/// In the staged store: carries over what the replaced store (`current`, if any) revoked
+/// after the backup, and appends the `store.restore` audit entry, in one transaction.
+async fn carry_over_and_record(
+    staged: &Path,
+    current: Option<&Path>,
+    from: &Path,
+    manifest: &Manifest,
+) -> Result<CarriedOver, BackupError> {
+    use sqlx::Connection;
+    let now = crate::store::audit_scope::unix_now();
+    let pool = open_pool(staged, false).await?;
+    let mut conn = pool.acquire().await.map_err(store_err)?;
+    let mut carried = CarriedOver::default();
+    if let Some(cur) = current {
+        sqlx::query("ATTACH DATABASE $1 AS cur")
+            .bind(cur.display().to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| io(cur, e))?;
+    }
+    let mut tx = conn.begin().await.map_err(store_err)?;
+    if current.is_some() {
+        carried = carry_over(&mut tx, manifest, now)
+            .await
+            .map_err(|e| BackupError::Store(format!("carrying over revocations: {e}")))?;
+    }
+    let entry = crate::store::audit::NewAuditEntry {
+        time: now,
+        actor: crate::store::audit_scope::current_actor(),
+        action: "store.restore".into(),
+        target: from.display().to_string(),
+        outcome: format!(
+            "restored the backup taken {} (audit head seq {}); carried over: {carried}",
+            manifest.created_at, manifest.audit_head.seq
+        ),
+    };
+    crate::store::audit::append_in(&mut tx, &entry)
+        .await
+        .map_err(store_err)?;
+    tx.commit().await.map_err(store_err)?;
+    if current.is_some() {
+        sqlx::query("DETACH DATABASE cur")
+            .execute(&mut *conn)
+            .await
+            .map_err(store_err)?;
+    }
+    // Everything into the main file: only that file is renamed into place.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await
+        .map_err(store_err)?;
+    drop(conn);
+    pool.close().await;
+    Ok(carried)
+}
+
+/// The statements of [`carry_over_and_record`], against the attached `cur`.
+async fn carry_over(
+    tx: &mut sqlx::SqliteConnection,
+    manifest: &Manifest,
+    now: i64,
+) -> Result<CarriedOver, sqlx::Error> {
+    // The denylist is harmless to carry whatever the stores' relation.
+    let denylisted_tokens = sqlx::query(
+        "INSERT INTO main.revoked_tokens (jti, expires_at)
+         SELECT jti, expires_at FROM cur.revoked_tokens WHERE expires_at >= $1
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let mut c = CarriedOver {
+        denylisted_tokens,
+        ..CarriedOver::default()
+    };
+    // Credentials are compared only with a later state of the same store: restoring into
+    // another installation must not drop what that one never had.
+    let head: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM cur.audit_log WHERE seq = $1")
+        .bind(manifest.audit_head.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+    c.descends = manifest.audit_head.seq == 0
+        || head.is_some_and(|h| crate::store::audit::hex(&h) == manifest.audit_head.hash);
+    if !c.descends {
+        return Ok(c);
+    }
+    c.sessions_ended = sqlx::query(
+        "UPDATE main.sessions SET revoked_at = $1,
+             revoked_reason = COALESCE(
+                 (SELECT s.revoked_reason FROM cur.sessions s WHERE s.id = sessions.id),
+                 'ended after the backup that was restored')
+         WHERE revoked_at IS NULL
+           AND id NOT IN (SELECT id FROM cur.sessions WHERE revoked_at IS NULL)",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.refresh_tokens_used = sqlx::query(
+        "UPDATE main.refresh_tokens
+         SET used_at = (SELECT r.used_at FROM cur.refresh_tokens r WHERE r.mac = refresh_tokens.mac)
+         WHERE used_at IS NULL AND EXISTS (
+             SELECT 1 FROM cur.refresh_tokens r
+             WHERE r.mac = refresh_tokens.mac AND r.used_at IS NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.api_keys_dropped = sqlx::query(
+        "DELETE FROM main.api_keys
+         WHERE id NOT IN (SELECT id FROM cur.api_keys)
+            OR EXISTS (SELECT 1 FROM cur.api_keys k WHERE k.id = api_keys.id
+                       AND (k.mac <> api_keys.mac OR k.role <> api_keys.role))",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.key_files_dropped = sqlx::query(
+        "DELETE FROM main.key_files
+         WHERE access_id NOT IN (SELECT access_id FROM cur.key_files)
+            OR EXISTS (SELECT 1 FROM cur.key_files f WHERE f.access_id = key_files.access_id
+                       AND (f.generation <> key_files.generation
+                            OR f.public_key <> key_files.public_key
+                            OR f.role <> key_files.role))",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.passwords = sqlx::query(
+        "UPDATE main.users SET password_hash =
+             (SELECT u.password_hash FROM cur.users u WHERE u.username = users.username)
+         WHERE password_hash IS NOT NULL AND password_hash IS NOT
+             (SELECT u.password_hash FROM cur.users u WHERE u.username = users.username)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(c)
 }
 
 async fn stage_and_check(

@@ -7,6 +7,7 @@
 pub mod api_doc;
 pub mod backup;
 pub mod check;
+pub mod store_lock;
 
 /// Tells systemd (`Type=notify`) that keygate is listening; nothing without
 /// `NOTIFY_SOCKET`.
