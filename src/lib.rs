@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod hardware;
 pub mod http;
 pub mod key_file_client;
+pub mod key_state;
 pub mod keys;
 pub mod limits;
 pub mod names;

@@ -429,7 +429,7 @@ async fn a_destroy_interrupted_after_the_hardware_step_is_completed_at_the_next_
     let actor = AuditActor::scheduler();
     f.keys.regenerate(&f.ring, &actor, T0).await.unwrap();
     let v1 = f.keys.version(&f.ring, 1).unwrap();
-    assert_eq!(v1.state, "compromised");
+    assert_eq!(v1.state, keygate::keys::KeyState::Compromised);
     // The crash: the intent is recorded and the key removed, the store step never ran.
     f.store.record_destroy_intent(&f.ring, 1, T0).await.unwrap();
     let backend = crate::common::hsm::backend();
@@ -439,7 +439,10 @@ async fn a_destroy_interrupted_after_the_hardware_step_is_completed_at_the_next_
     let done = f.keys.complete_interrupted_destroys(T0 + 1).await;
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].contains("completed"), "{done:?}");
-    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "destroyed");
+    assert_eq!(
+        f.keys.version(&f.ring, 1).unwrap().state,
+        keygate::keys::KeyState::Destroyed
+    );
     assert!(
         !f.keys.reconcile().await.iter().any(|p| p.contains(&f.ring)),
         "nothing half-applied is left"

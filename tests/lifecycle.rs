@@ -620,13 +620,19 @@ async fn destroy_removes_the_key_from_the_hardware() {
         .unwrap_err();
     assert!(matches!(e, keygate::keys::KeysError::Conflict(_)), "{e:?}");
     f.keys.regenerate(&f.ring, &actor, T0).await.unwrap();
-    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "compromised");
+    assert_eq!(
+        f.keys.version(&f.ring, 1).unwrap().state,
+        keygate::keys::KeyState::Compromised
+    );
     assert!(f.keys.verifying_key(&v1.kid).is_none());
     f.keys
         .destroy_version(&f.ring, 1, &actor, T0 + 1)
         .await
         .unwrap();
-    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "destroyed");
+    assert_eq!(
+        f.keys.version(&f.ring, 1).unwrap().state,
+        keygate::keys::KeyState::Destroyed
+    );
     let backend = crate::common::hsm::backend();
     let gone = keygate::hardware::Backend::public_key(&*backend, &v1.locator);
     assert!(
@@ -730,7 +736,10 @@ async fn scheduled_rotation_runs_the_full_cycle_once_across_replicas() {
             version: 2
         }]
     );
-    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "retiring");
+    assert_eq!(
+        f.keys.version(&f.ring, 1).unwrap().state,
+        keygate::keys::KeyState::Retiring
+    );
     assert_eq!(kids(&f), [v1.clone(), v2.clone()]);
 
     // Once the longest token v1 can have signed has expired, v1 is retired and leaves.
@@ -745,7 +754,10 @@ async fn scheduled_rotation_runs_the_full_cycle_once_across_replicas() {
         }]
     );
     assert_eq!(kids(&f), vec![v2.clone()]);
-    assert_eq!(f.keys.version(&f.ring, 1).unwrap().state, "retired");
+    assert_eq!(
+        f.keys.version(&f.ring, 1).unwrap().state,
+        keygate::keys::KeyState::Retired
+    );
 
     // The lease expired long ago: B may now do the next rotation, 90 days after v2
     // became active.
@@ -852,4 +864,36 @@ async fn custom_tokens_cannot_vote_and_approver_groups_are_guarded() {
         )
         .await;
     assert_eq!(r.status(), 201, "a super-admin may");
+}
+
+/// A key-version state this keygate does not know is corrupt data, refused where the
+/// store reads it, not a string the layers above compare against.
+#[tokio::test]
+async fn an_unknown_stored_key_state_is_corrupt_at_the_store_boundary() {
+    let s = Server::start();
+    let dir = s.stop();
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = keygate::store::Store::open(&url).await.unwrap();
+    let versions = store.list_key_versions().await.unwrap();
+    assert!(versions
+        .iter()
+        .all(|v| v.state == keygate::keys::KeyState::Active));
+    // The table's CHECK would refuse it: damage (or a store written by a newer keygate)
+    // does not ask.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE key_versions SET state = 'half-destroyed' WHERE ring = 'jwt-default'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    match store.list_key_versions().await {
+        Err(keygate::store::StoreError::Corrupt(m)) => {
+            assert!(m.contains("half-destroyed"), "{m}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

@@ -480,7 +480,10 @@ async fn a_rotated_key_is_published_first_and_signs_only_after_the_publish_delay
         .rotate(&f.ring, false, "test", T0 + 100)
         .await
         .unwrap();
-    assert_eq!((v2.version, v2.state.as_str()), (2, "pending"));
+    assert_eq!(
+        (v2.version, v2.state),
+        (2, keygate::keys::KeyState::Pending)
+    );
     let kids: Vec<String> = f.keys.jwks()["keys"]
         .as_array()
         .unwrap()
@@ -508,14 +511,20 @@ async fn a_rotated_key_is_published_first_and_signs_only_after_the_publish_delay
         segments(&custom(&f, 60, T0 + 700).await).0["kid"],
         v2.kid.as_str()
     );
-    let states: Vec<(i64, String)> = f
+    let states: Vec<(i64, keygate::keys::KeyState)> = f
         .keys
         .versions()
         .iter()
         .filter(|v| v.ring == f.ring)
-        .map(|v| (v.version, v.state.clone()))
+        .map(|v| (v.version, v.state))
         .collect();
-    assert_eq!(states, vec![(1, "retiring".into()), (2, "active".into())]);
+    assert_eq!(
+        states,
+        vec![
+            (1, keygate::keys::KeyState::Retiring),
+            (2, keygate::keys::KeyState::Active)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -561,7 +570,7 @@ async fn the_replaced_key_verifies_until_its_last_token_expires_then_retires() {
 async fn rotate_now_signs_with_the_new_key_at_once_and_a_second_pending_rotation_conflicts() {
     let f = fixture().await;
     let v2 = f.keys.rotate(&f.ring, true, "test", T0).await.unwrap();
-    assert_eq!(v2.state, "active");
+    assert_eq!(v2.state, keygate::keys::KeyState::Active);
     assert_eq!(
         segments(&custom(&f, 60, T0).await).0["kid"],
         v2.kid.as_str()

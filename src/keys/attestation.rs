@@ -84,7 +84,7 @@ impl KeyRegistry {
         now: i64,
     ) -> Result<Attestation, KeysError> {
         let v = self.version(ring, version)?;
-        if v.state == "destroyed" {
+        if !v.state.live() {
             return Err(KeysError::Conflict(format!(
                 "{ring} v{version} is destroyed; there is no key left to attest"
             )));
@@ -177,7 +177,7 @@ impl KeyRegistry {
             version: v.version,
             kid: v.kid.clone(),
             algorithm: v.algorithm.name().to_string(),
-            state: v.state.clone(),
+            state: v.state.to_string(),
             backend: v.backend.clone(),
             backend_kind,
             public_key_spki,

@@ -5,7 +5,7 @@
 //! operations it runs once approved. Every state change here is one store transaction
 //! together with its audit entry.
 
-use super::{generate_version, KeyRegistry, KeyVersion, KeysError, Purpose};
+use super::{generate_version, KeyMove, KeyRegistry, KeyState, KeyVersion, KeysError, Purpose};
 use crate::hardware::{HardwareError, KeyLocator};
 use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::keys::{NewVersion, KEYS_COUNTER};
@@ -95,9 +95,9 @@ impl KeyRegistry {
             return Err(KeysError::UnknownRing(ring.to_string()));
         }
         let v = self.version(ring, version)?;
-        match v.state.as_str() {
-            "retired" | "compromised" => Ok(()),
-            "destroyed" => Err(KeysError::Conflict(format!(
+        match v.state {
+            _ if v.state.after(KeyMove::Destroy).is_some() => Ok(()),
+            KeyState::Destroyed => Err(KeysError::Conflict(format!(
                 "{ring} v{version} is already destroyed"
             ))),
             other => Err(KeysError::Conflict(format!(
@@ -248,11 +248,11 @@ impl KeyRegistry {
         let versions = self.versions();
         versions
             .iter()
-            .filter(|v| v.state == "active" && v.purpose == Purpose::Jwt)
+            .filter(|v| v.state == KeyState::Active && v.purpose == Purpose::Jwt)
             .filter(|v| {
                 !versions
                     .iter()
-                    .any(|p| p.ring == v.ring && p.state == "pending")
+                    .any(|p| p.ring == v.ring && p.state == KeyState::Pending)
             })
             .filter(|v| {
                 period_of(&v.ring).is_some_and(|p| {

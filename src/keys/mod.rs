@@ -13,6 +13,7 @@ pub mod verify;
 
 use crate::hardware::executor::HardwareExecutor;
 use crate::hardware::{Algorithm, HardwareError, KeyLocator, KeySpec, Mac, PublicKey};
+pub use crate::key_state::{KeyMove, KeyState};
 use crate::store::keys::{KeyVersionRow, NewRing};
 use crate::store::{Store, StoreError};
 use serde_json::{json, Value};
@@ -125,7 +126,7 @@ impl Purpose {
 pub struct KeyVersion {
     pub ring: String,
     pub version: i64,
-    pub state: String,
+    pub state: KeyState,
     pub backend: String,
     pub algorithm: Algorithm,
     pub purpose: Purpose,
@@ -141,7 +142,7 @@ pub struct KeyVersion {
 impl KeyVersion {
     /// Pending, active and retiring versions are published (docs/keys.md).
     pub fn published(&self) -> bool {
-        matches!(self.state.as_str(), "pending" | "active" | "retiring")
+        self.state.published()
     }
 
     fn from_row(row: KeyVersionRow) -> Result<KeyVersion, KeysError> {
@@ -224,7 +225,7 @@ impl KeyRegistry {
         let mut snap = Snapshot::default();
         for row in rows {
             let v = Arc::new(KeyVersion::from_row(row)?);
-            if v.state == "active" {
+            if v.state == KeyState::Active {
                 snap.active.insert(v.ring.clone(), v.clone());
             }
             if v.purpose == Purpose::Jwt && v.published() && v.public_key.is_some() {
@@ -449,7 +450,7 @@ impl KeyRegistry {
     pub async fn reconcile(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for v in self.versions() {
-            if matches!(v.state.as_str(), "destroyed") {
+            if v.state == KeyState::Destroyed {
                 continue;
             }
             let Ok(backend) = self.backend(&v.backend) else {

@@ -46,7 +46,7 @@ impl KeyRegistry {
             let mut known: HashSet<(String, Option<String>)> = HashSet::new();
             for v in versions
                 .iter()
-                .filter(|v| &v.backend == name && v.state != "destroyed")
+                .filter(|v| &v.backend == name && v.state.live())
             {
                 match &v.locator {
                     KeyLocator::Pkcs11 { id, .. } => {

@@ -6,7 +6,7 @@
 //! have signed has expired, and is then retired. Every state change is one store
 //! transaction. The current time is always a parameter, so tests drive the clock.
 
-use super::{generate_version, KeyRegistry, KeyVersion, KeysError, Purpose};
+use super::{generate_version, KeyMove, KeyRegistry, KeyState, KeyVersion, KeysError, Purpose};
 use crate::store::audit::{AuditActor, NewAuditEntry};
 use crate::store::keys::NewVersion;
 use crate::store::StoreError;
@@ -79,7 +79,7 @@ impl KeyRegistry {
         let versions = self.versions();
         if versions
             .iter()
-            .any(|v| v.ring == ring && v.state == "pending")
+            .any(|v| v.ring == ring && v.state == KeyState::Pending)
         {
             return Err(KeysError::Conflict(format!(
                 "ring {ring:?} already has a pending version; it activates after the publish delay"
@@ -119,7 +119,11 @@ impl KeyRegistry {
             target: format!("ring:{ring}/version:{next}"),
             outcome: format!(
                 "created {} on {backend_name}{}",
-                if immediate { "active" } else { "pending" },
+                if immediate {
+                    KeyState::Active
+                } else {
+                    KeyState::Pending
+                },
                 if immediate {
                     format!("; v{} retiring", current.version)
                 } else {
@@ -159,9 +163,10 @@ impl KeyRegistry {
     ) -> Result<Vec<Transition>, KeysError> {
         let mut done = Vec::new();
         for v in self.versions() {
-            let due = match v.state.as_str() {
-                "pending" => v.created_at.saturating_add(times.publish_delay) <= now,
-                "retiring" => {
+            // The two timed moves: pending → active and retiring → retired.
+            let due = match v.state {
+                KeyState::Pending => v.created_at.saturating_add(times.publish_delay) <= now,
+                KeyState::Retiring => {
                     v.deactivated_at
                         .unwrap_or(v.created_at)
                         .saturating_add(times.retire_after)
@@ -179,7 +184,7 @@ impl KeyRegistry {
                 target: format!("ring:{}/version:{}", v.ring, v.version),
                 outcome: "ok".into(),
             };
-            if v.state == "pending" {
+            if v.state.after(KeyMove::Activate).is_some() {
                 if self
                     .store
                     .activate_version(&v.ring, v.version, now, &audit("activate"))

@@ -153,7 +153,7 @@ async fn probe_store(
         }
     }
     let problems = registry.reconcile().await;
-    let live = versions.iter().filter(|v| v.state != "destroyed").count();
+    let live = versions.iter().filter(|v| v.state.live()).count();
     if problems.is_empty() {
         r.ok.push(format!(
             "key rings: all {live} live key versions present in their hardware"

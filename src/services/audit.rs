@@ -210,7 +210,7 @@ impl AuditService {
     pub async fn check_keys_against_hardware(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for v in self.audit_versions() {
-            if v.state == "destroyed" {
+            if !v.state.live() {
                 continue;
             }
             let Ok(backend) = self.keys.backend(&v.backend) else {

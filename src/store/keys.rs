@@ -3,6 +3,7 @@
 use super::audit::{append_in, NewAuditEntry};
 use super::meta::bump_counter;
 use super::{Store, StoreError};
+use crate::key_state::KeyState;
 use sqlx::Row;
 
 /// The change counter bumped by every key-state change, so other processes reload.
@@ -13,7 +14,8 @@ pub const KEYS_COUNTER: &str = "keys_version";
 pub struct KeyVersionRow {
     pub ring: String,
     pub version: i64,
-    pub state: String,
+    /// Parsed here: a state this keygate does not know is [`StoreError::Corrupt`].
+    pub state: KeyState,
     pub backend: String,
     pub algorithm: String,
     pub locator: String,
@@ -104,10 +106,15 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|row| {
+                let (ring, version, state): (String, i64, String) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                let state = state
+                    .parse::<KeyState>()
+                    .map_err(|e| StoreError::Corrupt(format!("{ring} v{version}: {e}")))?;
                 Ok(KeyVersionRow {
-                    ring: row.try_get(0)?,
-                    version: row.try_get(1)?,
-                    state: row.try_get(2)?,
+                    ring,
+                    version,
+                    state,
                     backend: row.try_get(3)?,
                     algorithm: row.try_get(4)?,
                     locator: row.try_get(5)?,
@@ -119,8 +126,7 @@ impl Store {
                     deactivated_at: row.try_get(11)?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Records a pending version. When `activate` is set, the same transaction makes it

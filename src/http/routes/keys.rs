@@ -36,7 +36,7 @@ impl From<&KeyVersion> for KeyVersionView {
         KeyVersionView {
             ring: v.ring.clone(),
             version: v.version,
-            state: v.state.clone(),
+            state: v.state.to_string(),
             algorithm: v.algorithm.name().to_string(),
             backend: v.backend.clone(),
             kid: v.kid.clone(),
