@@ -62,6 +62,10 @@ pub fn spawn_rotation(rt: &Arc<Runtime>) {
         if let Err(e) = crate::app::approvals::expire_due(&rt, at).await {
             tracing::warn!(error = %e, "expiring approval requests failed; retrying next tick");
         }
+        // The first tick runs at start: requests a killed server left executing.
+        if let Err(e) = crate::app::approvals::fail_interrupted(&rt, at).await {
+            tracing::warn!(error = %e, "resolving interrupted approval requests failed; retrying next tick");
+        }
     });
 }
 

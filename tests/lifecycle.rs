@@ -897,3 +897,84 @@ async fn an_unknown_stored_key_state_is_corrupt_at_the_store_boundary() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// An approved request whose server was killed mid-execution stays `executing` in the
+/// store. The next start resolves it: long stuck means `failed` (never run twice), with
+/// an audit entry; one that only just started is left to whoever runs it.
+#[tokio::test]
+async fn a_request_left_executing_by_a_killed_server_is_failed_at_the_next_start() {
+    let s = Server::start();
+    let mut ids = Vec::new();
+    for ring in ["jwt-default", "stuck-recently"] {
+        if ring != "jwt-default" {
+            s.create_ring(ring, "ES256").await;
+        }
+        let r = s
+            .post_json(
+                &format!("/api/v1/keys/{ring}/rotate"),
+                &s.admin_key,
+                json!({"immediate": true}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        let a: Value = r.json().await.unwrap();
+        ids.push(a["approval_id"].as_str().unwrap().to_string());
+    }
+    let admin = s.admin_key.clone();
+    // The state a kill -9 between the last vote and the end of the run leaves.
+    let dir = s.kill9();
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (id, since) in [(&ids[0], now - 3600), (&ids[1], now)] {
+        sqlx::query("UPDATE approvals SET state = 'executing', decided_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(since)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let s = Server::start_in(dir, Options::default());
+    let get = |id: String| {
+        let (s, admin) = (&s, admin.clone());
+        async move {
+            let r = s.get(&format!("/api/v1/approvals/{id}"), &admin).await;
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+    let mut a = get(ids[0].clone()).await;
+    for _ in 0..100 {
+        if a["state"] != "executing" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        a = get(ids[0].clone()).await;
+    }
+    assert_eq!(a["state"], "failed", "{a}");
+    assert!(
+        a["outcome"].as_str().unwrap().starts_with("interrupted"),
+        "{a}"
+    );
+    let recent = get(ids[1].clone()).await;
+    assert_eq!(recent["state"], "executing", "{recent}");
+    let all: Vec<Value> = s.get_json("/api/v1/keys", &admin).await;
+    let states: Vec<&str> = all
+        .iter()
+        .filter(|v| v["ring"] == "jwt-default")
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active"], "not run again");
+    let log: Vec<Value> = s.get_json("/api/v1/audit?limit=1000", &admin).await;
+    assert!(
+        log.iter()
+            .any(|e| e["action"] == "approval.interrupted:rotate-now"
+                && e["target"] == format!("approval:{}", ids[0])
+                && e["actor"] == "keygate"),
+        "an audit entry records the interrupted request"
+    );
+}

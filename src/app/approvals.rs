@@ -649,6 +649,12 @@ pub async fn expire_due(rt: &Runtime, now: i64) -> Result<Vec<String>, ServiceEr
     crate::services::approvals::expire_due(&rt.store, now).await
 }
 
+/// Marks requests interrupted mid-execution as failed (see
+/// [`crate::services::approvals::fail_interrupted`]).
+pub async fn fail_interrupted(rt: &Runtime, now: i64) -> Result<Vec<String>, ServiceError> {
+    crate::services::approvals::fail_interrupted(&rt.store, now).await
+}
+
 /// Request `id` as callers see it.
 pub async fn get(rt: &Runtime, caller: &Principal, id: &str) -> Result<Approval, ServiceError> {
     crate::services::approvals::get(&rt.store, caller, id).await

@@ -283,6 +283,39 @@ pub async fn expire_due(store: &Store, now: i64) -> Result<Vec<String>, ServiceE
     Ok(ids)
 }
 
+/// How long a request may stay `executing` before it counts as interrupted: far longer
+/// than any operation takes (each hardware call has its own timeout), so a request still
+/// running in another replica is never touched.
+pub const INTERRUPTED_AFTER_SECS: i64 = 900;
+
+/// Marks requests stuck in `executing` for longer than [`INTERRUPTED_AFTER_SECS`] (the
+/// server running them was killed) as `failed`, one `approval.interrupted:<operation>`
+/// audit entry each. They are never run again: whether a step of theirs reached the
+/// hardware before the kill is not known, and a second rotation or regeneration is not
+/// harmless (docs/lifecycle.md, "Crashes").
+pub async fn fail_interrupted(store: &Store, now: i64) -> Result<Vec<String>, ServiceError> {
+    let failed = store
+        .fail_interrupted_approvals(
+            now.saturating_sub(INTERRUPTED_AFTER_SECS),
+            now,
+            "interrupted: keygate stopped while the approved operation ran; the audit log \
+             shows whether it took effect; if it did not, ask again",
+            |id, op| NewAuditEntry {
+                time: now,
+                actor: AuditActor::scheduler(),
+                action: format!("approval.interrupted:{op}"),
+                target: format!("approval:{id}"),
+                outcome: "failed".into(),
+            },
+        )
+        .await?;
+    for (id, op) in &failed {
+        tracing::warn!(approval = %id, operation = %op,
+            "an approved request was still executing long after it started (keygate stopped while it ran); marked failed");
+    }
+    Ok(failed.into_iter().map(|(id, _)| id).collect())
+}
+
 /// Request `id` as callers see it.
 pub async fn get(store: &Store, caller: &Principal, id: &str) -> Result<Approval, ServiceError> {
     require_view(caller)?;

@@ -349,6 +349,48 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Marks requests still `executing` since before `cutoff` as `failed` with `outcome`
+    /// (the process running them was killed mid-way), one audit entry each. Returns
+    /// their ids and operations.
+    pub async fn fail_interrupted_approvals(
+        &self,
+        cutoff: i64,
+        now: i64,
+        outcome: &str,
+        audit: impl Fn(&str, &str) -> NewAuditEntry,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // A cheap read first: the write lock is taken only when something is stuck.
+        let due: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE state = 'executing' AND decided_at <= $1",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        if due == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE approvals SET state = 'failed', decided_at = $2, outcome = $3
+             WHERE state = 'executing' AND decided_at <= $1 RETURNING id, operation",
+        )
+        .bind(cutoff)
+        .bind(now)
+        .bind(outcome)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (id, op): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            append_in(&mut tx, &audit(&id, &op)).await?;
+            out.push((id, op));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
 /// pending → executing, compare-and-set.
 async fn claim_in(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<bool, StoreError> {
     let r = sqlx::query(
