@@ -1,6 +1,6 @@
-//! Connections: the plain-HTTP accept loop, and what both listeners (this one and the
-//! HTTPS one in `tls::listener`) apply to every connection (docs/operations.md "HTTP
-//! limits"):
+//! Connections: the accept loop both listeners share ([`accept_loop`]; plain HTTP here,
+//! HTTPS in `tls::listener`), and what it applies to every connection
+//! (docs/operations.md "HTTP limits"):
 //! - at most `limits.max_connections` open connections, and at most
 //!   `limits.max_connections_per_source` from one source address (IPv6: per /64;
 //!   trusted proxies exempt); a connection over either cap is closed at once;
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 /// How long shutdown waits for open connections to finish.
@@ -261,17 +261,22 @@ pub async fn drive<I, S>(
     }
 }
 
-/// Serves `router` over plain HTTP on `listener` until `shutdown` completes.
-pub async fn serve_plain(
+/// The accept loop both listeners share, until `shutdown` completes: an accept error
+/// (out of file descriptors, say) backs off briefly instead of spinning, a connection over
+/// a cap is closed at once, and each admitted one gets `TCP_NODELAY` and is handed, with
+/// its slot and a shutdown watcher, to `on_conn`, which spawns its task. Then it stops
+/// accepting, lets every open connection finish its in-flight requests, and waits for
+/// them for at most [`DRAIN_TIMEOUT`].
+pub async fn accept_loop<F>(
     listener: TcpListener,
-    router: Router,
     limits: &LimitsConfig,
     shutdown: impl Future<Output = ()>,
-) {
+    mut on_conn: F,
+) where
+    F: FnMut(TcpStream, SocketAddr, ConnGuard, Watcher),
+{
     let graceful = GracefulShutdown::new();
-    let builder = builder(limits);
     let conns = ConnLimits::new(limits);
-    let idle = limits.idle_timeout.0;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -290,7 +295,27 @@ pub async fn serve_plain(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let watcher = graceful.watcher();
+        on_conn(tcp, peer, guard, graceful.watcher());
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+        }
+    }
+}
+
+/// Serves `router` over plain HTTP on `listener` until `shutdown` completes.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    limits: &LimitsConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = builder(limits);
+    let idle = limits.idle_timeout.0;
+    accept_loop(listener, limits, shutdown, |tcp, peer, guard, watcher| {
         let (router, builder) = (router.clone(), builder.clone());
         tokio::spawn(async move {
             let _guard = guard;
@@ -302,12 +327,6 @@ pub async fn serve_plain(
             });
             drive(&builder, io, svc, watcher, activity, idle, peer).await;
         });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-        }
-    }
+    })
+    .await;
 }

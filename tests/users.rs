@@ -1,7 +1,9 @@
-//! Local users over real HTTP, against a real server and a real SoftHSM token.
-//!
-//! Password login and lockout are specified in `src/services/users.rs` (unit tests): the
-//! password grant is not served yet.
+//! Local users over real HTTP, against a real server and a real SoftHSM token: create,
+//! list, read, change and delete; who may manage whom; keys owned by users; changing
+//! one's own password; and the password grant's lockout, per source address as well as
+//! per name (issue 12 finding 10). The sessions the password grant opens are in
+//! `sessions`; the rules behind the lockout are also unit-tested in
+//! `src/services/login_throttle.rs`.
 
 use crate::common::expect_problem;
 use crate::common::server::{Options, Server};

@@ -50,3 +50,25 @@ pub async fn update(
     }
     rt.key_files.update(caller, access_id, patch, now).await
 }
+
+/// Every key file's metadata (`key-files:read`; an unreadable record is skipped and
+/// logged, so it cannot hide the others).
+pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<KeyFile>, ServiceError> {
+    rt.key_files.list(caller).await
+}
+
+/// One key file's metadata (`key-files:read`).
+pub async fn get(
+    rt: &Runtime,
+    caller: &Principal,
+    access_id: &str,
+) -> Result<KeyFile, ServiceError> {
+    rt.key_files.get(caller, access_id).await
+}
+
+/// Deletes a key file (`key-files:write`, and a role that manages the file's): its
+/// assertions and every token minted with it stop working at once. Ending a credential
+/// is not acting as its accessID, so the act-as rule does not apply.
+pub async fn delete(rt: &Runtime, caller: &Principal, access_id: &str) -> Result<(), ServiceError> {
+    rt.key_files.delete(caller, access_id).await
+}

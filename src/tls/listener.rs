@@ -8,16 +8,15 @@
 //! handshake, so it costs no hardware signature.
 //!
 //! Each connection uses the `ServerConfig` that was in force when it was accepted, so a
-//! reload never touches open connections. On shutdown the loop stops accepting, asks
-//! every open connection to finish its in-flight requests, and waits for them (bounded).
+//! reload never touches open connections. The accept loop itself, with the caps and the
+//! bounded drain on shutdown, is `crate::conn::accept_loop`, shared with plain HTTP.
 
 use super::client_identity::{self, ClientCert};
 use super::state::{Active, TlsState};
-use crate::conn::{Activity, ConnLimits, Idle, PeerAddr, DRAIN_TIMEOUT};
+use crate::conn::{Activity, Idle, PeerAddr};
 use crate::limits::LimitsConfig;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +24,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes.
+/// Serves `router` over TLS on `listener` until `shutdown` completes (the accept loop
+/// and the drain are `crate::conn::accept_loop`'s).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -33,35 +33,14 @@ pub async fn serve(
     limits: &LimitsConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
     let builder = crate::conn::builder(limits);
-    let conns = ConnLimits::new(limits);
     let idle = limits.idle_timeout.0;
     let handshake_timeout = tls.config().handshake_timeout.0;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, say: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Some(guard) = conns.admit(peer.ip()) else {
-            drop(tcp);
-            continue;
-        };
+    crate::conn::accept_loop(listener, limits, shutdown, |tcp, peer, guard, watcher| {
         let Some(active) = tls.active() else {
             tracing::error!("no TLS configuration is loaded; closing the connection");
-            continue;
+            return;
         };
-        let _ = tcp.set_nodelay(true);
-        let watcher = graceful.watcher();
         let (router, builder) = (router.clone(), builder.clone());
         tokio::spawn(async move {
             let _guard = guard;
@@ -83,14 +62,8 @@ pub async fn serve(
             });
             crate::conn::drive(&builder, stream, svc, watcher, activity, idle, peer).await;
         });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-        }
-    }
+    })
+    .await;
 }
 
 /// Runs the handshake; logs and returns `None` when it fails or takes too long.

@@ -189,7 +189,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<KeyFileView>>, ApiError> {
-    let files = state.rt.key_files.list(&caller).await?;
+    let files = crate::app::key_files::list(&state.rt, &caller).await?;
     Ok(Json(files.into_iter().map(KeyFileView::from).collect()))
 }
 
@@ -206,7 +206,9 @@ pub async fn get(
     ApiPath(access_id): ApiPath<String>,
 ) -> Result<Json<KeyFileView>, ApiError> {
     Ok(Json(
-        state.rt.key_files.get(&caller, &access_id).await?.into(),
+        crate::app::key_files::get(&state.rt, &caller, &access_id)
+            .await?
+            .into(),
     ))
 }
 
@@ -293,6 +295,6 @@ pub async fn delete(
     ApiPath(access_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.key_files.delete(&caller, &access_id).await }).await?;
+    detached(async move { crate::app::key_files::delete(&rt, &caller, &access_id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
