@@ -10,6 +10,7 @@
 # (`MODES=1core bash <peers>/nginx-pkcs11/run.sh`), or set PEER_NGINX=<that run.sh> and the
 # rounds are interleaved: keygate, nginx, keygate, nginx, ...
 # Knobs: ROUNDS (3) DURATION (10) WARMUP (2) CONC (16) PORT (18443) BENCH_SECONDS (3)
+#        KEYGATE_BIN (unset: build and use target/release/keygate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh
@@ -25,8 +26,7 @@ TLSLOAD=${TLSLOAD:-/tmp/peers/tlsload-target/release/tlsload}
 OUT=${OUT:-/tmp/keygate-bench/tls-$(date -u +%Y%m%dT%H%M%SZ)}
 [ -x "$TLSLOAD" ] || { echo "bench-tls.sh: no tlsload at $TLSLOAD (run the nginx-pkcs11 peer harness once, or set TLSLOAD)" >&2; exit 2; }
 mkdir -p "$OUT"
-cargo build --release --quiet
-BIN=target/release/keygate
+if [ -n "${KEYGATE_BIN:-}" ]; then BIN=$KEYGATE_BIN; else cargo build --release --quiet; BIN=target/release/keygate; fi
 DATA=$(mktemp -d)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$DATA"; }

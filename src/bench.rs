@@ -37,6 +37,39 @@ impl Op {
     }
 }
 
+/// CPU time the calling thread has used, in nanoseconds (`/proc/thread-self/schedstat`),
+/// or `None` where that file does not exist.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time of every live thread of this process, in nanoseconds.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = t.ok()?.path().join("schedstat");
+        let s = std::fs::read_to_string(path).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// One measurement: operations per second, and CPU microseconds per operation (0 when
+/// the CPU time cannot be read).
+#[derive(Clone, Copy)]
+struct Rate {
+    per_sec: f64,
+    cpu_us: f64,
+}
+
+fn medians(v: &[Rate]) -> Rate {
+    Rate {
+        per_sec: median(v.iter().map(|r| r.per_sec).collect()),
+        cpu_us: median(v.iter().map(|r| r.cpu_us).collect()),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -101,6 +134,7 @@ async fn measure(
         "{:<12} {:>12} {:>12} {:>14} {:>10}",
         "operation", "raw 1 thr/s", "raw 2 thr/s", "keygate pool/s", "pool/best"
     )?;
+    let mut cpu = Vec::new();
     for (op, key) in [(Op::SignEs256, ec), (Op::Hmac, mac)] {
         let (mut r1, mut r2, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -108,7 +142,9 @@ async fn measure(
             r2.push(raw_off_runtime(settings, op, key, 2, dur).await?);
             pooled.push(pool(exec, op, key, concurrency, dur).await?);
         }
-        let (r1, r2, pooled) = (median(r1), median(r2), median(pooled));
+        let (r1, r2, pooled) = (medians(&r1), medians(&r2), medians(&pooled));
+        cpu.push((op, r1.cpu_us, r2.cpu_us, pooled.cpu_us));
+        let (r1, r2, pooled) = (r1.per_sec, r2.per_sec, pooled.per_sec);
         let best = r1.max(r2);
         writeln!(
             out,
@@ -123,11 +159,31 @@ async fn measure(
             bail!("{} made no progress through the pool", op.name());
         }
     }
-    verify_rates(&mut out, exec, ec, dur, rounds).await?;
+    let verify = verify_rates(&mut out, exec, ec, dur, rounds).await?;
     let noop = pool(exec, Op::Noop, mac, concurrency, dur).await?;
     writeln!(
         out,
-        "pool round trip without a hardware call: {noop:.0}/s (the executor's own ceiling)"
+        "pool round trip without a hardware call: {:.0}/s (the executor's own ceiling, {:.1} us CPU per call)",
+        noop.per_sec, noop.cpu_us
+    )?;
+    // CPU per operation: steadier than rates on a shared machine. `ci/bench.sh` reads the
+    // `cpu` lines (raw 1-thread figure = the cost of the hardware operation itself).
+    writeln!(
+        out,
+        "CPU per operation, us (medians): {:>10} {:>10} {:>12}",
+        "raw 1 thr", "raw 2 thr", "keygate pool"
+    )?;
+    for (op, c1, c2, cp) in cpu {
+        writeln!(
+            out,
+            "cpu {:<14} {c1:>10.1} {c2:>10.1} {cp:>12.1}",
+            op.name().replace(' ', "-")
+        )?;
+    }
+    writeln!(
+        out,
+        "cpu {:<14} {:>10.1} {:>10.1} {:>12}",
+        "P-256-verify", verify.0, verify.1, "-"
     )?;
     Ok(())
 }
@@ -140,7 +196,7 @@ async fn verify_rates(
     ec: &KeyLocator,
     dur: Duration,
     rounds: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(f64, f64)> {
     let k = ec.clone();
     let msg = b"keygate bench verify".to_vec();
     let m = msg.clone();
@@ -153,14 +209,16 @@ async fn verify_rates(
         crate::hardware::public_key::PublicKeyMaterial::Ec { point } => point.clone(),
         _ => bail!("the ES256 bench key has no EC point"),
     };
-    let verify_loop = move |threads: usize| -> f64 {
+    let verify_loop = move |threads: usize| -> Rate {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicU64::new(0));
+        let cpu_ns = Arc::new(AtomicU64::new(0));
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (stop, count) = (stop.clone(), count.clone());
+                let (stop, count, cpu_ns) = (stop.clone(), count.clone(), cpu_ns.clone());
                 let (point, msg, sig) = (point.clone(), msg.clone(), sig.0.clone());
                 std::thread::spawn(move || {
+                    let cpu0 = thread_cpu_ns();
                     let key = aws_lc_rs::signature::UnparsedPublicKey::new(
                         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
                         point,
@@ -172,6 +230,9 @@ async fn verify_rates(
                         }
                     }
                     count.fetch_add(n, Ordering::Relaxed);
+                    if let (Some(a), Some(b)) = (cpu0, thread_cpu_ns()) {
+                        cpu_ns.fetch_add(b.saturating_sub(a), Ordering::Relaxed);
+                    }
                 })
             })
             .collect();
@@ -181,7 +242,11 @@ async fn verify_rates(
         for h in handles {
             let _ = h.join();
         }
-        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+        let n = count.load(Ordering::Relaxed) as f64;
+        Rate {
+            per_sec: n / start.elapsed().as_secs_f64(),
+            cpu_us: cpu_ns.load(Ordering::Relaxed) as f64 / 1000.0 / n.max(1.0),
+        }
     };
     let (mut v1, mut v2) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -190,14 +255,13 @@ async fn verify_rates(
         let f = verify_loop.clone();
         v2.push(tokio::task::spawn_blocking(move || f(2)).await?);
     }
+    let (v1, v2) = (medians(&v1), medians(&v2));
     writeln!(
         out,
         "{:<12} {:>12.0} {:>12.0}   (aws-lc-rs in software, the JWT verification ceiling)",
-        "P-256 verify",
-        median(v1),
-        median(v2)
+        "P-256 verify", v1.per_sec, v2.per_sec
     )?;
-    Ok(())
+    Ok((v1.cpu_us, v2.cpu_us))
 }
 
 async fn generate(exec: &HardwareExecutor, algorithm: Algorithm) -> anyhow::Result<KeyLocator> {
@@ -249,7 +313,7 @@ async fn raw_off_runtime(
     key: &KeyLocator,
     threads: usize,
     dur: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Rate> {
     let (s, key) = (s.clone(), key.clone());
     tokio::task::spawn_blocking(move || raw(&s, op, &key, threads, dur)).await?
 }
@@ -261,7 +325,7 @@ fn raw(
     key: &KeyLocator,
     threads: usize,
     dur: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Rate> {
     let KeyLocator::Pkcs11 { id, .. } = key else {
         anyhow::bail!("{} is not a PKCS#11 key", key.uri());
     };
@@ -292,8 +356,9 @@ fn raw(
         let (count, stop) = (count.clone(), stop.clone());
         let soft = s.hash_in_software;
         handles.push(std::thread::spawn(
-            move || -> Result<(), cryptoki::error::Error> {
+            move || -> Result<u64, cryptoki::error::Error> {
                 let msg = b"keygate benchmark message: header.payload";
+                let cpu0 = thread_cpu_ns();
                 while !stop.load(Ordering::Relaxed) {
                     match op {
                         Op::SignEs256 if soft => {
@@ -309,18 +374,27 @@ fn raw(
                     }
                     count.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(match (cpu0, thread_cpu_ns()) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                })
             },
         ));
     }
     let start = Instant::now();
     std::thread::sleep(dur);
     stop.store(true, Ordering::Relaxed);
+    let mut cpu_ns = 0u64;
     for h in handles {
-        h.join()
+        cpu_ns += h
+            .join()
             .map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let n = count.load(Ordering::Relaxed) as f64;
+    Ok(Rate {
+        per_sec: n / start.elapsed().as_secs_f64(),
+        cpu_us: cpu_ns as f64 / 1000.0 / n.max(1.0),
+    })
 }
 
 /// Through keygate's executor from `concurrency` async callers.
@@ -330,8 +404,9 @@ async fn pool(
     key: &KeyLocator,
     concurrency: usize,
     dur: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Rate> {
     let count = Arc::new(AtomicU64::new(0));
+    let cpu0 = process_cpu_ns();
     let deadline = Instant::now() + dur;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -357,5 +432,13 @@ async fn pool(
     for t in tasks {
         t.await??;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let n = count.load(Ordering::Relaxed) as f64;
+    let cpu_ns = match (cpu0, process_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    Ok(Rate {
+        per_sec: n / start.elapsed().as_secs_f64(),
+        cpu_us: cpu_ns as f64 / 1000.0 / n.max(1.0),
+    })
 }

@@ -242,7 +242,22 @@ async fn run_command(
             seconds,
             concurrency,
             rounds,
+            load,
+            rate,
+            headers,
+            body,
         } => {
+            if let Some(url) = load {
+                let spec = keygate::bench_load::LoadSpec {
+                    url,
+                    rate,
+                    seconds,
+                    connections: concurrency,
+                    headers,
+                    body,
+                };
+                return keygate::bench_load::run(&spec).await;
+            }
             let rt = Runtime::open(config).await?;
             keygate::bench::run(&rt, seconds, concurrency, rounds).await?;
             // Every configured TPM backend: keygate against raw tss-esapi, same run.
@@ -501,6 +516,7 @@ async fn serve(
     rt.api_keys
         .spawn_refresher(rt.config.api_keys.refresh_interval.0);
     rt.limits.spawn_sweeper();
+    keygate::telemetry::spawn_upkeep();
     spawn_health_watch(&rt);
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);

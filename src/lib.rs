@@ -7,6 +7,7 @@ pub mod app;
 pub mod approval_rules;
 pub mod background;
 pub mod bench;
+pub mod bench_load;
 pub mod bench_tpm;
 pub mod clock;
 pub mod config;

@@ -11,6 +11,11 @@ use std::process::ExitCode;
 mod cli;
 mod ops_cli;
 
+/// mimalloc instead of glibc malloc: allocation and free were a tenth of the token paths'
+/// CPU under glibc (docs/performance.md, "2026-12-03: hot paths").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "keygate",
@@ -126,6 +131,20 @@ pub enum Command {
         /// Interleaved rounds; medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Instead of the hardware rates: offer open-loop HTTP load to this `http://` URL
+        /// at `--rate` requests per second for `--seconds`, over `--concurrency`
+        /// keep-alive connections, and print latency percentiles (docs/performance.md).
+        #[arg(long, value_name = "URL")]
+        load: Option<String>,
+        /// Requests per second offered with `--load`.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// `Name: value` header sent with every `--load` request (repeatable).
+        #[arg(long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// Body of every `--load` request (makes it a POST).
+        #[arg(long)]
+        body: Option<String>,
     },
 }
 

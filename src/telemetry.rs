@@ -27,6 +27,26 @@ pub fn init_logging(level: &str, json: bool) {
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder folds recorded histogram samples into its buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every few seconds until the process ends.
+/// Without it, every sample recorded between two scrapes of `/metrics` is kept in
+/// memory, so a server nobody scrapes grows by 8 bytes per request and histogram.
+pub fn spawn_upkeep() {
+    let Some(handle) = metrics() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// The process-wide Prometheus recorder (installed on first call).
 pub fn metrics() -> Option<PrometheusHandle> {
     METRICS

@@ -751,3 +751,41 @@ async fn a_restore_is_refused_under_a_running_server_and_keeps_later_revocations
         "{e}"
     );
 }
+
+/// `keygate bench --load` (docs/performance.md "Latency at a fixed offered load") sends
+/// exactly the offered requests to a running server and counts every answer that is not
+/// 2xx as an error, exiting non-zero: a latency figure is never quoted over failures.
+#[tokio::test]
+async fn open_loop_load_counts_every_request_and_fails_on_refusals() {
+    let s = Server::start();
+    let data = s.data_dir();
+    let url = s.url("/api/v1/keys");
+    let load = |key: &str| {
+        keygate(&[
+            "--data-dir",
+            d(&data),
+            "bench",
+            "--load",
+            &url,
+            "--rate",
+            "40",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "2",
+            "--header",
+            &format!("x-api-key: {key}"),
+        ])
+    };
+    let good = ok(&load(&s.admin_key), "bench --load");
+    assert!(good.contains("40 requests, 0 errors"), "{good}");
+    assert!(good.contains(" p99 ") && good.contains(" ms"), "{good}");
+    // A wrong secret for a well-formed key: every answer is 401.
+    let bad = load("kg_wrong");
+    assert!(!bad.status.success(), "{}", text(&bad.stdout));
+    assert!(
+        text(&bad.stdout).contains("40 errors"),
+        "{}",
+        text(&bad.stdout)
+    );
+}

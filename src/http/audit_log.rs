@@ -108,14 +108,12 @@ fn method_label(m: &Method) -> &'static str {
 /// Route layer: the request's audit scope, and the entries of refusals (see the module
 /// docs).
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Kept as handles (reference counts), not copies: the text is needed only when an
+    // entry or a failure bucket is written, which the hot paths' successes never do.
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let path = req.uri().path().to_string();
-    let source = source_of(&req);
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let uri = req.uri().clone();
+    let ip = client_ip(&req);
     // The verified client certificate of a mutual-TLS connection, if any.
     let client_cert_serial = req
         .extensions()
@@ -127,19 +125,20 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(128).collect::<String>());
     let scope = AuditScope::new(request_id, client_cert_serial);
-    scope.set_source(client_ip(&req));
+    scope.set_source(ip);
     req.extensions_mut().insert(AuditSlot(scope.clone()));
     let resp = scope.clone().run(next.run(req)).await;
     let status = resp.status();
     let changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let action = format!("http:{} {route}", method_label(&method));
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let action = || format!("http:{} {route}", method_label(&method));
     if scope.written() > 0 {
         // Entries written in the request's transactions count toward
         // `audit.checkpoint_every` like any other.
         state.rt.audit.checkpoint_if_due(now(), false).await;
     }
     if status.is_success() || status.is_redirection() {
-        if changing && !hot_path(&route) && scope.written() == 0 {
+        if changing && !hot_path(route) && scope.written() == 0 {
             metrics::counter!("keygate_audit_after_the_fact_total").increment(1);
             // A TLS reload changes only memory; anything else here is a route whose
             // change skipped the store's audited write paths.
@@ -149,8 +148,8 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
             let entry = NewAuditEntry {
                 time: now(),
                 actor: scope.actor(),
-                action,
-                target: path,
+                action: action(),
+                target: uri.path().to_string(),
                 outcome: status.as_u16().to_string(),
             };
             // A failure is counted and logged by the audit service.
@@ -160,7 +159,7 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     }
     let refused = matches!(status.as_u16(), 401 | 403)
         || (route == "/api/v1/auth/token" && status.as_u16() == 400);
-    let wanted = if hot_path(&route) {
+    let wanted = if hot_path(route) {
         refused
     } else {
         changing || refused
@@ -168,9 +167,9 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     if wanted {
         state.rt.audit.count_failure(Failure {
             time: now(),
-            source,
+            source: ip.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
             actor: scope.actor(),
-            action,
+            action: action(),
             outcome: status.as_u16().to_string(),
         });
     }

@@ -11,8 +11,16 @@ pub async fn request_timeout(
     req: Request,
     next: Next,
 ) -> Response {
+    within(&state, next.run(req)).await
+}
+
+/// Runs `fut` within `limits.request_timeout`, answering 503 problem+json past it.
+pub async fn within(
+    state: &super::AppState,
+    fut: impl std::future::Future<Output = Response>,
+) -> Response {
     let limit = state.rt.config.limits.request_timeout.0;
-    match tokio::time::timeout(limit, next.run(req)).await {
+    match tokio::time::timeout(limit, fut).await {
         Ok(resp) => resp,
         Err(_) => {
             metrics::counter!("keygate_http_request_timeouts_total").increment(1);
