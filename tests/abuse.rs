@@ -210,6 +210,20 @@ async fn too_many_requests_answer_429_with_retry_after_at_the_configured_rate() 
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(s.get("/api/v1/keys", &s.admin_key).await.status(), 429);
+    // Refusals are still counted under their route: the request metrics run outside
+    // the rate limits (one middleware, `http::front`, in that order).
+    let metrics = s.metrics().await;
+    for series in [
+        r#"keygate_http_requests_total{route="/.well-known/jwks.json",method="GET",status="429"} 1"#,
+        r#"keygate_http_requests_total{route="/.well-known/jwks.json",method="GET",status="200"} 5"#,
+        r#"keygate_http_requests_total{route="/api/v1/keys",method="GET",status="429"} 2"#,
+        r#"keygate_http_requests_total{route="/api/v1/keys",method="GET",status="401"} 3"#,
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
 }
 
 /// A client bound to `local` (any 127.0.0.0/8 address reaches the loopback listener).
