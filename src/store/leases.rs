@@ -4,7 +4,8 @@
 use super::{Store, StoreError};
 
 impl Store {
-    /// Takes (or renews) lease `name` for `holder` until `now + ttl`. Succeeds when the
+    /// Takes (or renews) lease `name` for `holder` until `now + ttl` (docs/deployment.md,
+    /// "Leases"). Succeeds when the
     /// lease is free, expired, or already held by `holder`; returns whether it did.
     pub async fn take_lease(
         &self,
@@ -13,15 +14,18 @@ impl Store {
         now: i64,
         ttl: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+        // "Now" is the database's clock on PostgreSQL, so replicas whose clocks differ
+        // agree on when a lease ends; `now` on SQLite (`super::LEASE_NOW`).
+        let r = sqlx::query(&format!(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
                                               expires_at = excluded.expires_at
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
-        )
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= {now}",
+            now = super::LEASE_NOW
+        ))
         .bind(name)
         .bind(holder)
-        .bind(now.saturating_add(ttl))
+        .bind(ttl)
         .bind(now)
         .execute(&self.pool)
         .await?;
