@@ -4,9 +4,10 @@
 use super::{Store, StoreError};
 
 impl Store {
-    /// Takes (or renews) lease `name` for `holder` until `now + ttl` (docs/deployment.md,
-    /// "Leases"). Succeeds when the
+    /// Takes (or renews) lease `name` for `holder` until `now + ttl`. Succeeds when the
     /// lease is free, expired, or already held by `holder`; returns whether it did.
+    /// "Now" is the database's clock on PostgreSQL (docs/deployment.md, "Several
+    /// replicas on PostgreSQL"), `now` on SQLite.
     pub async fn take_lease(
         &self,
         name: &str,
@@ -14,8 +15,6 @@ impl Store {
         now: i64,
         ttl: i64,
     ) -> Result<bool, StoreError> {
-        // "Now" is the database's clock on PostgreSQL, so replicas whose clocks differ
-        // agree on when a lease ends; `now` on SQLite (`super::LEASE_NOW`).
         let r = sqlx::query(&format!(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,

@@ -44,6 +44,8 @@ pub type DbPool = sqlx::PgPool;
 pub(crate) const ROWID: &str = "ord";
 /// `LIMIT` clause meaning "no limit", before an `OFFSET`.
 pub(crate) const NO_LIMIT: &str = "LIMIT ALL";
+/// The character U+001F (ASCII unit separator) as an SQL expression.
+pub(crate) const UNIT_SEPARATOR: &str = "chr(31)";
 /// The two-argument minimum.
 pub(crate) const LEAST: &str = "LEAST";
 /// One row, one BIGINT: 1 when sqlx's migration table exists in the current schema.

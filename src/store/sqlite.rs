@@ -31,6 +31,8 @@ pub type DbPool = sqlx::SqlitePool;
 pub(crate) const ROWID: &str = "rowid";
 /// `LIMIT` clause meaning "no limit", before an `OFFSET`.
 pub(crate) const NO_LIMIT: &str = "LIMIT -1";
+/// The character U+001F (ASCII unit separator) as an SQL expression.
+pub(crate) const UNIT_SEPARATOR: &str = "char(31)";
 /// The two-argument minimum.
 pub(crate) const LEAST: &str = "MIN";
 /// One row, one BIGINT: 1 when sqlx's migration table exists.

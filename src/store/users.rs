@@ -354,11 +354,12 @@ impl Store {
         let mut tx = self
             .begin_audited("user.unlock", username, super::audit_scope::unix_now())
             .await?;
-        let r = sqlx::query(
+        let r = sqlx::query(&format!(
             "DELETE FROM login_failures WHERE username = $1
                OR (length(username) > length($1)
-                   AND substr(username, 1, length($1) + 1) = $1 || char(31))",
-        )
+                   AND substr(username, 1, length($1) + 1) = $1 || {})",
+            super::UNIT_SEPARATOR
+        ))
         .bind(username)
         .execute(&mut *tx)
         .await?;

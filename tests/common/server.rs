@@ -97,6 +97,26 @@ impl Server {
         }
     }
 
+    /// Starts a replica: `serve --dev` on the data directory `data_dir`, which other
+    /// replicas share (one SoftHSM token), with the store at `store_url` (one PostgreSQL
+    /// database). The caller keeps `data_dir` alive.
+    pub fn start_replica(data_dir: &Path, store_url: &str, mut opts: Options) -> Server {
+        install_crypto_provider();
+        opts.env
+            .push(("KEYGATE__STORE__URL".into(), store_url.to_string()));
+        let (child, (base, ops), admin_key, log) = spawn(data_dir, &opts);
+        Server {
+            child,
+            base,
+            ops,
+            admin_key: admin_key.unwrap_or_default(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            log,
+            http: reqwest::Client::new(),
+            enrolled: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
