@@ -375,3 +375,30 @@ async fn a_replica_refuses_a_database_whose_schema_is_newer_than_it_knows() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn leases_on_postgresql_end_by_the_database_clock_not_by_a_replicas() {
+    let Some(admin) = cluster() else { return };
+    let url = fresh_pg_database(&admin);
+    let a = keygate::store::Store::open(&url).await.unwrap();
+    let b = keygate::store::Store::open(&url).await.unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let year = 365 * 86_400;
+    // Replica A's clock runs a year ahead when it takes a one-minute lease.
+    assert!(a.take_lease("rotation", "a", now + year, 60).await.unwrap());
+    // B's clock, two years ahead, says that lease ended long ago; the database's clock
+    // says it has a minute left, so B does not get it.
+    assert!(!b
+        .take_lease("rotation", "b", now + 2 * year, 60)
+        .await
+        .unwrap());
+    // The holder renews whatever its clock says.
+    assert!(a.take_lease("rotation", "a", now - year, 60).await.unwrap());
+    assert!(!b.take_lease("rotation", "b", now, 60).await.unwrap());
+}
