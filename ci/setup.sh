@@ -13,9 +13,11 @@ set -euo pipefail
 # dpkg-dev (dpkg-shlibdeps), binutils (strip), adduser and systemd (systemd-analyze): the
 # Debian package and its tests (ci/package.sh, ci/package-test.sh).
 # python3-venv: ci/schemathesis.sh installs Schemathesis into a venv under target/.
+# postgresql: ci/pg.sh runs the tests against a throwaway cluster (initdb, pg_ctl); the
+# package's own service is not used.
 packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography
   openssl libtss2-dev pkg-config swtpm swtpm-tools libtss2-tcti-swtpm0
-  dpkg-dev binutils adduser systemd python3-venv tpm2-tools "$@")
+  dpkg-dev binutils adduser systemd python3-venv tpm2-tools postgresql "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -29,3 +31,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -f /usr/lib/softhsm/libsofthsm2.so ] || { echo "ci/setup.sh: SoftHSM module missing after install" >&2; exit 1; }
 command -v swtpm >/dev/null || { echo "ci/setup.sh: swtpm missing after install" >&2; exit 1; }
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "ci/setup.sh: PostgreSQL initdb missing after install" >&2; exit 1; }

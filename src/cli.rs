@@ -617,6 +617,14 @@ async fn serve(
 /// its secret once. The key is recorded as issued only after the secret was written out;
 /// if writing fails, the key is deleted again so the next start can issue a new one.
 async fn bootstrap_key(rt: &Runtime, out: &mut impl Write) -> anyhow::Result<()> {
+    // One replica at a time on a shared PostgreSQL store: exactly one bootstrap key.
+    let startup = rt.store.startup_lock().await?;
+    let r = bootstrap_key_locked(rt, out).await;
+    startup.release().await;
+    r
+}
+
+async fn bootstrap_key_locked(rt: &Runtime, out: &mut impl Write) -> anyhow::Result<()> {
     if rt.store.meta_get("bootstrap_key_issued").await?.is_some()
         || rt
             .store

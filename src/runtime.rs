@@ -254,6 +254,12 @@ impl Runtime {
         } else {
             config.backends.keys().next().cloned().unwrap_or_default()
         };
+        // Replicas starting together on one PostgreSQL create the built-in rings once:
+        // the others wait here, then load the rings the first one made (docs/deployment.md).
+        let startup = store
+            .startup_lock()
+            .await
+            .map_err(|e| StartupError::Store(format!("taking the start-up lock: {e}")))?;
         let keys = KeyRegistry::load(store.clone(), executors)
             .await
             .map_err(|e| StartupError::Keys(e.to_string()))?;
@@ -310,6 +316,7 @@ impl Runtime {
                 Err(e) => return Err(StartupError::Keys(format!("ring {name}: {e}"))),
             }
         }
+        startup.release().await;
         let keys = Arc::new(keys);
         let api_keys = Arc::new(
             ApiKeyService::new(

@@ -28,6 +28,7 @@ mod ops;
 mod outage;
 mod roles;
 mod sessions;
+mod store_cluster;
 mod tls;
 mod token_rules;
 mod tokens;

@@ -116,8 +116,15 @@ async fn probe_store(
             return;
         }
     };
-    let version = store.meta_get("keygate_version").await.ok().flatten();
     let applied = store.schema_version().await.unwrap_or(0);
+    if applied == 0 && store.is_postgres() {
+        r.ok.push(format!(
+            "store {}: empty database; `keygate serve` creates its tables and key rings",
+            crate::store::redact_url(url)
+        ));
+        return;
+    }
+    let version = store.meta_get("keygate_version").await.ok().flatten();
     let known = schema::known_version();
     let pending = if applied < known {
         format!("; `serve` migrates it to {known}")
@@ -125,7 +132,8 @@ async fn probe_store(
         String::new()
     };
     r.ok.push(format!(
-        "store {url}: schema version {applied}, last written by keygate {}{pending}",
+        "store {}: schema version {applied}, last written by keygate {}{pending}",
+        crate::store::redact_url(url),
         version.as_deref().unwrap_or("(unrecorded)")
     ));
     let registry = match KeyRegistry::load(store.clone(), executors).await {

@@ -5,9 +5,11 @@
 //! index of keys can tell cheaply that another process changed them.
 
 use super::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+reuse_shared!(api_keys);
+use super::DbRow;
 use sqlx::Row;
 
+shared! {
 #[derive(Debug, Clone)]
 pub struct ApiKeyRow {
     pub id: String,
@@ -37,11 +39,12 @@ pub struct SecretDigest {
     /// The public identifier carried in the secret (docs/api-keys.md "Format").
     pub public_id: Option<String>,
 }
+}
 
 const COLUMNS: &str = "id, name, description, owner, role, hint, mac_ring, mac_version, \
                        created_at, expires_at, last_used_at, public_id, created_by";
 
-fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
+fn from_row(row: &DbRow) -> Result<ApiKeyRow, sqlx::Error> {
     Ok(ApiKeyRow {
         id: row.try_get(0)?,
         name: row.try_get(1)?,
@@ -60,19 +63,20 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
 }
 
 /// Bumps the API-key change counter inside `tx`.
-pub(super) async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+pub(super) async fn bump_version(tx: &mut super::DbConn) -> Result<(), sqlx::Error> {
     super::meta::bump_counter(tx, "api_keys_version").await
 }
 
 /// Why a compare-and-set on key `id` matched nothing: gone, or changed meanwhile.
 async fn key_missing_or_changed(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     id: &str,
 ) -> Result<StoreError, StoreError> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     Ok(match exists {
         None => StoreError::NotFound,
         Some(_) => StoreError::Conflict(format!(

@@ -4,8 +4,10 @@
 
 use super::audit::{append_in, NewAuditEntry};
 use super::{Store, StoreError};
+reuse_shared!(approvals);
 use sqlx::Row;
 
+shared! {
 /// One stored approval request.
 #[derive(Debug, Clone)]
 pub struct ApprovalRow {
@@ -51,11 +53,12 @@ pub enum VoteResult {
     /// Recorded a rejection; the request is now `rejected`.
     Rejected,
 }
+}
 
 const COLUMNS: &str = "id, operation, target, params, requested_by, requested_at, expires_at,
     required, approvers, state, outcome, decided_at, sig_kid, request_sig, requested_with";
 
-fn row_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApprovalRow, sqlx::Error> {
+fn row_from(r: &super::DbRow) -> Result<ApprovalRow, sqlx::Error> {
     Ok(ApprovalRow {
         id: r.try_get(0)?,
         operation: r.try_get(1)?,
@@ -133,10 +136,11 @@ impl Store {
 
     /// The votes on request `id`, in the order they were cast.
     pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT approval_id, principal, decision, at, sig_kid, signature, credential
-             FROM approval_votes WHERE approval_id = $1 ORDER BY at, rowid",
-        )
+             FROM approval_votes WHERE approval_id = $1 ORDER BY at, {}",
+            super::ROWID
+        ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
@@ -392,7 +396,7 @@ impl Store {
 }
 
 /// pending → executing, compare-and-set.
-async fn claim_in(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<bool, StoreError> {
+async fn claim_in(tx: &mut super::DbConn, id: &str, now: i64) -> Result<bool, StoreError> {
     let r = sqlx::query(
         "UPDATE approvals SET state = 'executing', decided_at = $2
          WHERE id = $1 AND state = 'pending'",

@@ -1,14 +1,17 @@
 //! The attestation keys of TPM backends, recorded when first used (docs/attestation.md).
 
 use super::{Store, StoreError};
+reuse_shared!(attestation);
 use sqlx::Row;
 
+shared! {
 /// An attestation key as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedAk {
     pub ak_name: String,
     pub ak_public: Vec<u8>,
     pub recorded_at: i64,
+}
 }
 
 impl Store {

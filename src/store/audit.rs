@@ -9,9 +9,11 @@
 //! fork the chain.
 
 use super::{Store, StoreError};
+reuse_shared!(audit);
 use serde_json::json;
 use sqlx::Row;
 
+shared! {
 /// Who did something, as written in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditActor {
@@ -137,20 +139,18 @@ impl Checkpoint {
             .into_bytes()
     }
 }
+}
 
 /// Appends `e` inside `tx` and returns its seq. The caller commits. A failure is counted
 /// (`keygate_audit_write_failures_total`) and logged before it is returned.
-pub async fn append_in(
-    tx: &mut sqlx::SqliteConnection,
-    e: &NewAuditEntry,
-) -> Result<i64, StoreError> {
+pub async fn append_in(tx: &mut super::DbConn, e: &NewAuditEntry) -> Result<i64, StoreError> {
     append_counted_in(tx, e, None, 1).await
 }
 
 /// Appends one entry standing for `count` events from `source` (an aggregated bucket of
 /// refused or failed requests, see `docs/lifecycle.md`).
 pub async fn append_aggregate_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     e: &NewAuditEntry,
     source: &str,
     count: i64,
@@ -159,7 +159,7 @@ pub async fn append_aggregate_in(
 }
 
 async fn append_counted_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     e: &NewAuditEntry,
     source: Option<&str>,
     count: i64,
@@ -177,7 +177,7 @@ async fn append_counted_in(
 }
 
 async fn write_entry(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     e: &NewAuditEntry,
     source: Option<&str>,
     count: i64,
@@ -230,7 +230,7 @@ async fn write_entry(
     Ok(seq)
 }
 
-fn entry_from(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, sqlx::Error> {
+fn entry_from(row: &super::DbRow) -> Result<AuditEntry, sqlx::Error> {
     Ok(AuditEntry {
         seq: row.try_get(0)?,
         time: row.try_get(1)?,
@@ -253,8 +253,8 @@ impl Store {
     /// IMMEDIATE`), for read-then-write changes that must not interleave.
     pub(crate) async fn begin_write(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    ) -> Result<sqlx::Transaction<'static, super::Db>, StoreError> {
+        Ok(super::begin_write(&self.pool).await?)
     }
 
     /// Appends one entry in its own transaction (for records not tied to a store change

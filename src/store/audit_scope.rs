@@ -19,9 +19,11 @@
 
 use super::audit::{append_in, AuditActor, NewAuditEntry};
 use super::{Store, StoreError};
+reuse_shared!(audit_scope);
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+shared! {
 tokio::task_local! {
     static SCOPE: AuditScope;
 }
@@ -150,6 +152,7 @@ pub fn audit_write_failed(action: &str, target: &str, e: &StoreError) {
     tracing::error!(error = %e, action = %action, target = %target,
         "could not write an audit entry; the change it records is refused");
 }
+}
 
 impl Store {
     /// Begins a write transaction (holding the write lock) whose first statement appends
@@ -162,7 +165,7 @@ impl Store {
         action: &str,
         target: &str,
         now: i64,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    ) -> Result<sqlx::Transaction<'static, super::Db>, StoreError> {
         let mut tx = self.begin_write().await?;
         let entry = NewAuditEntry {
             time: now,
@@ -176,10 +179,12 @@ impl Store {
     }
 }
 
+shared! {
 /// The current time for audit entries written by store paths that take no `now`.
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
 }

@@ -2,9 +2,11 @@
 //! spellings (`crl`, `fail-closed`, `san-dns`, ...), lists as JSON arrays.
 
 use super::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+reuse_shared!(ca_profiles);
+use super::DbRow;
 use sqlx::Row;
 
+shared! {
 #[derive(Debug, Clone)]
 pub struct CaProfileRow {
     pub name: String,
@@ -19,6 +21,7 @@ pub struct CaProfileRow {
     pub created_at: i64,
     pub updated_at: i64,
 }
+}
 
 const COLUMNS: &str = "name, ca_pem, revocation_check, crl_files, crl_urls, crl_refresh_secs, \
                        stale_crl, principal_match, created_by, created_at, updated_at";
@@ -27,7 +30,7 @@ fn list_of(text: &str) -> Result<Vec<String>, sqlx::Error> {
     serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn from_row(r: &SqliteRow) -> Result<CaProfileRow, sqlx::Error> {
+fn from_row(r: &DbRow) -> Result<CaProfileRow, sqlx::Error> {
     Ok(CaProfileRow {
         name: r.try_get(0)?,
         ca_pem: r.try_get(1)?,

@@ -1,8 +1,10 @@
 //! Groups, their members (principals) and their grants on resources.
 
 use super::{Store, StoreError};
+reuse_shared!(groups);
 use sqlx::Row;
 
+shared! {
 #[derive(Debug, Clone)]
 pub struct GroupRow {
     pub name: String,
@@ -26,12 +28,13 @@ pub struct GrantRow {
     pub granted_by: String,
     pub granted_at: i64,
 }
+}
 
 fn perms(json: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("grant permissions: {e}")))
 }
 
-fn group(row: &sqlx::sqlite::SqliteRow) -> Result<GroupRow, StoreError> {
+fn group(row: &super::DbRow) -> Result<GroupRow, StoreError> {
     Ok(GroupRow {
         name: row.try_get(0)?,
         description: row.try_get(1)?,
@@ -393,7 +396,7 @@ impl Store {
 /// `deleted:<name>`, which no principal can be). A later principal of the same name starts
 /// with nothing.
 pub(super) async fn forget_principal(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     principal: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM group_members WHERE principal = $1")
@@ -410,7 +413,7 @@ pub(super) async fn forget_principal(
 /// [`forget_principal`] for every principal whose name starts with `prefix` (an OAuth
 /// server's `<oauth_id>:`).
 pub(super) async fn forget_principals_under(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     prefix: &str,
 ) -> Result<(), sqlx::Error> {
     let like = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));

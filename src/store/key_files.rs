@@ -3,10 +3,12 @@
 //! same transaction, so every process can keep its view of live files current.
 
 use super::{Store, StoreError};
+reuse_shared!(key_files);
 use sqlx::Row;
 
 const COUNTER: &str = "key_files_version";
 
+shared! {
 #[derive(Debug, Clone)]
 pub struct KeyFileRow {
     pub access_id: String,
@@ -24,11 +26,12 @@ pub struct KeyFileRow {
     pub updated_at: i64,
     pub last_used_at: Option<i64>,
 }
+}
 
 const COLUMNS: &str = "access_id, customer_name, description, role, algorithm, public_key, \
      key_source, generation, created_by, created_at, updated_at, last_used_at";
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyFileRow, StoreError> {
+fn from_row(row: &super::DbRow) -> Result<KeyFileRow, StoreError> {
     Ok(KeyFileRow {
         access_id: row.try_get(0)?,
         customer_name: row.try_get(1)?,
@@ -207,7 +210,7 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         // The write comes first, so SQLite takes the write lock before anything is read.
         let fresh = sqlx::query(
             "INSERT INTO assertion_jtis (access_id, jti, expires_at) VALUES ($1, $2, $3)
@@ -243,8 +246,8 @@ impl Store {
     /// Deletes up to `batch` expired assertion ids; returns how many.
     pub async fn purge_assertion_jtis(&self, now: i64, batch: u32) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "DELETE FROM assertion_jtis WHERE rowid IN
-                 (SELECT rowid FROM assertion_jtis WHERE expires_at <= $1 LIMIT $2)",
+            "DELETE FROM assertion_jtis WHERE (access_id, jti) IN
+                 (SELECT access_id, jti FROM assertion_jtis WHERE expires_at <= $1 LIMIT $2)",
         )
         .bind(now)
         .bind(i64::from(batch))

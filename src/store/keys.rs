@@ -4,11 +4,13 @@ use super::audit::{append_in, NewAuditEntry};
 use super::meta::bump_counter;
 use super::{Store, StoreError};
 use crate::key_state::KeyState;
+reuse_shared!(keys);
 use sqlx::Row;
 
 /// The change counter bumped by every key-state change, so other processes reload.
 pub const KEYS_COUNTER: &str = "keys_version";
 
+shared! {
 /// One stored key version. The locator is JSON of [`crate::hardware::KeyLocator`].
 #[derive(Debug, Clone)]
 pub struct KeyVersionRow {
@@ -52,6 +54,7 @@ pub struct NewRing {
     pub kid: String,
     pub public_key: Option<Vec<u8>>,
     pub now: i64,
+}
 }
 
 impl Store {
@@ -323,7 +326,7 @@ impl Store {
 /// state holds at every statement. Both statements write, so the transaction holds the
 /// write lock from its first statement. The caller rolls back when this returns false.
 async fn activate_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     ring: &str,
     version: i64,
     now: i64,

@@ -6,6 +6,8 @@ use super::{Store, StoreError};
 impl Store {
     /// Takes (or renews) lease `name` for `holder` until `now + ttl`. Succeeds when the
     /// lease is free, expired, or already held by `holder`; returns whether it did.
+    /// "Now" is the database's clock on PostgreSQL (docs/deployment.md, "Several
+    /// replicas on PostgreSQL"), `now` on SQLite.
     pub async fn take_lease(
         &self,
         name: &str,
@@ -13,15 +15,16 @@ impl Store {
         now: i64,
         ttl: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+        let r = sqlx::query(&format!(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
                                               expires_at = excluded.expires_at
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
-        )
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= {now}",
+            now = super::LEASE_NOW
+        ))
         .bind(name)
         .bind(holder)
-        .bind(now.saturating_add(ttl))
+        .bind(ttl)
         .bind(now)
         .execute(&self.pool)
         .await?;

@@ -4,10 +4,7 @@ use super::{Store, StoreError};
 
 /// Bumps the change counter `key` inside `tx`. Processes holding an in-memory copy of
 /// some table compare the counter to tell cheaply that another process changed it.
-pub(super) async fn bump_counter(
-    tx: &mut sqlx::SqliteConnection,
-    key: &str,
-) -> Result<(), sqlx::Error> {
+pub(super) async fn bump_counter(tx: &mut super::DbConn, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO meta (key, value) VALUES ($1, '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",

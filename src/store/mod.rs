@@ -1,35 +1,22 @@
 //! Metadata persistence.
 //!
 //! The store holds everything that is not secret: key ring versions and their locators,
-//! API-key records (MACs only), users. SQLite in WAL mode is the embedded default. Queries
-//! use `$n` placeholders and integer timestamps so the same SQL runs on PostgreSQL.
-//!
-//! Durability: `synchronous = FULL`, so a write whose result a client has seen (an API key
-//! secret, say) survives power loss, not only a process crash.
+//! API-key records (MACs only), users. Two engines are built in and the URL picks one
+//! (docs/deployment.md, "Stores"): SQLite (`sqlite://`, the embedded default, [`sqlite`])
+//! and PostgreSQL (`postgres://`, for several replicas, [`postgres`]). The area files
+//! (`api_keys.rs`, `sessions.rs`, ...) are written once, with `$n` placeholders and
+//! integer timestamps, and compiled once per engine; [`Store`] forwards each call to the
+//! engine it opened (`dispatch.rs`, generated).
 
-pub mod api_keys;
-pub mod approvals;
-pub mod attestation;
-pub mod audit;
-pub mod audit_scope;
-pub mod ca_profiles;
-pub mod destroy_intents;
-pub mod groups;
-pub mod key_files;
-pub mod keys;
-pub mod leases;
-pub mod meta;
-pub mod oauth_servers;
-pub mod revocations;
-pub mod roles;
-pub mod schema;
-pub mod sessions;
-pub mod users;
+mod dispatch;
+pub mod postgres;
+pub mod sqlite;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use std::str::FromStr;
-use std::time::Duration;
+// The crate sees one set of area modules and types: the SQLite copy's (see `sqlite`).
+pub use sqlite::{
+    api_keys, approvals, attestation, audit, audit_scope, ca_profiles, destroy_intents, groups,
+    key_files, keys, leases, meta, oauth_servers, revocations, roles, schema, sessions, users,
+};
 
 /// Meaning-based store errors.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +40,11 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                return from_postgres(pg.code(), db.is_unique_violation(), db.message());
+            }
+        }
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -85,88 +77,179 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Rows of `(TEXT, INTEGER)`, such as an id and a time.
-fn text_int_pairs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<(String, i64)>, StoreError> {
-    use sqlx::Row;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+/// A PostgreSQL error by its SQLSTATE.
+fn from_postgres(sqlstate: &str, unique: bool, message: &str) -> StoreError {
+    let m = message.to_string();
+    match sqlstate {
+        _ if unique => StoreError::Conflict(m),
+        // disk_full, insufficient_resources, out_of_memory.
+        "53100" | "53000" | "53200" => StoreError::Full(m),
+        // serialization_failure, deadlock_detected, lock_not_available, query_canceled,
+        // admin/crash shutdown, cannot_connect_now, read-only standby (during a failover).
+        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "25006" => {
+            StoreError::Unavailable(m)
+        }
+        // Connection exceptions.
+        s if s.starts_with("08") => StoreError::Unavailable(m),
+        _ => StoreError::Failed(m),
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The engine a [`Store`] opened.
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
 }
 
 /// Handle to the metadata database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    engine: Engine,
+}
+
+/// Which engine a store URL names.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A held start-up lock (see [`Store::startup_lock`]).
+#[derive(Debug)]
+pub struct StartupLock(Option<postgres::StartupLock>);
+
+impl StartupLock {
+    /// Releases the lock.
+    pub async fn release(self) {
+        if let Some(l) = self.0 {
+            l.release().await;
+        }
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`
-    /// (`sqlite://path/to/keygate.db`).
+    /// Opens (creating if needed, on SQLite) and migrates the store at `url`:
+    /// `sqlite://path/to/keygate.db` or `postgres://user@host:port/database`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("postgres") {
-            return Err(StoreError::Unavailable(
-                "PostgreSQL is not built into this keygate yet; use sqlite://".into(),
-            ));
-        }
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("store url {url:?}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        schema::check_not_newer(&pool, url).await?;
-        schema::accept_reworded(&pool).await?;
-        schema::MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
-        schema::record(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            engine: if is_postgres(url) {
+                Engine::Postgres(postgres::Store::open(url).await?)
+            } else {
+                Engine::Sqlite(sqlite::Store::open(url).await?)
+            },
+        })
     }
 
     /// Opens an existing store without creating or migrating anything, after checking
     /// its schema is not newer than this binary (`keygate config check`, which only
-    /// reads). Not SQLite's read-only mode: that cannot open a WAL store whose `-shm`
-    /// file is gone.
+    /// reads).
     pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("postgres") {
-            return Err(StoreError::Unavailable(
-                "PostgreSQL is not built into this keygate yet; use sqlite://".into(),
-            ));
-        }
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("store url {url:?}: {e}")))?
-            .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        schema::check_not_newer(&pool, url).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            engine: if is_postgres(url) {
+                Engine::Postgres(postgres::Store::open_read_only(url).await?)
+            } else {
+                Engine::Sqlite(sqlite::Store::open_read_only(url).await?)
+            },
+        })
+    }
+
+    /// Whether this store is PostgreSQL (shared by replicas) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
     }
 
     /// The newest migration applied to this store.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        schema::applied_version(&self.pool).await
+        match &self.engine {
+            Engine::Sqlite(s) => s.schema_version().await,
+            Engine::Postgres(s) => s.schema_version().await,
+        }
     }
 
     /// Closes every connection (a restore renames the file afterwards).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.engine {
+            Engine::Sqlite(s) => s.close().await,
+            Engine::Postgres(s) => s.close().await,
+        }
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match &self.engine {
+            Engine::Sqlite(s) => s.ping().await,
+            Engine::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Serialises start-up work that creates the installation's built-in records
+    /// (default rings, the bootstrap key) across replicas sharing a PostgreSQL store:
+    /// the second replica waits, then finds them made. A no-op on SQLite, whose store
+    /// belongs to one process.
+    pub async fn startup_lock(&self) -> Result<StartupLock, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(StartupLock(None)),
+            Engine::Postgres(s) => Ok(StartupLock(Some(s.startup_lock().await?))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_the_store_url() {
+        assert_eq!(
+            redact_url("postgres://kg:s3cret@db:5432/keygate"),
+            "postgres://kg:***@db:5432/keygate"
+        );
+        assert_eq!(
+            redact_url("postgres://kg@db/keygate"),
+            "postgres://kg@db/keygate"
+        );
+        assert_eq!(redact_url("sqlite://a@b.db"), "sqlite://a@b.db");
+    }
+
+    #[test]
+    fn postgres_errors_map_by_meaning() {
+        assert!(matches!(
+            from_postgres("23505", true, "dup"),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            from_postgres("40001", false, "x"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            from_postgres("08006", false, "x"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            from_postgres("53100", false, "x"),
+            StoreError::Full(_)
+        ));
+        assert!(matches!(
+            from_postgres("42601", false, "x"),
+            StoreError::Failed(_)
+        ));
     }
 }

@@ -3,11 +3,13 @@
 //! in-memory table of registered issuers current.
 
 use super::{Store, StoreError};
+reuse_shared!(oauth_servers);
 use sqlx::Row;
 use std::collections::BTreeMap;
 
 const COUNTER: &str = "oauth_servers_version";
 
+shared! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthServerRow {
     pub oauth_id: String,
@@ -27,11 +29,12 @@ pub struct OAuthServerRow {
     pub created_at: i64,
     pub updated_at: i64,
 }
+}
 
 const COLUMNS: &str = "oauth_id, name, issuer, public_key_pem, jwks_uri, audience, role_claim, \
      role_mapping, created_by, created_at, updated_at, audience_check";
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OAuthServerRow, StoreError> {
+fn from_row(row: &super::DbRow) -> Result<OAuthServerRow, StoreError> {
     let mapping: String = row.try_get(7)?;
     Ok(OAuthServerRow {
         oauth_id: row.try_get(0)?,

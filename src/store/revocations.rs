@@ -35,8 +35,8 @@ impl Store {
     /// Deletes up to `batch` entries that expired before `cutoff`.
     pub async fn purge_revoked_jtis(&self, cutoff: i64, batch: u32) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "DELETE FROM revoked_tokens WHERE rowid IN (
-                 SELECT rowid FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
+            "DELETE FROM revoked_tokens WHERE jti IN (
+                 SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
         )
         .bind(cutoff)
         .bind(i64::from(batch))

@@ -2,10 +2,12 @@
 //! transaction, so every process can keep its in-memory role table current.
 
 use super::{Store, StoreError};
+reuse_shared!(roles);
 use sqlx::Row;
 
 const COUNTER: &str = "roles_version";
 
+shared! {
 #[derive(Debug, Clone)]
 pub struct RoleRow {
     pub name: String,
@@ -16,8 +18,9 @@ pub struct RoleRow {
     pub created_at: i64,
     pub updated_at: i64,
 }
+}
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RoleRow, StoreError> {
+fn from_row(row: &super::DbRow) -> Result<RoleRow, StoreError> {
     let perms: String = row.try_get(2)?;
     Ok(RoleRow {
         name: row.try_get(0)?,

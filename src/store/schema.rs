@@ -5,12 +5,7 @@
 //! understand. After migrating, [`record`] writes `schema_version` and `keygate_version`
 //! (the last version that opened the store for writing) into `meta`.
 
-use super::StoreError;
-use sqlx::migrate::Migrator;
-use sqlx::SqlitePool;
-
-/// Every migration built into this binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations");
+use super::{DbPool, StoreError, MIGRATOR};
 
 /// This binary's version, as recorded in the stores it writes.
 pub const KEYGATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -18,10 +13,8 @@ pub const KEYGATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Migrations whose text changed after release in comments only, with the checksum
 /// released stores carry. sqlx refuses a store whose applied migration's checksum differs
 /// from the binary's, so these are brought up to date before migrating.
-const REWORDED: &[(i64, &str)] = &[(
-    3,
-    "6029801a9fae9e96eee1d9a1ae4371ee9d5df1ac22115b9bf4b7d6a19b912cb597bbb74134d64c7623a7c6b845bf08d1",
-)];
+/// Engine-specific (`super::REWORDED`): PostgreSQL stores have none.
+const REWORDED: &[(i64, &str)] = super::REWORDED;
 
 /// The newest schema version this binary can migrate to.
 pub fn known_version() -> i64 {
@@ -29,24 +22,22 @@ pub fn known_version() -> i64 {
 }
 
 /// The newest migration applied to the store behind `pool`; 0 for a new store.
-pub async fn applied_version(pool: &SqlitePool) -> Result<i64, StoreError> {
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(pool)
-    .await?;
+pub async fn applied_version(pool: &DbPool) -> Result<i64, StoreError> {
+    let exists: i64 = sqlx::query_scalar(super::MIGRATIONS_TABLE_EXISTS)
+        .fetch_one(pool)
+        .await?;
     if exists == 0 {
         return Ok(0);
     }
     let v: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(pool)
             .await?;
     Ok(v.unwrap_or(0))
 }
 
 /// The keygate version recorded by the last binary that migrated the store, if any.
-async fn recorded_writer(pool: &SqlitePool) -> Option<String> {
+async fn recorded_writer(pool: &DbPool) -> Option<String> {
     sqlx::query_scalar("SELECT value FROM meta WHERE key = 'keygate_version'")
         .fetch_optional(pool)
         .await
@@ -55,7 +46,7 @@ async fn recorded_writer(pool: &SqlitePool) -> Option<String> {
 }
 
 /// Refuses a store written by a newer keygate, naming both versions.
-pub async fn check_not_newer(pool: &SqlitePool, url: &str) -> Result<(), StoreError> {
+pub async fn check_not_newer(pool: &DbPool, url: &str) -> Result<(), StoreError> {
     let applied = applied_version(pool).await?;
     let known = known_version();
     if applied > known {
@@ -73,7 +64,7 @@ pub async fn check_not_newer(pool: &SqlitePool, url: &str) -> Result<(), StoreEr
 }
 
 /// Brings the checksums of [`REWORDED`] migrations up to date (see there).
-pub async fn accept_reworded(pool: &SqlitePool) -> Result<(), StoreError> {
+pub async fn accept_reworded(pool: &DbPool) -> Result<(), StoreError> {
     if applied_version(pool).await? == 0 {
         return Ok(());
     }
@@ -96,7 +87,7 @@ pub async fn accept_reworded(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 /// Records the schema version and this keygate's version after migrating.
-pub async fn record(pool: &SqlitePool) -> Result<(), StoreError> {
+pub async fn record(pool: &DbPool) -> Result<(), StoreError> {
     let applied = applied_version(pool).await?;
     for (key, value) in [
         ("schema_version", applied.to_string()),
@@ -121,6 +112,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+shared! {
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,4 +123,5 @@ mod tests {
         assert_eq!(hex_decode("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(hex_decode("0g"), None);
     }
+}
 }

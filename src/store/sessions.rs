@@ -9,8 +9,10 @@
 //! That is what keeps the per-user cap exact under concurrent logins.
 
 use super::{Store, StoreError};
+reuse_shared!(sessions);
 use sqlx::Row;
 
+shared! {
 /// A session as listed to its owner.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
@@ -71,10 +73,11 @@ pub struct RefreshInfo {
     /// The user's current role, if the user exists.
     pub role: Option<String>,
 }
+}
 
 const SESSION_COLUMNS: &str = "id, username, created_at, expires_at, last_used_at, revoked_at";
 
-fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sqlx::Error> {
+fn session_from_row(row: &super::DbRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
         id: row.try_get(0)?,
         username: row.try_get(1)?,
@@ -89,7 +92,7 @@ impl Store {
     /// Opens a session and revokes the user's oldest live sessions beyond
     /// `max_per_user`, in one transaction. Returns the ids it revoked.
     pub async fn open_session(&self, s: &NewSession) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         sqlx::query(
             "INSERT INTO sessions (id, username, created_at, expires_at, last_used_at)
              VALUES ($1, $2, $3, $4, $3)",
@@ -101,15 +104,17 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_refresh(&mut tx, &s.id, &s.refresh, s.now).await?;
-        let evicted: Vec<String> = sqlx::query_scalar(
+        let evicted: Vec<String> = sqlx::query_scalar(&format!(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'session-limit'
              WHERE id IN (
                  SELECT id FROM sessions
                  WHERE username = $1 AND revoked_at IS NULL AND expires_at > $2
-                 ORDER BY created_at DESC, rowid DESC
-                 LIMIT -1 OFFSET $3)
+                 ORDER BY created_at DESC, {rowid} DESC
+                 {no_limit} OFFSET $3)
              RETURNING id",
-        )
+            rowid = super::ROWID,
+            no_limit = super::NO_LIMIT
+        ))
         .bind(&s.username)
         .bind(s.now)
         .bind(i64::from(s.max_per_user))
@@ -126,7 +131,7 @@ impl Store {
         next: &RefreshDigest,
         now: i64,
     ) -> Result<Exchange, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         // The write comes first: two exchanges of one token serialise here, and exactly
         // one of them sees the token unused.
         let claimed = sqlx::query(
@@ -317,7 +322,8 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions
              WHERE username = $1 AND revoked_at IS NULL AND expires_at > $2
-             ORDER BY created_at DESC, rowid DESC"
+             ORDER BY created_at DESC, {} DESC",
+            super::ROWID
         ))
         .bind(username)
         .bind(now)
@@ -348,8 +354,8 @@ impl Store {
     /// before `cutoff`. Returns how many it deleted.
     pub async fn purge_sessions(&self, cutoff: i64, batch: u32) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "DELETE FROM sessions WHERE rowid IN (
-                 SELECT rowid FROM sessions
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT id FROM sessions
                  WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)
                  LIMIT $2)",
         )
@@ -362,7 +368,7 @@ impl Store {
 }
 
 async fn insert_refresh(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     session_id: &str,
     d: &RefreshDigest,
     now: i64,

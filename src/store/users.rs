@@ -18,9 +18,11 @@
 
 use super::api_keys::bump_version;
 use super::{Store, StoreError};
-use sqlx::sqlite::SqliteRow;
+reuse_shared!(users);
+use super::DbRow;
 use sqlx::Row;
 
+shared! {
 /// A user as stored, without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -55,11 +57,12 @@ pub struct Throttle {
 pub const REVOKED_USER_DELETED: &str = "user-deleted";
 pub const REVOKED_PASSWORD_CHANGED: &str = "password-changed";
 pub const REVOKED_ROLE_CHANGED: &str = "role-changed";
+}
 
 const COLUMNS: &str =
     "username, role, password_hash IS NOT NULL AS has_password, created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<UserRow, sqlx::Error> {
+fn from_row(row: &DbRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
         username: row.try_get(0)?,
         role: row.try_get(1)?,
@@ -71,7 +74,7 @@ fn from_row(row: &SqliteRow) -> Result<UserRow, sqlx::Error> {
 
 /// Revokes every active session of `username` inside `tx`; returns their ids.
 async fn revoke_sessions(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     username: &str,
     now: i64,
     reason: &str,
@@ -90,7 +93,7 @@ async fn revoke_sessions(
 
 /// After a conditional write matched no row inside `tx`: not found, or changed meanwhile.
 async fn missing_or_changed(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     username: &str,
 ) -> Result<StoreError, StoreError> {
     let exists: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE username = $1")
@@ -312,7 +315,7 @@ impl Store {
                                           THEN 1 ELSE login_failures.failures + 1 END) >= $4)";
         let sql = format!(
             "INSERT INTO login_failures (username, failures, window_start, locked_until, lockouts)
-             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + MIN($5, $6) END,
+             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + {least}($5, $6) END,
                      CASE WHEN 1 >= $4 THEN 1 ELSE 0 END)
              ON CONFLICT (username) DO UPDATE SET
                failures = CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END,
@@ -320,11 +323,12 @@ impl Store {
                locked_until = CASE
                  WHEN {LOCKED} THEN login_failures.locked_until
                  WHEN {REACHES}
-                   THEN $2 + MIN($5 << MIN(login_failures.lockouts, 30), $6)
+                   THEN $2 + {least}($5 << CAST({least}(login_failures.lockouts, 30) AS INTEGER), $6)
                  ELSE NULL END,
                lockouts = CASE WHEN {REACHES} THEN login_failures.lockouts + 1
                                ELSE login_failures.lockouts END
-             RETURNING failures, window_start, locked_until"
+             RETURNING failures, window_start, locked_until",
+            least = super::LEAST
         );
         let r = sqlx::query(&sql)
             .bind(username)
@@ -350,11 +354,12 @@ impl Store {
         let mut tx = self
             .begin_audited("user.unlock", username, super::audit_scope::unix_now())
             .await?;
-        let r = sqlx::query(
+        let r = sqlx::query(&format!(
             "DELETE FROM login_failures WHERE username = $1
                OR (length(username) > length($1)
-                   AND substr(username, 1, length($1) + 1) = $1 || char(31))",
-        )
+                   AND substr(username, 1, length($1) + 1) = $1 || {})",
+            super::UNIT_SEPARATOR
+        ))
         .bind(username)
         .execute(&mut *tx)
         .await?;
@@ -380,8 +385,8 @@ impl Store {
         batch: u32,
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "DELETE FROM login_failures WHERE rowid IN (
-                 SELECT rowid FROM login_failures
+            "DELETE FROM login_failures WHERE username IN (
+                 SELECT username FROM login_failures
                  WHERE window_start + $2 <= $1 AND (locked_until IS NULL OR locked_until <= $1)
                  LIMIT $3)",
         )
@@ -394,6 +399,7 @@ impl Store {
     }
 }
 
+shared! {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -677,4 +683,5 @@ mod tests {
         assert_eq!((r, hash.as_deref()), (row, Some("$h")));
         assert!(s.get_user_for_login("bob").await.unwrap().is_none());
     }
+}
 }

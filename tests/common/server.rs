@@ -2,6 +2,9 @@
 //! directory, so each server has its own SQLite file and its own SoftHSM token. Servers
 //! speak plain HTTP (`--insecure-http`) unless `Options::https` asks for the dev HTTPS
 //! identity.
+//!
+//! With `KEYGATE_TEST_PG_URL` set (`ci/pg.sh` sets it), each data directory gets its own
+//! fresh PostgreSQL database instead of the SQLite file ([`pg_store_url`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -90,6 +93,26 @@ impl Server {
             dir,
             log,
             http,
+            enrolled: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts a replica: `serve --dev` on the data directory `data_dir`, which other
+    /// replicas share (one SoftHSM token), with the store at `store_url` (one PostgreSQL
+    /// database). The caller keeps `data_dir` alive.
+    pub fn start_replica(data_dir: &Path, store_url: &str, mut opts: Options) -> Server {
+        install_crypto_provider();
+        opts.env
+            .push(("KEYGATE__STORE__URL".into(), store_url.to_string()));
+        let (child, (base, ops), admin_key, log) = spawn(data_dir, &opts);
+        Server {
+            child,
+            base,
+            ops,
+            admin_key: admin_key.unwrap_or_default(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            log,
+            http: reqwest::Client::new(),
             enrolled: Mutex::new(Vec::new()),
         }
     }
@@ -479,6 +502,11 @@ fn spawn(dir: &Path, opts: &Options) -> Spawned {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if !opts.env.iter().any(|(k, _)| k == "KEYGATE__STORE__URL") {
+        if let Some(url) = pg_store_url(dir) {
+            cmd.env("KEYGATE__STORE__URL", url);
+        }
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
@@ -529,6 +557,44 @@ fn spawn(dir: &Path, opts: &Options) -> Spawned {
             );
         }
     }
+}
+
+/// The PostgreSQL cluster the tests run against (`ci/pg.sh`), if any.
+pub fn pg_admin_url() -> Option<String> {
+    std::env::var("KEYGATE_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Creates a fresh, empty database `kg_<random>` on the test cluster; its URL.
+pub fn fresh_pg_database(admin: &str) -> String {
+    let name = format!("kg_{}", uuid::Uuid::new_v4().simple());
+    let out = Command::new("psql")
+        .args([admin, "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+/// With `KEYGATE_TEST_PG_URL` set, the store URL of the data directory `dir`: a fresh
+/// database the first time, the same one when a server restarts on `dir` (remembered in
+/// `dir/pg-store-url`). `None` runs on the dev layout's SQLite file.
+pub fn pg_store_url(dir: &Path) -> Option<String> {
+    let admin = pg_admin_url()?;
+    let file = dir.join("pg-store-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url.trim().to_string());
+    }
+    let url = fresh_pg_database(&admin);
+    std::fs::write(&file, &url).expect("remember the store url");
+    Some(url)
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.

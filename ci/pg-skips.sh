@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prints `--skip NAME` for every integration test ci/test.sh does not run a second time on
+# PostgreSQL (docs/deployment.md#ci lists them with the reason). Everything else runs on
+# both stores; store_cluster runs on PostgreSQL only.
+set -euo pipefail
+skips=(
+  # In-process hardware and parser suites: no store at all.
+  wycheproof:: fuzz_corpus:: hardware:: tpm::
+  # Open the SQLite file behind the server to read or edit rows.
+  abuse::old_format_keys_and_refresh_tokens_keep_working_until_regenerated_or_rotated
+  api_keys::a_key_deleted_by_another_process_stops_working
+  api_keys::an_expired_key_is_refused_like_an_unknown_one
+  api_keys::the_store_holds_only_a_mac_of_each_secret
+  audit::a_change_whose_audit_entry_cannot_be_written_fails_as_a_whole
+  audit::refused_requests_become_one_entry_per_source_reason_and_minute_and_cost_nothing_more
+  custody::a_tpm_key_attestation_verifies_with_tpm2_tools_openssl_and_python_cryptography
+  custody::destroying_a_tpm_version_erases_its_blob_and_no_process_holding_the_old_row_can_load_it
+  lifecycle::an_approval_edited_in_the_database_fails_verification_and_does_not_run
+  lifecycle::audit_verify_names_the_first_edited_deleted_or_reordered_entry
+  # Run CLI commands on the dev layout's SQLite store beside the server; backup and
+  # restore are SQLite-only by design (docs/backup.md#postgresql).
+  cli::admin_key_commands_work_without_a_server_and_the_server_honours_them
+  cli::the_cli_makes_no_key_in_an_approvers_name
+  cli::the_dev_layout_holds_the_store_the_softhsm_config_and_a_private_pin
+  ops::a_store_from_the_previous_release_is_migrated_and_served
+  ops::a_backup_taken_under_load_restores_tokens_rings_key_files_and_the_audit_log
+  ops::a_store_with_a_newer_schema_is_refused_with_both_versions_named
+  ops::config_check_probes_the_token_and_every_key_and_names_what_is_missing
+  ops::every_subcommand_works_with_the_arguments_that_started_a_dev_server
+  custody::a_key_generated_but_never_recorded_is_reported_and_removed_only_through_the_destroy_gate
+  outage::the_token_vanishing_for_five_seconds_under_load_gives_fast_503s_and_recovers_without_a_restart
+  tls::tls_init_makes_a_hardware_signed_csr_and_install_cert_accepts_only_a_chain_for_that_key
+  tpm_server::a_ring_on_the_tpm_signs_beside_jwt_default_on_the_hsm_and_survives_a_tpm_restart
+)
+for s in "${skips[@]}"; do printf -- '--skip %s ' "$s"; done
+echo

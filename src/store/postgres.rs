@@ -1,0 +1,254 @@
+//! The PostgreSQL engine, for several replicas on one database (docs/deployment.md,
+//! "PostgreSQL").
+//!
+//! The same `src/store/<area>.rs` files as [`super::sqlite`], compiled against PostgreSQL.
+//! The shared types (`shared! { ... }` in the area files) are not compiled again: each area
+//! module here imports the SQLite copy's (`reuse_shared!`), so both engines take and
+//! return the same types.
+//!
+//! Concurrency. SQLite serialises writers with its one write lock, and every
+//! read-then-write rule of the store (the per-owner key limit, the session cap, approval
+//! state moves, the audit chain, rotation steps) relies on it. Here every write
+//! transaction ([`begin_write`], [`begin`]) takes one transaction-scoped advisory lock
+//! first, so the same rules hold across every replica: at most one write transaction at a
+//! time in the whole cluster, as on SQLite. Single statements outside a transaction are
+//! atomic upserts (`ON CONFLICT`), which PostgreSQL runs under a row lock. The audit head
+//! row is, in addition, updated with `UPDATE ... RETURNING`, which waits for the row.
+//!
+//! Time: leases compare against the database's clock ([`LEASE_NOW`]).
+
+#![allow(clippy::duplicate_mod)]
+// Pure helpers outside `shared!` compile in both copies but some are only used by the
+// SQLite copy's shared items.
+#![allow(dead_code)]
+// Imports the area files need only for their shared items.
+#![allow(unused_imports)]
+
+pub use super::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Row as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The sqlx database type of this engine.
+pub type Db = sqlx::Postgres;
+/// A connection (or an open transaction, through `&mut *tx`) of this engine.
+pub type DbConn = sqlx::PgConnection;
+/// A result row of this engine.
+pub type DbRow = sqlx::postgres::PgRow;
+/// The connection pool of this engine.
+pub type DbPool = sqlx::PgPool;
+
+/// Column that orders rows of one table by insertion: an identity column the PostgreSQL
+/// migrations add where the SQLite queries use `rowid`.
+pub(crate) const ROWID: &str = "ord";
+/// `LIMIT` clause meaning "no limit", before an `OFFSET`.
+pub(crate) const NO_LIMIT: &str = "LIMIT ALL";
+/// The character U+001F (ASCII unit separator) as an SQL expression.
+pub(crate) const UNIT_SEPARATOR: &str = "chr(31)";
+/// The two-argument minimum.
+pub(crate) const LEAST: &str = "LEAST";
+/// One row, one BIGINT: 1 when sqlx's migration table exists in the current schema.
+pub(crate) const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) FROM information_schema.tables
+     WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'";
+/// "Now" for leases: the database server's clock, in whole seconds, so replicas whose
+/// clocks differ agree on when a lease ends. (`$4`, the caller's time, is not used.)
+pub(crate) const LEASE_NOW: &str = "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)";
+
+/// Every PostgreSQL migration built into this binary. Several replicas starting on an
+/// empty database apply them once: sqlx's migrator holds a session advisory lock while it
+/// migrates.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+/// No PostgreSQL store was released before the migrations' final wording.
+pub(crate) const REWORDED: &[(i64, &str)] = &[];
+
+/// Advisory-lock keys (the two-`int4` key space, apart from sqlx's migration lock).
+const LOCK_CLASS: i32 = 0x6b67; // "kg"
+/// Held by every write transaction until it ends.
+const WRITE_LOCK: i32 = 1;
+/// Held while a replica creates the installation's built-in records at start.
+const STARTUP_LOCK: i32 = 2;
+
+/// Items the area files share between engines: compiled in the SQLite copy only.
+macro_rules! shared {
+    ($($t:tt)*) => {};
+}
+/// Imports the SQLite copy's shared items into this engine's area module `$m`.
+macro_rules! reuse_shared {
+    ($m:ident) => {
+        #[allow(unused_imports)]
+        pub use crate::store::sqlite::$m::*;
+    };
+}
+
+#[path = "api_keys.rs"]
+pub mod api_keys;
+#[path = "approvals.rs"]
+pub mod approvals;
+#[path = "attestation.rs"]
+pub mod attestation;
+#[path = "audit.rs"]
+pub mod audit;
+#[path = "audit_scope.rs"]
+pub mod audit_scope;
+#[path = "ca_profiles.rs"]
+pub mod ca_profiles;
+#[path = "destroy_intents.rs"]
+pub mod destroy_intents;
+#[path = "groups.rs"]
+pub mod groups;
+#[path = "key_files.rs"]
+pub mod key_files;
+#[path = "keys.rs"]
+pub mod keys;
+#[path = "leases.rs"]
+pub mod leases;
+#[path = "meta.rs"]
+pub mod meta;
+#[path = "oauth_servers.rs"]
+pub mod oauth_servers;
+#[path = "revocations.rs"]
+pub mod revocations;
+#[path = "roles.rs"]
+pub mod roles;
+#[path = "schema.rs"]
+pub mod schema;
+#[path = "sessions.rs"]
+pub mod sessions;
+#[path = "users.rs"]
+pub mod users;
+
+/// The PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: DbPool,
+}
+
+/// Begins a write transaction and waits for the cluster-wide write lock (see the module
+/// documentation), for read-then-write changes that must not interleave.
+pub(crate) async fn begin_write(
+    pool: &DbPool,
+) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Begins a write transaction; the same as [`begin_write`] here.
+pub(crate) async fn begin(pool: &DbPool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    begin_write(pool).await
+}
+
+/// Rows of `(TEXT, BIGINT)`, such as an id and a time.
+fn text_int_pairs(rows: &[DbRow]) -> Result<Vec<(String, i64)>, StoreError> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Connections per replica (docs/deployment.md, "Connection budget").
+pub const POOL_SIZE: u32 = 8;
+
+impl Store {
+    async fn connect(url: &str, size: u32) -> Result<DbPool, StoreError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("store url: {e}")))?
+            .application_name("keygate");
+        PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+    }
+
+    /// Connects to the database at `url` (`postgres://user@host/db`, which must exist)
+    /// and migrates it.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let pool = Store::connect(url, POOL_SIZE).await?;
+        let shown = super::redact_url(url);
+        schema::check_not_newer(&pool, &shown).await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating {shown}: {e}")))?;
+        schema::record(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Connects without migrating anything, after checking the schema is not newer than
+    /// this binary (`keygate config check`).
+    pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
+        let pool = Store::connect(url, 2).await?;
+        schema::check_not_newer(&pool, &super::redact_url(url)).await?;
+        Ok(Store { pool })
+    }
+
+    /// The newest migration applied to this store.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::applied_version(&self.pool).await
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Waits for the cluster-wide start-up lock, for creating the installation's
+    /// built-in records (default rings, the bootstrap key) exactly once when replicas
+    /// start together. Held on one connection until [`StartupLock::release`], or until
+    /// the guard is dropped (the connection is then closed, which ends the lock).
+    pub async fn startup_lock(&self) -> Result<StartupLock, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(STARTUP_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        Ok(StartupLock { conn: Some(conn) })
+    }
+}
+
+/// The start-up lock, held (see [`Store::startup_lock`]).
+#[derive(Debug)]
+pub struct StartupLock {
+    conn: Option<sqlx::pool::PoolConnection<Db>>,
+}
+
+impl StartupLock {
+    /// Releases the lock and returns its connection to the pool.
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(STARTUP_LOCK)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Closing the session ends its locks.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for StartupLock {
+    fn drop(&mut self) {
+        // Never return a connection still holding the lock to the pool.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
