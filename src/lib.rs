@@ -9,6 +9,7 @@ pub mod background;
 pub mod bench;
 pub mod bench_tpm;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod dev;

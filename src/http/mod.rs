@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod openapi_problems;
 pub mod rate_limit;
 pub mod routes;
+pub mod stale;
 pub mod time_fmt;
 pub mod timeout;
 
@@ -53,6 +54,11 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
+        ))
+        // A replica behind the change feed refuses before anything is decided or written.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            stale::refuse_when_stale,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,8 +1,8 @@
 //! API-key records. Only the HMAC of each secret is stored, never the secret.
 //!
-//! Every change that affects authentication (create, update, new secret, delete) bumps
-//! `meta.api_keys_version` in the same transaction, so a process holding an in-memory
-//! index of keys can tell cheaply that another process changed them.
+//! Every change that affects authentication (create, update, new secret, delete) writes a
+//! row to the change feed (`changes.rs`) in the same transaction, so every replica holding
+//! an in-memory index of keys reloads it.
 
 use super::{Store, StoreError};
 use sqlx::sqlite::SqliteRow;
@@ -59,11 +59,6 @@ fn from_row(row: &SqliteRow) -> Result<ApiKeyRow, sqlx::Error> {
     })
 }
 
-/// Bumps the API-key change counter inside `tx`.
-pub(super) async fn bump_version(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
-    super::meta::bump_counter(tx, "api_keys_version").await
-}
-
 /// Why a compare-and-set on key `id` matched nothing: gone, or changed meanwhile.
 async fn key_missing_or_changed(
     tx: &mut sqlx::SqliteConnection,
@@ -82,11 +77,6 @@ async fn key_missing_or_changed(
 }
 
 impl Store {
-    /// The API-key change counter (`"0"` before the first change).
-    pub async fn api_keys_version(&self) -> Result<String, StoreError> {
-        self.counter("api_keys_version").await
-    }
-
     /// Every key with its MAC, for the in-memory authentication index.
     pub async fn list_api_keys_with_macs(&self) -> Result<Vec<(ApiKeyRow, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS}, mac FROM api_keys"))
@@ -138,7 +128,7 @@ impl Store {
                 row.owner
             )));
         }
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, &row.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -210,7 +200,7 @@ impl Store {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         };
         let row = from_row(&r)?;
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -246,7 +236,7 @@ impl Store {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         };
         let row = from_row(&r)?;
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -271,7 +261,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         }
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(())
     }

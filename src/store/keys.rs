@@ -1,12 +1,8 @@
 //! Key rings and their versions.
 
 use super::audit::{append_in, NewAuditEntry};
-use super::meta::bump_counter;
 use super::{Store, StoreError};
 use sqlx::Row;
-
-/// The change counter bumped by every key-state change, so other processes reload.
-pub const KEYS_COUNTER: &str = "keys_version";
 
 /// One stored key version. The locator is JSON of [`crate::hardware::KeyLocator`].
 #[derive(Debug, Clone)]
@@ -87,7 +83,7 @@ impl Store {
         .bind(r.now)
         .execute(&mut *tx)
         .await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &r.name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -155,7 +151,7 @@ impl Store {
             )));
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &v.ring).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -174,7 +170,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -201,7 +197,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -248,7 +244,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &v.ring).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -279,7 +275,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -307,7 +303,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -115,6 +115,9 @@ impl Store {
         .bind(i64::from(s.max_per_user))
         .fetch_all(&mut *tx)
         .await?;
+        for id in &evicted {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
+        }
         tx.commit().await?;
         Ok(evicted)
     }
@@ -165,6 +168,8 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                super::changes::record(&mut tx, super::changes::Topic::Session, &session_id)
+                    .await?;
                 tx.commit().await?;
                 return Ok(Exchange::Reused { session_id });
             }
@@ -268,7 +273,8 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         // Nothing revoked: the entry rolls back with the transaction.
-        if id.is_some() {
+        if let Some(id) = &id {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
             tx.commit().await?;
         }
         Ok(id)
@@ -293,6 +299,7 @@ impl Store {
         .await?;
         let revoked = r.rows_affected() == 1;
         if revoked {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
             tx.commit().await?;
         }
         Ok(revoked)
