@@ -133,11 +133,14 @@ pub(crate) fn connect_backend(
                     ))
                 })?;
             let pin = read_pin(name, p.pin_file.as_deref(), p.pin_env.as_deref())?;
-            let backend = Pkcs11Backend::connect(Pkcs11Settings {
-                module,
-                token_label: p.token_label.clone(),
-                pin,
-                profile,
+            // Replicas starting together on one token (docs/deployment.md).
+            let backend = crate::cluster::startup::retry_unavailable(|| {
+                Pkcs11Backend::connect(Pkcs11Settings {
+                    module: module.clone(),
+                    token_label: p.token_label.clone(),
+                    pin: pin.clone(),
+                    profile: profile.clone(),
+                })
             })
             .map_err(|e| err(e.to_string()))?;
             let size = backend.pool_size();

@@ -3,8 +3,8 @@
 //! Each round reads the head; when it moved, the changes after this replica's position
 //! are read in batches. Revocations (`session`, `token`) are patched into the denylist at
 //! once; every other topic reloads its cache from the store, once per batch, in
-//! dependency order: key versions, custom roles (every record names a role), API keys,
-//! key files, OAuth servers. The position advances only after the whole batch applied, so
+//! dependency order: key versions, custom roles (every record names a role), users'
+//! roles, API keys, key files, OAuth servers. The position advances only after the whole batch applied, so
 //! a failed reload is retried from the same place (reloads and denylist entries are
 //! idempotent). A gap before the first row (the purge removed rows this replica never
 //! read), a head behind the position (a restored store) or an unknown topic (a newer
@@ -19,9 +19,10 @@ use std::sync::Arc;
 const BATCH: u32 = 500;
 
 /// Caches reloaded by topic, in the order a batch reloads them.
-const RELOAD_ORDER: [Topic; 5] = [
+const RELOAD_ORDER: [Topic; 6] = [
     Topic::Keys,
     Topic::Roles,
+    Topic::Users,
     Topic::ApiKeys,
     Topic::KeyFiles,
     Topic::OauthServers,
@@ -80,7 +81,7 @@ pub async fn apply_pending(rt: &Runtime, now: i64) -> Result<usize, ApplyError> 
     if head < position {
         tracing::warn!(position, head, "the change feed is behind this replica (was the store restored?); reloading everything");
         reload_all(rt, now).await?;
-        rt.feed.advance(head);
+        rt.feed.reset(head);
         return Ok(0);
     }
     let mut applied = 0;
@@ -146,6 +147,7 @@ async fn reload_topic(rt: &Runtime, topic: Topic) -> Result<(), ApplyError> {
             Ok(())
         }
         Topic::Roles => rt.roles.reload().await.map_err(|e| failed(e.to_string())),
+        Topic::Users => rt.users.reload().await.map_err(|e| failed(e.to_string())),
         Topic::ApiKeys => rt
             .api_keys
             .reload()
@@ -159,6 +161,16 @@ async fn reload_topic(rt: &Runtime, topic: Topic) -> Result<(), ApplyError> {
         Topic::OauthServers => rt.oauth.reload().await.map_err(|e| failed(e.to_string())),
         Topic::Session | Topic::Token => Ok(()),
     }
+}
+
+/// Applies every pending change now, before a decision that must see the store's
+/// current state (an approved operation about to run on this replica, while the change
+/// that created its ring may still be on its way here).
+pub async fn catch_up(rt: &Runtime, now: i64) -> Result<(), crate::services::ServiceError> {
+    apply_pending(rt, now)
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::services::ServiceError::StoreUnavailable(e.to_string()))
 }
 
 /// Reloads every cache and adds every revocation in force to the denylist.

@@ -36,7 +36,14 @@ impl Feed {
         self.position.load(Ordering::Acquire)
     }
 
+    /// Moves the position forward (never back: the applier and a catch-up may both
+    /// have applied the same changes).
     pub(crate) fn advance(&self, position: i64) {
+        self.position.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Sets the position, also backwards (the store was restored to an older state).
+    pub(crate) fn reset(&self, position: i64) {
         self.position.store(position, Ordering::Release);
     }
 

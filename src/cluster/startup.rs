@@ -48,6 +48,29 @@ pub async fn open_store(url: &str) -> Result<Store, StoreError> {
     store
 }
 
+/// Runs a blocking hardware `connect` again while it reports the device unavailable, at
+/// most [`CONNECT_ATTEMPTS`] times. A SoftHSM token shared by replicas can look absent
+/// for a moment while another process rewrites its files; a wrong PIN is a failure, not
+/// unavailability, so it is never retried (it would count against the token's PIN).
+pub fn retry_unavailable<T>(
+    mut connect: impl FnMut() -> Result<T, crate::hardware::HardwareError>,
+) -> Result<T, crate::hardware::HardwareError> {
+    let mut attempt = 1;
+    loop {
+        match connect() {
+            Err(crate::hardware::HardwareError::Unavailable(m)) if attempt < CONNECT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %m, "hardware not reachable at start; trying again");
+                std::thread::sleep(Duration::from_millis(300));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Attempts [`retry_unavailable`] makes.
+pub const CONNECT_ATTEMPTS: u32 = 5;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ pub enum Topic {
     OauthServers,
     /// Custom roles.
     Roles,
+    /// Local users (the role each holds); the key is the username.
+    Users,
     /// Key versions and their states.
     Keys,
     /// A session ended (logout, revocation, refresh-token reuse, eviction, user change);
@@ -36,11 +38,12 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::ApiKeys,
         Topic::KeyFiles,
         Topic::OauthServers,
         Topic::Roles,
+        Topic::Users,
         Topic::Keys,
         Topic::Session,
         Topic::Token,
@@ -52,6 +55,7 @@ impl Topic {
             Topic::KeyFiles => "key_files",
             Topic::OauthServers => "oauth_servers",
             Topic::Roles => "roles",
+            Topic::Users => "users",
             Topic::Keys => "keys",
             Topic::Session => "session",
             Topic::Token => "token",

@@ -129,7 +129,12 @@ impl Store {
         .execute(&mut *tx)
         .await;
         let r = match r {
-            Ok(r) => tx.commit().await.map(|()| r),
+            Ok(r) => match super::changes::record(&mut tx, super::changes::Topic::Users, username)
+                .await
+            {
+                Ok(()) => tx.commit().await.map(|()| r),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match r {
@@ -225,6 +230,7 @@ impl Store {
         if role.is_some_and(|r| r != expected_role) {
             revoked.extend(revoke_sessions(&mut tx, username, now, REVOKED_ROLE_CHANGED).await?);
         }
+        super::changes::record(&mut tx, super::changes::Topic::Users, username).await?;
         tx.commit().await?;
         Ok((row, revoked))
     }
@@ -257,6 +263,7 @@ impl Store {
         if keys.rows_affected() > 0 {
             super::changes::record(&mut tx, super::changes::Topic::ApiKeys, username).await?;
         }
+        super::changes::record(&mut tx, super::changes::Topic::Users, username).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -670,7 +677,8 @@ mod tests {
             fed,
             vec![
                 (Some(Topic::Session), "a1".to_string()),
-                (Some(Topic::ApiKeys), "ann".to_string())
+                (Some(Topic::ApiKeys), "ann".to_string()),
+                (Some(Topic::Users), "ann".to_string())
             ],
             "the revoked session and the removed keys reach every replica"
         );
