@@ -1,6 +1,7 @@
-//! Background work of a serving process: advancing key rotations on schedule, picking
-//! up changes made by other processes, and purging expired sessions, denylist entries,
-//! assertion ids and login-failure records in bounded batches. Each loop reads the clock once per tick and hands it to the services, which
+//! Background work of a serving process: advancing key rotations on schedule, and
+//! purging expired sessions, denylist entries, assertion ids, login-failure records and
+//! old change-feed rows in bounded batches. (Changes made by other processes arrive
+//! through the change feed, `crate::cluster::applier`.) Each loop reads the clock once per tick and hands it to the services, which
 //! never read it themselves.
 
 use crate::runtime::{now, Runtime};
@@ -32,18 +33,11 @@ where
 /// every tick, so another replica takes over this long after the holder stops.
 const ROTATION_LEASE_SECS: i64 = 30;
 
-/// Picks up key changes made by other processes, creates versions that scheduled
-/// rotation (`rotation.period`) makes due, activates pending versions after the publish
+/// Creates versions that scheduled rotation (`rotation.period`) makes due, activates pending versions after the publish
 /// delay, retires old ones, and expires approval requests past their time.
 pub fn spawn_rotation(rt: &Arc<Runtime>) {
     every(rt, ROTATION_TICK, |rt| async move {
         let at = now();
-        match rt.keys.refresh_if_changed().await {
-            // A MAC key may have been regenerated elsewhere: drop remembered MACs.
-            Ok(true) => rt.api_keys.forget_verified(),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot check for key changes"),
-        }
         let periods = |ring: &str| crate::app::keys::rotation_period(&rt, ring);
         if let Err(e) = rt
             .keys
@@ -105,6 +99,13 @@ pub fn spawn_purge(rt: &Arc<Runtime>) {
                 tracing::warn!(error = %e, "purging assertion ids failed; retrying next interval")
             }
         }
+        match crate::cluster::applier::purge(&rt, at, batch).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "purged old change-feed rows"),
+            Err(e) => {
+                tracing::warn!(error = %e, "purging the change feed failed; retrying next interval")
+            }
+        }
         loop {
             match rt.users.purge_login_failures(at, batch).await {
                 Ok(n) if n < u64::from(batch) => break,
@@ -114,23 +115,6 @@ pub fn spawn_purge(rt: &Arc<Runtime>) {
                     break;
                 }
             }
-        }
-    });
-}
-
-/// Picks up changes other processes made to custom roles, key files and OAuth servers,
-/// every `api_keys.refresh_interval` (API keys have their own refresher).
-pub fn spawn_refresh(rt: &Arc<Runtime>) {
-    let period = rt.config.api_keys.refresh_interval.0;
-    every(rt, period, |rt| async move {
-        if let Err(e) = rt.roles.refresh_if_changed().await {
-            tracing::warn!(error = %e, "cannot check for role changes");
-        }
-        if let Err(e) = rt.key_files.refresh_if_changed().await {
-            tracing::warn!(error = %e, "cannot check for key file changes");
-        }
-        if let Err(e) = rt.oauth.refresh_if_changed().await {
-            tracing::warn!(error = %e, "cannot check for OAuth server changes");
         }
     });
 }

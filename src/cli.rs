@@ -513,14 +513,12 @@ async fn serve(
     }
     rt.keys.complete_interrupted_destroys(now()).await;
     rt.keys.reconcile().await;
-    rt.api_keys
-        .spawn_refresher(rt.config.api_keys.refresh_interval.0);
+    keygate::cluster::applier::spawn(&rt);
     rt.limits.spawn_sweeper();
     keygate::telemetry::spawn_upkeep();
     spawn_health_watch(&rt);
     keygate::background::spawn_rotation(&rt);
     keygate::background::spawn_purge(&rt);
-    keygate::background::spawn_refresh(&rt);
     keygate::background::spawn_audit_checkpoints(&rt);
     keygate::background::spawn_audit_flush(&rt);
     let state = AppState { rt: rt.clone() };
@@ -613,9 +611,17 @@ async fn serve(
     Ok(())
 }
 
+/// The `meta` claim of the replica issuing the bootstrap key.
+const BOOTSTRAP_CLAIM: &str = "bootstrap_key_claim";
+/// After this long, a claim whose holder never issued the key is taken over.
+const BOOTSTRAP_CLAIM_STALE_SECS: i64 = 300;
+
 /// On the first start of an installation with no super-admin key, creates one and prints
 /// its secret once. The key is recorded as issued only after the secret was written out;
 /// if writing fails, the key is deleted again so the next start can issue a new one.
+/// Replicas starting together on an empty store claim the job first, so exactly one of
+/// them issues the key (docs/deployment.md); a claim whose holder died is taken over
+/// after [`BOOTSTRAP_CLAIM_STALE_SECS`].
 async fn bootstrap_key(rt: &Runtime, out: &mut impl Write) -> anyhow::Result<()> {
     // One replica at a time on a shared PostgreSQL store: exactly one bootstrap key.
     let startup = rt.store.startup_lock().await?;
@@ -630,6 +636,22 @@ async fn bootstrap_key_locked(rt: &Runtime, out: &mut impl Write) -> anyhow::Res
             .store
             .any_api_key_with_role(Role::SuperAdmin.name())
             .await?
+    {
+        return Ok(());
+    }
+    if !rt
+        .store
+        .claim(BOOTSTRAP_CLAIM, now(), BOOTSTRAP_CLAIM_STALE_SECS)
+        .await?
+    {
+        tracing::info!("another replica is issuing the bootstrap super-admin API key");
+        return Ok(());
+    }
+    // The claim's previous holder may have finished just before its claim went stale.
+    if rt
+        .store
+        .any_api_key_with_role(Role::SuperAdmin.name())
+        .await?
     {
         return Ok(());
     }
@@ -655,6 +677,7 @@ async fn bootstrap_key_locked(rt: &Runtime, out: &mut impl Write) -> anyhow::Res
     .and_then(|()| out.flush());
     if let Err(e) = shown {
         let _ = rt.api_keys.delete(&cli_principal(), &key.id).await;
+        let _ = rt.store.release_claim(BOOTSTRAP_CLAIM).await;
         return Err(anyhow::Error::new(e).context("could not print the bootstrap key"));
     }
     rt.store

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_load;
 pub mod bench_tpm;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod dev;

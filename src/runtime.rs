@@ -53,6 +53,8 @@ pub struct Runtime {
     pub tls: Arc<crate::tls::state::TlsState>,
     /// Rate limits (`[limits]`).
     pub limits: Arc<crate::limits::Limits>,
+    /// This replica's position in the change feed (`crate::cluster`).
+    pub feed: Arc<crate::cluster::feed::Feed>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -131,11 +133,14 @@ pub(crate) fn connect_backend(
                     ))
                 })?;
             let pin = read_pin(name, p.pin_file.as_deref(), p.pin_env.as_deref())?;
-            let backend = Pkcs11Backend::connect(Pkcs11Settings {
-                module,
-                token_label: p.token_label.clone(),
-                pin,
-                profile,
+            // Replicas starting together on one token (docs/deployment.md).
+            let backend = crate::cluster::startup::retry_unavailable(|| {
+                Pkcs11Backend::connect(Pkcs11Settings {
+                    module: module.clone(),
+                    token_label: p.token_label.clone(),
+                    pin: pin.clone(),
+                    profile: profile.clone(),
+                })
             })
             .map_err(|e| err(e.to_string()))?;
             let size = backend.pool_size();
@@ -209,9 +214,18 @@ impl Runtime {
     /// Opens the store and every backend, loads the key rings, and makes sure the rings
     /// keygate cannot work without (`api-key-mac`, `jwt-default`) exist.
     pub async fn open(config: Config) -> Result<Runtime, StartupError> {
-        let store = Store::open(&config.store.url)
+        // Replicas starting together on one empty store migrate it once.
+        let store = crate::cluster::startup::open_store(&config.store.url)
             .await
             .map_err(|e| StartupError::Store(e.to_string()))?;
+        // Read before any cache loads: changes made while they load are applied again.
+        let feed = Arc::new(crate::cluster::feed::Feed::new(
+            store
+                .change_head()
+                .await
+                .map_err(|e| StartupError::Store(format!("reading the change feed: {e}")))?,
+            config.cluster.max_staleness.0,
+        ));
         // Custom roles first: every record below names its role.
         let roles = Arc::new(
             RoleService::new(store.clone())
@@ -413,6 +427,7 @@ impl Runtime {
             .map_err(StartupError::Config)?,
         ));
         Ok(Runtime {
+            feed,
             limits,
             audit,
             instance_id: uuid::Uuid::new_v4().to_string(),

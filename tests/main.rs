@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod bad_input;
 mod cli;
+mod cluster;
 mod common;
 mod conformance;
 mod crash;

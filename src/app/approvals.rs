@@ -418,6 +418,8 @@ async fn run_approved(rt: &Runtime, row: &ApprovalRow, now: i64) {
         request_id: None,
     };
     let result = async {
+        // Decide on the store's current state, not on what this replica has applied yet.
+        crate::cluster::applier::catch_up(rt, now).await?;
         let problems = verify_request(&rt.store, &rt.audit, row).await?;
         if let Some(p) = problems.first() {
             return Err(ServiceError::Conflict(format!(

@@ -188,8 +188,8 @@ pub async fn delete(
     rt.tokens.sessions_ended(&revoked, now);
     // The user's API keys are gone from the store; drop them from the in-memory index
     // before answering, so they stop authenticating at once.
-    if let Err(e) = rt.api_keys.refresh_if_changed().await {
-        tracing::warn!(error = %e, "API key index reload after deleting a user failed; retrying on the next poll");
+    if let Err(e) = rt.api_keys.reload().await {
+        tracing::warn!(error = %e, "API key index reload after deleting a user failed; the change feed retries");
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub outbound: crate::outbound::OutboundConfig,
     /// Rate limits, hardware lanes, HTTP timeouts and connection caps (`src/limits/`).
     pub limits: crate::limits::LimitsConfig,
+    /// Replicas and the change feed (`src/cluster/`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +577,7 @@ impl Config {
         if self.api_keys.refresh_interval.0.is_zero() {
             return Err("api_keys.refresh_interval must be positive".into());
         }
+        self.cluster.validate(self.api_keys.refresh_interval.0)?;
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());
         }

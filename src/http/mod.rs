@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod openapi_problems;
 pub mod rate_limit;
 pub mod routes;
+pub mod stale;
 pub mod time_fmt;
 pub mod timeout;
 
@@ -49,6 +50,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // A replica behind the change feed refuses before anything is decided or written.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            stale::refuse_when_stale,
+        ))
         // Metrics, the request timeout and the rate limits, outside the audit middleware
         // (a refused request writes nothing): one layer, see [`front`].
         .layer(axum::middleware::from_fn_with_state(state.clone(), front))

@@ -2,7 +2,9 @@
 //! - every error response whose body is `Problem` is served as
 //!   `application/problem+json`, so the document says what the server sends;
 //! - every operation except `/healthz`, `/readyz` and `/metrics` may answer 429
-//!   (`rate-limited`, with `Retry-After`), since the rate limits apply to all of them.
+//!   (`rate-limited`, with `Retry-After`), since the rate limits apply to all of them,
+//!   and 503 (`replica-stale` among others), since a replica behind the change feed
+//!   refuses all of them (docs/deployment.md, "Replicas and the change feed").
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr, Response};
@@ -30,6 +32,18 @@ fn too_many_requests() -> Response {
     r
 }
 
+fn unavailable() -> Response {
+    let mut r = Response::new(
+        "Unavailable: the hardware or the store is unreachable, or this replica is behind the \
+         change feed (`replica-stale`, `cluster.max_staleness`)",
+    );
+    r.content.insert(
+        PROBLEM.to_string(),
+        Content::new(Some(Ref::from_schema_name("Problem"))),
+    );
+    r
+}
+
 fn fix(op: &mut Operation, limited: bool) {
     for resp in op.responses.responses.values_mut() {
         if let RefOr::T(r) = resp {
@@ -47,6 +61,10 @@ fn fix(op: &mut Operation, limited: bool) {
             .responses
             .entry("429".into())
             .or_insert_with(|| RefOr::T(too_many_requests()));
+        op.responses
+            .responses
+            .entry("503".into())
+            .or_insert_with(|| RefOr::T(unavailable()));
     }
 }
 

@@ -8,7 +8,7 @@
 use super::{generate_version, KeyMove, KeyRegistry, KeyState, KeyVersion, KeysError, Purpose};
 use crate::hardware::{HardwareError, KeyLocator};
 use crate::store::audit::{AuditActor, NewAuditEntry};
-use crate::store::keys::{NewVersion, KEYS_COUNTER};
+use crate::store::keys::NewVersion;
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -310,23 +310,5 @@ impl KeyRegistry {
             }
         }
         Ok(done)
-    }
-
-    /// Reloads the cache when another process changed a key's state (the store's
-    /// `keys_version` counter moved). Returns whether it reloaded.
-    pub async fn refresh_if_changed(&self) -> Result<bool, KeysError> {
-        let now = self.store.counter(KEYS_COUNTER).await?;
-        let changed = match self.seen_counter.lock() {
-            Ok(mut seen) => {
-                let changed = *seen != now;
-                *seen = now;
-                changed
-            }
-            Err(_) => true,
-        };
-        if changed {
-            self.refresh().await?;
-        }
-        Ok(changed)
     }
 }

@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod rotation;
 pub mod verify;
 
+use crate::cluster::snapshot::Snapshot;
 use crate::hardware::executor::HardwareExecutor;
 use crate::hardware::{Algorithm, HardwareError, KeyLocator, KeySpec, Mac, PublicKey};
 pub use crate::key_state::{KeyMove, KeyState};
@@ -18,7 +19,7 @@ use crate::store::keys::{KeyVersionRow, NewRing};
 use crate::store::{Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// The rings keygate itself uses, whose names mean something: their purpose follows from
 /// the name, and some operations treat them specially (the MAC ring's regeneration needs
@@ -179,7 +180,7 @@ impl KeyVersion {
 
 /// The in-memory view of every key version, replaced whole on change.
 #[derive(Debug, Default)]
-struct Snapshot {
+struct Versions {
     versions: Vec<Arc<KeyVersion>>,
     active: HashMap<String, Arc<KeyVersion>>,
     /// Published versions of JWT-signing rings by kid: what a keygate JWT may name.
@@ -190,9 +191,7 @@ struct Snapshot {
 pub struct KeyRegistry {
     store: Store,
     backends: HashMap<String, HardwareExecutor>,
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// The store's `keys_version` counter as last seen by `refresh_if_changed`.
-    seen_counter: std::sync::Mutex<String>,
+    snapshot: Snapshot<Versions>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -212,35 +211,36 @@ impl KeyRegistry {
         let reg = KeyRegistry {
             store,
             backends,
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            seen_counter: std::sync::Mutex::new(String::new()),
+            snapshot: Snapshot::default(),
         };
         reg.refresh().await?;
         Ok(reg)
     }
 
-    /// Re-reads the store into the cache.
+    /// Re-reads the store into the cache (after a change here, and when the change feed
+    /// reports a key change made elsewhere).
     pub async fn refresh(&self) -> Result<(), KeysError> {
-        let rows = self.store.list_key_versions().await?;
-        let mut snap = Snapshot::default();
-        for row in rows {
-            let v = Arc::new(KeyVersion::from_row(row)?);
-            if v.state == KeyState::Active {
-                snap.active.insert(v.ring.clone(), v.clone());
-            }
-            if v.purpose == Purpose::Jwt && v.published() && v.public_key.is_some() {
-                snap.verifying.insert(v.kid.clone(), v.clone());
-            }
-            snap.versions.push(v);
-        }
-        if let Ok(mut s) = self.snapshot.write() {
-            *s = Arc::new(snap);
-        }
-        Ok(())
+        self.snapshot
+            .reload(|_| async {
+                let rows = self.store.list_key_versions().await?;
+                let mut snap = Versions::default();
+                for row in rows {
+                    let v = Arc::new(KeyVersion::from_row(row)?);
+                    if v.state == KeyState::Active {
+                        snap.active.insert(v.ring.clone(), v.clone());
+                    }
+                    if v.purpose == Purpose::Jwt && v.published() && v.public_key.is_some() {
+                        snap.verifying.insert(v.kid.clone(), v.clone());
+                    }
+                    snap.versions.push(v);
+                }
+                Ok::<_, KeysError>(snap)
+            })
+            .await
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+    fn snapshot(&self) -> Arc<Versions> {
+        self.snapshot.get()
     }
 
     pub fn backends(&self) -> &HashMap<String, HardwareExecutor> {
@@ -367,7 +367,12 @@ impl KeyRegistry {
             .await
         {
             Ok(_) => Ok(true),
-            Err(KeysError::RingExists(_)) => Ok(false),
+            // Another replica created it first (replicas starting together on an empty
+            // store): its version stands, ours was destroyed again; load theirs.
+            Err(KeysError::RingExists(_)) => {
+                self.refresh().await?;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }

@@ -16,11 +16,13 @@
 //! in-memory index of the stored MACs, confirmed with a constant-time comparison. The index is rebuilt after every
 //! change made through this process, before the change is acknowledged, so delete and
 //! regenerate take effect at once. Changes made by another process (the CLI, a replica)
-//! bump `meta.api_keys_version`, which [`ApiKeyService::refresh_if_changed`] polls.
+//! arrive through the change feed, whose applier calls [`ApiKeyService::reload`]
+//! (`crate::cluster`).
 //!
 //! Crash safety: the secret is returned only after the record has been committed, so a
 //! client never holds a secret the store does not know.
 
+use crate::cluster::snapshot::Snapshot;
 use crate::keys::verify::mac_matches;
 use crate::keys::{KeyRegistry, API_KEY_MAC_RING};
 use crate::limits::{FailureLimiter, Rate};
@@ -33,7 +35,7 @@ use crate::store::api_keys::{ApiKeyRow, SecretDigest};
 use crate::store::{Store, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Prefix of every API-key secret; lets secret scanners find leaked keys.
@@ -114,10 +116,9 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     }
 }
 
-/// Stored MACs and their keys, as of one `api_keys_version`.
+/// Stored MACs and their keys.
 #[derive(Default)]
 struct Index {
-    version: String,
     by_mac: HashMap<Vec<u8>, Arc<ApiKey>>,
     /// key id → its binding (see [`binding_of`]), what tokens minted with the key carry,
     /// and its expiry.
@@ -129,7 +130,7 @@ struct Index {
 }
 
 impl Index {
-    fn new(version: String, by_mac: HashMap<Vec<u8>, Arc<ApiKey>>) -> Index {
+    fn new(by_mac: HashMap<Vec<u8>, Arc<ApiKey>>) -> Index {
         let bindings = by_mac
             .iter()
             .map(|(mac, k)| (k.id.clone(), (binding_of(&k.id, mac, k.role), k.expires_at)))
@@ -144,7 +145,6 @@ impl Index {
             .collect();
         let legacy = by_mac.values().filter(|k| k.public_id.is_none()).count();
         Index {
-            version,
             by_mac,
             bindings,
             by_id,
@@ -179,10 +179,9 @@ pub struct ApiKeyService {
     store: Store,
     keys: Arc<KeyRegistry>,
     max_per_owner: i64,
-    index: RwLock<Arc<Index>>,
-    /// Held across every rebuild and local edit, so a poll that read the store before a
-    /// change can never overwrite the index after that change was applied.
-    reloading: tokio::sync::Mutex<()>,
+    /// Rebuilds and local edits are serialized by the snapshot, so a reload that read the
+    /// store before a change can never overwrite the index after that change was applied.
+    index: Snapshot<Index>,
     verified: VerifyCache,
     /// Last `last_used_at` written per key id, to coalesce writes.
     touched: Mutex<HashMap<String, i64>>,
@@ -213,8 +212,7 @@ impl ApiKeyService {
             store,
             keys,
             max_per_owner: i64::from(max_per_owner),
-            index: RwLock::new(Arc::new(Index::default())),
-            reloading: tokio::sync::Mutex::new(()),
+            index: Snapshot::default(),
             verified,
             touched: Mutex::new(HashMap::new()),
             failures: FailureLimiter::new(
@@ -231,80 +229,49 @@ impl ApiKeyService {
         self
     }
 
-    /// Rebuilds the index from the store. The version is read before the rows, so a change
-    /// racing the reload leaves an older version behind and triggers another reload.
-    async fn reload(&self) -> Result<(), ServiceError> {
-        let _serial = self.reloading.lock().await;
-        self.reload_locked().await
-    }
-
-    async fn reload_locked(&self) -> Result<(), ServiceError> {
-        let version = self.store.api_keys_version().await?;
-        let rows = self.store.list_api_keys_with_macs().await?;
-        let mut by_mac = HashMap::with_capacity(rows.len());
-        for (row, mac) in rows {
-            let id = row.id.clone();
-            match ApiKey::try_from(row) {
-                Ok(key) => {
-                    by_mac.insert(mac, Arc::new(key));
+    /// Rebuilds the index from the store (at start, after a local change, and when the
+    /// change feed reports a change made elsewhere).
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        self.index
+            .reload(|_| async {
+                let rows = self.store.list_api_keys_with_macs().await?;
+                let mut by_mac = HashMap::with_capacity(rows.len());
+                for (row, mac) in rows {
+                    let id = row.id.clone();
+                    match ApiKey::try_from(row) {
+                        Ok(key) => {
+                            by_mac.insert(mac, Arc::new(key));
+                        }
+                        // One unreadable record must not lock everybody out; it cannot
+                        // authenticate.
+                        Err(e) => {
+                            tracing::error!(api_key = %id, error = %e, "skipping an unreadable API key record")
+                        }
+                    }
                 }
-                // One unreadable record must not lock everybody out; it cannot authenticate.
-                Err(e) => {
-                    tracing::error!(api_key = %id, error = %e, "skipping an unreadable API key record")
-                }
-            }
-        }
-        if let Ok(mut idx) = self.index.write() {
-            *idx = Arc::new(Index::new(version, by_mac));
-        }
-        Ok(())
+                Ok::<_, ServiceError>(Index::new(by_mac))
+            })
+            .await
     }
 
     /// Applies a change made through this process to the index at once, then reloads.
     /// The local edit means a committed delete or regenerate takes effect even if the
-    /// reload fails; the emptied version makes the refresher reload later in that case.
+    /// reload fails; the change feed reloads again when it delivers the change.
     async fn after_change(&self, edit: impl FnOnce(&mut HashMap<Vec<u8>, Arc<ApiKey>>)) {
-        let _serial = self.reloading.lock().await;
-        if let Ok(mut idx) = self.index.write() {
-            let mut by_mac = idx.by_mac.clone();
-            edit(&mut by_mac);
-            *idx = Arc::new(Index::new(String::new(), by_mac));
-        }
-        if let Err(e) = self.reload_locked().await {
-            tracing::warn!(error = %e, "API key index reload failed; retrying on the next poll");
+        self.index
+            .patch(|idx| {
+                let mut by_mac = idx.by_mac.clone();
+                edit(&mut by_mac);
+                Index::new(by_mac)
+            })
+            .await;
+        if let Err(e) = self.reload().await {
+            tracing::warn!(error = %e, "API key index reload failed; the change feed retries");
         }
     }
 
     fn index(&self) -> Arc<Index> {
-        self.index.read().map(|i| i.clone()).unwrap_or_default()
-    }
-
-    /// Reloads the index when another process changed API keys; returns whether it did.
-    pub async fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
-        let version = self.store.api_keys_version().await?;
-        if version == self.index().version {
-            return Ok(false);
-        }
-        self.reload().await?;
-        Ok(true)
-    }
-
-    /// Polls for changes by other processes every `every`, until the process ends.
-    pub fn spawn_refresher(self: &Arc<Self>, every: std::time::Duration) {
-        let svc = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(svc) = svc.upgrade() else { break };
-                match svc.refresh_if_changed().await {
-                    Ok(true) => tracing::info!("API keys changed elsewhere; index reloaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot check for API key changes"),
-                }
-            }
-        });
+        self.index.get()
     }
 
     /// May `caller` change API keys at all? Checked before looking a key up, so callers

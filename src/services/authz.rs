@@ -7,11 +7,12 @@
 //! create a key with that role" without a hand-kept ranking, and it holds for custom
 //! roles and for the union of roles an IdP token maps to.
 
+use crate::cluster::snapshot::Snapshot;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 /// `Forbidden("role <role> may not <action>")` unless `role` holds `p`.
 pub fn require(
@@ -196,7 +197,11 @@ enum Perms {
 
 /// The custom roles of this process, kept current by [`crate::services::roles`]. One
 /// keygate runtime per process: the table mirrors that runtime's `roles` table.
-static CUSTOM: RwLock<Option<Arc<HashMap<&'static str, CustomRole>>>> = RwLock::new(None);
+static CUSTOM: std::sync::LazyLock<Snapshot<CustomTable>> =
+    std::sync::LazyLock::new(Snapshot::default);
+
+/// Custom role name → its permissions.
+pub type CustomTable = HashMap<&'static str, CustomRole>;
 
 /// A custom role's permissions and when it was created.
 #[derive(Debug, Clone, Copy)]
@@ -205,22 +210,18 @@ pub struct CustomRole {
     pub created_at: i64,
 }
 
-fn custom_table() -> Arc<HashMap<&'static str, CustomRole>> {
-    match CUSTOM.read() {
-        Ok(g) => g.clone().unwrap_or_default(),
-        Err(poisoned) => poisoned.into_inner().clone().unwrap_or_default(),
-    }
+fn custom_table() -> Arc<CustomTable> {
+    CUSTOM.get()
 }
 
-/// Replaces the process's custom role table.
-pub fn install_custom_roles(roles: impl IntoIterator<Item = (String, CustomRole)>) {
-    let table: HashMap<&'static str, CustomRole> =
-        roles.into_iter().map(|(n, p)| (intern(&n), p)).collect();
-    let table = Some(Arc::new(table));
-    match CUSTOM.write() {
-        Ok(mut g) => *g = table,
-        Err(poisoned) => *poisoned.into_inner() = table,
-    }
+/// The process's custom role table, a [`Snapshot`] the role service reloads.
+pub fn custom_roles() -> &'static Snapshot<CustomTable> {
+    &CUSTOM
+}
+
+/// A custom role table from names and permissions (names are interned for the process).
+pub fn custom_table_of(roles: impl IntoIterator<Item = (String, CustomRole)>) -> CustomTable {
+    roles.into_iter().map(|(n, p)| (intern(&n), p)).collect()
 }
 
 use Permission::*;

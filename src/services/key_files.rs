@@ -21,6 +21,7 @@
 //!   token minted with the file carries `kgk = kf:<accessID>:<generation>`, so deleting
 //!   or regenerating the file ends those tokens at once.
 
+use crate::cluster::snapshot::Snapshot;
 use crate::hardware::{Algorithm, PublicKey};
 use crate::services::authz::{self, Permission, Role};
 use crate::services::tokens::jws;
@@ -30,7 +31,6 @@ use crate::store::{Store, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::RwLock;
 use zeroize::Zeroizing;
 
 /// Longest accepted assertion lifetime (`exp - iat`), per `docs/key-files.md`.
@@ -147,8 +147,7 @@ pub struct KeyFileService {
     token_endpoint: String,
     /// accessID → generation of every live file: what `kf:` token bindings are checked
     /// against, without a store read per request.
-    live: RwLock<(String, HashMap<String, i64>)>,
-    reloading: tokio::sync::Mutex<()>,
+    live: Snapshot<HashMap<String, i64>>,
     /// Refused assertions per accessID of a live file (docs/key-files.md).
     failures: crate::limits::FailureLimiter<String>,
 }
@@ -402,8 +401,7 @@ impl KeyFileService {
             leeway,
             admin_rest_api_url: format!("{base}/api/v1"),
             token_endpoint: format!("{base}/api/v1/auth/token"),
-            live: RwLock::new((String::new(), HashMap::new())),
-            reloading: tokio::sync::Mutex::new(()),
+            live: Snapshot::default(),
             failures: crate::limits::FailureLimiter::new(
                 crate::limits::LimitsConfig::default().credential_failures,
             ),
@@ -420,61 +418,51 @@ impl KeyFileService {
 
     /// Whether `access_id` names a live key file (in memory, no store read).
     fn is_live(&self, access_id: &str) -> bool {
-        self.live
-            .read()
-            .map(|l| l.1.contains_key(access_id))
-            .unwrap_or(false)
+        self.live.get().contains_key(access_id)
     }
 
     pub fn admin_rest_api_url(&self) -> &str {
         &self.admin_rest_api_url
     }
 
-    async fn reload(&self) -> Result<(), ServiceError> {
-        let _serial = self.reloading.lock().await;
-        let version = self.store.key_files_version().await?;
-        let gens: HashMap<String, i64> = self
-            .store
-            .key_file_generations()
-            .await?
-            .into_iter()
-            .collect();
-        if let Ok(mut live) = self.live.write() {
-            *live = (version, gens);
-        }
-        Ok(())
+    /// Re-reads the live files from the store (at start, after a local change, and when
+    /// the change feed reports a change made elsewhere).
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        self.live
+            .reload(|_| async {
+                let gens: HashMap<String, i64> = self
+                    .store
+                    .key_file_generations()
+                    .await?
+                    .into_iter()
+                    .collect();
+                Ok::<_, ServiceError>(gens)
+            })
+            .await
     }
 
     /// Applies a local change at once, then reloads (see the API key index).
     /// `generation`: the file's new generation, or `None` when it is gone.
     async fn after_change(&self, access_id: &str, generation: Option<i64>) {
-        if let Ok(mut live) = self.live.write() {
-            live.0.clear();
-            match generation {
-                // Never move a file back to an older generation than one already seen.
-                Some(g) => {
-                    let e = live.1.entry(access_id.to_string()).or_insert(g);
-                    *e = (*e).max(g);
-                }
-                None => {
-                    live.1.remove(access_id);
-                }
-            };
-        }
+        self.live
+            .patch(|live| {
+                let mut live = live.clone();
+                match generation {
+                    // Never move a file back to an older generation than one already seen.
+                    Some(g) => {
+                        let e = live.entry(access_id.to_string()).or_insert(g);
+                        *e = (*e).max(g);
+                    }
+                    None => {
+                        live.remove(access_id);
+                    }
+                };
+                live
+            })
+            .await;
         if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "key file reload failed; retrying on the next poll");
+            tracing::warn!(error = %e, "key file reload failed; the change feed retries");
         }
-    }
-
-    /// Reloads when another process changed key files; returns whether it did.
-    pub async fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
-        let version = self.store.key_files_version().await?;
-        let same = self.live.read().map(|l| l.0 == version).unwrap_or(false);
-        if same {
-            return Ok(false);
-        }
-        self.reload().await?;
-        Ok(true)
     }
 
     /// Whether a `kf:` binding names a live file at the same generation.
@@ -488,10 +476,7 @@ impl KeyFileService {
         let Ok(generation) = generation.parse::<i64>() else {
             return false;
         };
-        self.live
-            .read()
-            .map(|l| l.1.get(id) == Some(&generation))
-            .unwrap_or(false)
+        self.live.get().get(id) == Some(&generation)
     }
 
     fn check_manage(caller: &Principal, role: Role) -> Result<(), ServiceError> {

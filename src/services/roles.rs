@@ -12,9 +12,9 @@
 //!   built-in name. `+` is kept for unions of IdP-mapped roles.
 //! - A role held by a user, an API key, a key file or an OAuth server's mapping cannot be
 //!   deleted (409); reassign them first.
-//! - The process keeps the table in memory ([`crate::services::authz::install_custom_roles`])
-//!   and reloads it after each change here, and when `meta.roles_version` shows that
-//!   another process changed it.
+//! - The process keeps the table in memory ([`crate::services::authz::custom_roles`])
+//!   and reloads it after each change here, and when the change feed reports that
+//!   another process changed it (`crate::cluster`).
 
 use crate::services::authz::{self, PermSet, Permission, Role};
 use crate::services::{validate_text, Principal, ServiceError};
@@ -51,8 +51,6 @@ pub struct RolePatch {
 
 pub struct RoleService {
     store: Store,
-    version: std::sync::Mutex<String>,
-    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RoleService {
@@ -99,55 +97,40 @@ fn validate_name(name: &str) -> Result<(), ServiceError> {
 impl RoleService {
     /// Loads the custom roles into the process's role table.
     pub async fn new(store: Store) -> Result<RoleService, ServiceError> {
-        let svc = RoleService {
-            store,
-            version: std::sync::Mutex::new(String::new()),
-            reloading: tokio::sync::Mutex::new(()),
-        };
+        let svc = RoleService { store };
         svc.reload().await?;
         Ok(svc)
     }
 
-    async fn reload(&self) -> Result<(), ServiceError> {
-        let _serial = self.reloading.lock().await;
-        let version = self.store.roles_version().await?;
-        let rows = self.store.list_roles().await?;
-        let mut table = Vec::with_capacity(rows.len());
-        for r in rows {
-            match parse_permissions(&r.permissions) {
-                Ok(perms) => table.push((
-                    r.name,
-                    authz::CustomRole {
-                        perms,
-                        created_at: r.created_at,
-                    },
-                )),
-                Err(e) => {
-                    tracing::error!(role = %r.name, error = %e, "skipping an unreadable custom role; it grants nothing")
+    /// Re-reads the custom roles into the process's role table (at start, after a local
+    /// change, and when the change feed reports a change made elsewhere).
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        authz::custom_roles()
+            .reload(|_| async {
+                let rows = self.store.list_roles().await?;
+                let mut table = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match parse_permissions(&r.permissions) {
+                        Ok(perms) => table.push((
+                            r.name,
+                            authz::CustomRole {
+                                perms,
+                                created_at: r.created_at,
+                            },
+                        )),
+                        Err(e) => {
+                            tracing::error!(role = %r.name, error = %e, "skipping an unreadable custom role; it grants nothing")
+                        }
+                    }
                 }
-            }
-        }
-        authz::install_custom_roles(table);
-        if let Ok(mut v) = self.version.lock() {
-            *v = version;
-        }
-        Ok(())
-    }
-
-    /// Reloads when another process changed the roles; returns whether it did.
-    pub async fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
-        let version = self.store.roles_version().await?;
-        let same = self.version.lock().map(|v| *v == version).unwrap_or(false);
-        if same {
-            return Ok(false);
-        }
-        self.reload().await?;
-        Ok(true)
+                Ok::<_, ServiceError>(authz::custom_table_of(table))
+            })
+            .await
     }
 
     async fn after_change(&self) {
         if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "role table reload failed; retrying on the next poll");
+            tracing::warn!(error = %e, "role table reload failed; the change feed retries");
         }
     }
 

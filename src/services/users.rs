@@ -103,7 +103,8 @@ pub struct UserService {
     /// subject) does not read the store per request. Loaded at start; every change made
     /// through this service updates it while holding `changing`, so the map follows the
     /// store's commit order. Users are managed only through this service.
-    roles: std::sync::RwLock<std::collections::HashMap<String, Role>>,
+    /// Every local user's role, kept current by the change feed (`crate::cluster`).
+    roles: crate::cluster::snapshot::Snapshot<std::collections::HashMap<String, Role>>,
     changing: tokio::sync::Mutex<()>,
 }
 
@@ -161,20 +162,8 @@ impl UserService {
     /// Builds the service; hashes the dummy password once (see [`PasswordHasher::new`]).
     pub async fn new(store: Store, cfg: &UsersConfig) -> Result<UserService, ServiceError> {
         let secs = |d: crate::config::Dur| d.secs();
-        let mut roles = std::collections::HashMap::new();
-        for row in store.list_users().await? {
-            let name = row.username.clone();
-            match User::try_from(row) {
-                Ok(u) => {
-                    roles.insert(name, u.role);
-                }
-                Err(e) => {
-                    tracing::error!(user = %name, error = %e, "skipping an unreadable user record")
-                }
-            }
-        }
-        Ok(UserService {
-            roles: std::sync::RwLock::new(roles),
+        let svc = UserService {
+            roles: crate::cluster::snapshot::Snapshot::default(),
             changing: tokio::sync::Mutex::new(()),
             store,
             hasher: PasswordHasher::new(cfg).await?,
@@ -197,7 +186,9 @@ impl UserService {
                 lockout_secs: secs(cfg.lockout),
                 max_lockout_secs: secs(cfg.max_lockout),
             },
-        })
+        };
+        svc.reload().await?;
+        Ok(svc)
     }
 
     fn validate_password(&self, password: &SecretString) -> Result<(), ServiceError> {
@@ -277,7 +268,7 @@ impl UserService {
             .store
             .insert_user(&req.username, req.role.name(), hash.as_deref(), now)
             .await?;
-        self.remember(&row.username, Some(req.role));
+        self.remember(&row.username, Some(req.role)).await;
         tracing::info!(user = %row.username, role = %row.role, has_password = row.has_password,
             by = %caller.name, "created user");
         row.try_into()
@@ -298,13 +289,39 @@ impl UserService {
         self.load(username).await
     }
 
-    fn remember(&self, username: &str, role: Option<Role>) {
-        if let Ok(mut roles) = self.roles.write() {
-            match role {
-                Some(r) => roles.insert(username.to_string(), r),
-                None => roles.remove(username),
-            };
-        }
+    /// Re-reads every user's role (at start, and when the change feed reports a user
+    /// created, changed or deleted elsewhere).
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        self.roles
+            .reload(|_| async {
+                let mut roles = std::collections::HashMap::new();
+                for row in self.store.list_users().await? {
+                    let name = row.username.clone();
+                    match User::try_from(row) {
+                        Ok(u) => {
+                            roles.insert(name, u.role);
+                        }
+                        Err(e) => {
+                            tracing::error!(user = %name, error = %e, "skipping an unreadable user record")
+                        }
+                    }
+                }
+                Ok::<_, ServiceError>(roles)
+            })
+            .await
+    }
+
+    async fn remember(&self, username: &str, role: Option<Role>) {
+        self.roles
+            .patch(|roles| {
+                let mut roles = roles.clone();
+                match role {
+                    Some(r) => roles.insert(username.to_string(), r),
+                    None => roles.remove(username),
+                };
+                roles
+            })
+            .await;
     }
 
     /// The current role of principal `username`, from memory (no store read): a local
@@ -313,7 +330,7 @@ impl UserService {
         if username == ROOT_PRINCIPAL {
             return Some(Role::SuperAdmin);
         }
-        self.roles.read().ok()?.get(username).copied()
+        self.roles.get().get(username).copied()
     }
 
     /// Changes password and/or role. Returns the updated user and the ids of the sessions
@@ -390,7 +407,7 @@ impl UserService {
         tracing::info!(user = %username, role = %row.role, password_changed = hash.is_some(),
             revoked_sessions = revoked.len(), by = %caller.name, "updated user");
         let user: User = row.try_into()?;
-        self.remember(username, Some(user.role));
+        self.remember(username, Some(user.role)).await;
         Ok((user, revoked))
     }
 
@@ -427,7 +444,7 @@ impl UserService {
             .map_err(Self::named(username))?;
         tracing::info!(user = %username, role = %row.role, revoked_sessions = revoked.len(), by = %by,
             "changed user role");
-        self.remember(username, Some(role));
+        self.remember(username, Some(role)).await;
         Ok(revoked)
     }
 
@@ -453,7 +470,7 @@ impl UserService {
             .delete_user(username, current.role.name(), now)
             .await
             .map_err(Self::named(username))?;
-        self.remember(username, None);
+        self.remember(username, None).await;
         tracing::info!(user = %username, revoked_sessions = revoked.len(), by = %caller.name,
             "deleted user and the API keys they owned");
         Ok(revoked)

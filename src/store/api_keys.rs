@@ -1,8 +1,8 @@
 //! API-key records. Only the HMAC of each secret is stored, never the secret.
 //!
-//! Every change that affects authentication (create, update, new secret, delete) bumps
-//! `meta.api_keys_version` in the same transaction, so a process holding an in-memory
-//! index of keys can tell cheaply that another process changed them.
+//! Every change that affects authentication (create, update, new secret, delete) writes a
+//! row to the change feed (`changes.rs`) in the same transaction, so every replica holding
+//! an in-memory index of keys reloads it.
 
 use super::{Store, StoreError};
 reuse_shared!(api_keys);
@@ -62,11 +62,6 @@ fn from_row(row: &DbRow) -> Result<ApiKeyRow, sqlx::Error> {
     })
 }
 
-/// Bumps the API-key change counter inside `tx`.
-pub(super) async fn bump_version(tx: &mut super::DbConn) -> Result<(), sqlx::Error> {
-    super::meta::bump_counter(tx, "api_keys_version").await
-}
-
 /// Why a compare-and-set on key `id` matched nothing: gone, or changed meanwhile.
 async fn key_missing_or_changed(
     tx: &mut super::DbConn,
@@ -86,11 +81,6 @@ async fn key_missing_or_changed(
 }
 
 impl Store {
-    /// The API-key change counter (`"0"` before the first change).
-    pub async fn api_keys_version(&self) -> Result<String, StoreError> {
-        self.counter("api_keys_version").await
-    }
-
     /// Every key with its MAC, for the in-memory authentication index.
     pub async fn list_api_keys_with_macs(&self) -> Result<Vec<(ApiKeyRow, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS}, mac FROM api_keys"))
@@ -185,7 +175,7 @@ impl Store {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         };
         let row = from_row(&r)?;
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -221,7 +211,7 @@ impl Store {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         };
         let row = from_row(&r)?;
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -246,7 +236,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(key_missing_or_changed(&mut tx, id).await?);
         }
-        bump_version(&mut tx).await?;
+        super::changes::record(&mut tx, super::changes::Topic::ApiKeys, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -274,7 +264,7 @@ impl Store {
 /// entry: also used by the redemption of a `create-super-admin-key` approval, whose
 /// compare-and-set commits with the key (`Store::redeem_approval_into_key`).
 pub(super) async fn insert_api_key_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut super::DbConn,
     row: &ApiKeyRow,
     digest: &SecretDigest,
     max_per_owner: i64,
@@ -308,5 +298,6 @@ pub(super) async fn insert_api_key_in(
             row.owner
         )));
     }
-    Ok(bump_version(tx).await?)
+    super::changes::record(tx, super::changes::Topic::ApiKeys, &row.id).await?;
+    Ok(())
 }

@@ -7,19 +7,12 @@
 #[allow(unused_imports)]
 use super::sqlite::{
     api_keys::*, approvals::*, attestation::*, audit::*, audit_scope::*, ca_profiles::*,
-    destroy_intents::*, groups::*, key_files::*, keys::*, leases::*, meta::*, oauth_servers::*,
-    revocations::*, roles::*, sessions::*, users::*,
+    changes::*, claims::*, destroy_intents::*, groups::*, key_files::*, keys::*, leases::*,
+    meta::*, oauth_servers::*, revocations::*, roles::*, sessions::*, users::*,
 };
 use super::{Engine, Store, StoreError};
 
 impl Store {
-    pub async fn api_keys_version(&self) -> Result<String, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(engine) => engine.api_keys_version().await,
-            Engine::Postgres(engine) => engine.api_keys_version().await,
-        }
-    }
-
     pub async fn list_api_keys_with_macs(&self) -> Result<Vec<(ApiKeyRow, Vec<u8>)>, StoreError> {
         match &self.engine {
             Engine::Sqlite(engine) => engine.list_api_keys_with_macs().await,
@@ -385,6 +378,41 @@ impl Store {
         }
     }
 
+    pub async fn change_head(&self) -> Result<i64, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.change_head().await,
+            Engine::Postgres(engine) => engine.change_head().await,
+        }
+    }
+
+    pub async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.changes_after(after, limit).await,
+            Engine::Postgres(engine) => engine.changes_after(after, limit).await,
+        }
+    }
+
+    pub async fn purge_changes(&self, before: i64, batch: u32) -> Result<u64, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.purge_changes(before, batch).await,
+            Engine::Postgres(engine) => engine.purge_changes(before, batch).await,
+        }
+    }
+
+    pub async fn claim(&self, key: &str, now: i64, stale_after: i64) -> Result<bool, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.claim(key, now, stale_after).await,
+            Engine::Postgres(engine) => engine.claim(key, now, stale_after).await,
+        }
+    }
+
+    pub async fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.release_claim(key).await,
+            Engine::Postgres(engine) => engine.release_claim(key).await,
+        }
+    }
+
     pub async fn record_destroy_intent(
         &self,
         ring: &str,
@@ -563,13 +591,6 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(engine) => engine.ring_owner(name).await,
             Engine::Postgres(engine) => engine.ring_owner(name).await,
-        }
-    }
-
-    pub async fn key_files_version(&self) -> Result<String, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(engine) => engine.key_files_version().await,
-            Engine::Postgres(engine) => engine.key_files_version().await,
         }
     }
 
@@ -793,13 +814,6 @@ impl Store {
         }
     }
 
-    pub async fn counter(&self, key: &str) -> Result<String, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(engine) => engine.counter(key).await,
-            Engine::Postgres(engine) => engine.counter(key).await,
-        }
-    }
-
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         match &self.engine {
             Engine::Sqlite(engine) => engine.meta_get(key).await,
@@ -818,13 +832,6 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(engine) => engine.principal_exists(name).await,
             Engine::Postgres(engine) => engine.principal_exists(name).await,
-        }
-    }
-
-    pub async fn oauth_servers_version(&self) -> Result<String, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(engine) => engine.oauth_servers_version().await,
-            Engine::Postgres(engine) => engine.oauth_servers_version().await,
         }
     }
 
@@ -885,13 +892,6 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(engine) => engine.purge_revoked_jtis(cutoff, batch).await,
             Engine::Postgres(engine) => engine.purge_revoked_jtis(cutoff, batch).await,
-        }
-    }
-
-    pub async fn roles_version(&self) -> Result<String, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(engine) => engine.roles_version().await,
-            Engine::Postgres(engine) => engine.roles_version().await,
         }
     }
 

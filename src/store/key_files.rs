@@ -1,12 +1,10 @@
 //! API key files (`key_files` table: public keys only) and the assertion ids they have
-//! used (`assertion_jtis`). Every change to a file bumps `meta.key_files_version` in the
-//! same transaction, so every process can keep its view of live files current.
+//! used (`assertion_jtis`). Every change to a file writes a row to the change feed
+//! (`changes.rs`) in the same transaction, so every process can keep its view of live files current.
 
 use super::{Store, StoreError};
 reuse_shared!(key_files);
 use sqlx::Row;
-
-const COUNTER: &str = "key_files_version";
 
 shared! {
 #[derive(Debug, Clone)]
@@ -49,10 +47,6 @@ fn from_row(row: &super::DbRow) -> Result<KeyFileRow, StoreError> {
 }
 
 impl Store {
-    pub async fn key_files_version(&self) -> Result<String, StoreError> {
-        self.counter(COUNTER).await
-    }
-
     /// Inserts a key file unless `max` files exist already (`Conflict`). The count and
     /// the insert are one statement, so concurrent creates cannot pass the limit.
     pub async fn insert_key_file(&self, r: &KeyFileRow, max: u32) -> Result<(), StoreError> {
@@ -83,7 +77,7 @@ impl Store {
                 "the limit of {max} key files is reached (key_files.max); delete one first"
             )));
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::KeyFiles, &r.access_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -133,7 +127,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::KeyFiles, access_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -173,7 +167,7 @@ impl Store {
         }
         // Spent assertion ids stay until they expire: a client key registered again must
         // not make its spent assertions work a second time.
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::KeyFiles, access_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -194,7 +188,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         super::groups::forget_principal(&mut tx, access_id).await?;
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::KeyFiles, access_id).await?;
         tx.commit().await?;
         Ok(())
     }

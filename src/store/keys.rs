@@ -1,14 +1,10 @@
 //! Key rings and their versions.
 
 use super::audit::{append_in, NewAuditEntry};
-use super::meta::bump_counter;
 use super::{Store, StoreError};
 use crate::key_state::KeyState;
 reuse_shared!(keys);
 use sqlx::Row;
-
-/// The change counter bumped by every key-state change, so other processes reload.
-pub const KEYS_COUNTER: &str = "keys_version";
 
 shared! {
 /// One stored key version. The locator is JSON of [`crate::hardware::KeyLocator`].
@@ -92,7 +88,7 @@ impl Store {
         .bind(r.now)
         .execute(&mut *tx)
         .await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &r.name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -164,7 +160,7 @@ impl Store {
             )));
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &v.ring).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -183,7 +179,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -210,7 +206,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -257,7 +253,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, &v.ring).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -288,7 +284,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -316,7 +312,7 @@ impl Store {
             return Ok(false);
         }
         append_in(&mut tx, audit).await?;
-        bump_counter(&mut tx, KEYS_COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Keys, ring).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -2,25 +2,7 @@
 
 use super::{Store, StoreError};
 
-/// Bumps the change counter `key` inside `tx`. Processes holding an in-memory copy of
-/// some table compare the counter to tell cheaply that another process changed it.
-pub(super) async fn bump_counter(tx: &mut super::DbConn, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO meta (key, value) VALUES ($1, '1')
-         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",
-    )
-    .bind(key)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 impl Store {
-    /// The change counter `key` (`"0"` before the first change).
-    pub async fn counter(&self, key: &str) -> Result<String, StoreError> {
-        Ok(self.meta_get(key).await?.unwrap_or_else(|| "0".into()))
-    }
-
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)

@@ -1,13 +1,11 @@
-//! External OAuth 2.0 / OIDC servers (`oauth_servers` table). Every change bumps
-//! `meta.oauth_servers_version` in the same transaction, so every process can keep its
+//! External OAuth 2.0 / OIDC servers (`oauth_servers` table). Every change writes a
+//! row to the change feed (`changes.rs`) in the same transaction, so every process can keep its
 //! in-memory table of registered issuers current.
 
 use super::{Store, StoreError};
 reuse_shared!(oauth_servers);
 use sqlx::Row;
 use std::collections::BTreeMap;
-
-const COUNTER: &str = "oauth_servers_version";
 
 shared! {
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +69,6 @@ fn conflict(e: sqlx::Error, r: &OAuthServerRow) -> StoreError {
 }
 
 impl Store {
-    pub async fn oauth_servers_version(&self) -> Result<String, StoreError> {
-        self.counter(COUNTER).await
-    }
-
     pub async fn list_oauth_servers(&self) -> Result<Vec<OAuthServerRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM oauth_servers ORDER BY created_at, oauth_id"
@@ -131,7 +125,7 @@ impl Store {
                 "the limit of {max} OAuth servers is reached; delete one first"
             )));
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::OauthServers, &r.oauth_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -163,7 +157,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::OauthServers, &r.oauth_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -185,7 +179,7 @@ impl Store {
         }
         // Its principals `<oauth_id>:<sub>` are gone with it: memberships and rings too.
         super::groups::forget_principals_under(&mut tx, &format!("{oauth_id}:")).await?;
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::OauthServers, oauth_id).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -94,6 +94,10 @@ pub mod audit;
 pub mod audit_scope;
 #[path = "ca_profiles.rs"]
 pub mod ca_profiles;
+#[path = "changes.rs"]
+pub mod changes;
+#[path = "claims.rs"]
+pub mod claims;
 #[path = "destroy_intents.rs"]
 pub mod destroy_intents;
 #[path = "groups.rs"]

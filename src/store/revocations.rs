@@ -18,6 +18,7 @@ impl Store {
         .await?;
         // Already revoked: nothing changed, the entry rolls back.
         if r.rows_affected() == 1 {
+            super::changes::record(&mut tx, super::changes::Topic::Token, jti).await?;
             tx.commit().await?;
         }
         Ok(())

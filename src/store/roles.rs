@@ -1,11 +1,9 @@
-//! Custom roles (`roles` table). Every change bumps `meta.roles_version` in the same
-//! transaction, so every process can keep its in-memory role table current.
+//! Custom roles (`roles` table). Every change writes a row to the
+//! change feed (`changes.rs`) in the same transaction, so every process can keep its in-memory role table current.
 
 use super::{Store, StoreError};
 reuse_shared!(roles);
 use sqlx::Row;
-
-const COUNTER: &str = "roles_version";
 
 shared! {
 #[derive(Debug, Clone)]
@@ -40,10 +38,6 @@ fn json(perms: &[String]) -> String {
 const COLUMNS: &str = "name, description, permissions, created_by, created_at, updated_at";
 
 impl Store {
-    pub async fn roles_version(&self) -> Result<String, StoreError> {
-        self.counter(COUNTER).await
-    }
-
     pub async fn list_roles(&self) -> Result<Vec<RoleRow>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM roles ORDER BY name"))
             .fetch_all(&self.pool)
@@ -79,7 +73,7 @@ impl Store {
                 "at most {max} custom roles; delete one first"
             )));
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Roles, &r.name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -105,7 +99,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Roles, name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -144,7 +138,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        super::meta::bump_counter(&mut tx, COUNTER).await?;
+        super::changes::record(&mut tx, super::changes::Topic::Roles, name).await?;
         tx.commit().await?;
         Ok(())
     }

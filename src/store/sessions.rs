@@ -120,6 +120,9 @@ impl Store {
         .bind(i64::from(s.max_per_user))
         .fetch_all(&mut *tx)
         .await?;
+        for id in &evicted {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
+        }
         tx.commit().await?;
         Ok(evicted)
     }
@@ -170,6 +173,8 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                super::changes::record(&mut tx, super::changes::Topic::Session, &session_id)
+                    .await?;
                 tx.commit().await?;
                 return Ok(Exchange::Reused { session_id });
             }
@@ -273,7 +278,8 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         // Nothing revoked: the entry rolls back with the transaction.
-        if id.is_some() {
+        if let Some(id) = &id {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
             tx.commit().await?;
         }
         Ok(id)
@@ -298,6 +304,7 @@ impl Store {
         .await?;
         let revoked = r.rows_affected() == 1;
         if revoked {
+            super::changes::record(&mut tx, super::changes::Topic::Session, id).await?;
             tx.commit().await?;
         }
         Ok(revoked)

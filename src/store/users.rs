@@ -16,7 +16,6 @@
 //! only ever read by [`Store::get_user_for_login`]; every other read returns
 //! `has_password` instead.
 
-use super::api_keys::bump_version;
 use super::{Store, StoreError};
 reuse_shared!(users);
 use super::DbRow;
@@ -79,7 +78,7 @@ async fn revoke_sessions(
     now: i64,
     reason: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
          WHERE username = $1 AND revoked_at IS NULL
          RETURNING id",
@@ -87,8 +86,12 @@ async fn revoke_sessions(
     .bind(username)
     .bind(now)
     .bind(reason)
-    .fetch_all(tx)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &ids {
+        super::changes::record(&mut *tx, super::changes::Topic::Session, id).await?;
+    }
+    Ok(ids)
 }
 
 /// After a conditional write matched no row inside `tx`: not found, or changed meanwhile.
@@ -129,7 +132,12 @@ impl Store {
         .execute(&mut *tx)
         .await;
         let r = match r {
-            Ok(r) => tx.commit().await.map(|()| r),
+            Ok(r) => match super::changes::record(&mut tx, super::changes::Topic::Users, username)
+                .await
+            {
+                Ok(()) => tx.commit().await.map(|()| r),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match r {
@@ -225,6 +233,7 @@ impl Store {
         if role.is_some_and(|r| r != expected_role) {
             revoked.extend(revoke_sessions(&mut tx, username, now, REVOKED_ROLE_CHANGED).await?);
         }
+        super::changes::record(&mut tx, super::changes::Topic::Users, username).await?;
         tx.commit().await?;
         Ok((row, revoked))
     }
@@ -255,8 +264,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if keys.rows_affected() > 0 {
-            bump_version(&mut tx).await?;
+            super::changes::record(&mut tx, super::changes::Topic::ApiKeys, username).await?;
         }
+        super::changes::record(&mut tx, super::changes::Topic::Users, username).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -643,7 +653,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let before = s.api_keys_version().await.unwrap();
+        let before = s.change_head().await.unwrap();
         assert!(matches!(
             s.delete_user("ann", "help-desk", 20).await,
             Err(StoreError::Conflict(_))
@@ -661,7 +671,23 @@ mod tests {
             .map(|k| k.id)
             .collect();
         assert_eq!(left, vec!["k2".to_string()]);
-        assert_ne!(s.api_keys_version().await.unwrap(), before);
+        use crate::store::changes::Topic;
+        let fed: Vec<(Option<Topic>, String)> = s
+            .changes_after(before, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.topic, c.key))
+            .collect();
+        assert_eq!(
+            fed,
+            vec![
+                (Some(Topic::Session), "a1".to_string()),
+                (Some(Topic::ApiKeys), "ann".to_string()),
+                (Some(Topic::Users), "ann".to_string())
+            ],
+            "the revoked session and the removed keys reach every replica"
+        );
         assert!(matches!(s.get_user("ann").await, Err(StoreError::NotFound)));
         assert!(matches!(
             s.delete_user("ann", "admin", 30).await,

@@ -44,6 +44,10 @@ pub struct Options {
     pub https: bool,
     /// Extra arguments after `serve` (e.g. `--config F`, which goes before it).
     pub config: Option<PathBuf>,
+    /// `serve --dev` (its own SQLite file and SoftHSM token under the data directory).
+    /// Off for replicas sharing a store and a token (`common::cluster`): the
+    /// configuration file says where both are.
+    pub dev: bool,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             https: false,
             config: None,
+            dev: true,
         }
     }
 }
@@ -486,7 +491,11 @@ fn spawn(dir: &Path, opts: &Options) -> Spawned {
     if let Some(c) = &opts.config {
         cmd.arg("--config").arg(c);
     }
-    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0"]);
+    cmd.arg("serve");
+    if opts.dev {
+        cmd.arg("--dev");
+    }
+    cmd.args(["--listen", "127.0.0.1:0"]);
     if !opts.https {
         cmd.arg("--insecure-http");
     }

@@ -21,11 +21,22 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store and every configured hardware backend answer.
+/// Readiness: the store and every configured hardware backend answer, and the replica
+/// applied the change feed within `cluster.max_staleness`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Object),
-              (status = 503, description = "A backend or the store is unreachable", body = Problem)))]
+              (status = 503, description = "A backend or the store is unreachable, or the replica's last apply of the change feed is older than `cluster.max_staleness`", body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(age) = state.rt.feed.stale_for() {
+        tracing::warn!(
+            age_ms = age.as_millis() as u64,
+            "not ready: the change feed is stale"
+        );
+        return Err(crate::http::stale::refusal(
+            age,
+            state.rt.feed.max_staleness(),
+        ));
+    }
     let mut report = BTreeMap::new();
     let mut ready = true;
     for (name, exec) in state.rt.keys.backends() {
@@ -66,8 +77,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             if store_ok { "ok" } else { "unreachable" }
         )));
     }
+    let feed = json!({
+        "position": state.rt.feed.position(),
+        "last_apply_ms_ago": state.rt.feed.age().map(|a| a.as_millis() as u64),
+    });
     Ok(Json(
-        json!({"status": "ready", "backends": report, "store": "ok"}),
+        json!({"status": "ready", "backends": report, "store": "ok", "change_feed": feed}),
     ))
 }
 

@@ -16,8 +16,8 @@
 //!   `role_mapping`; every mapped value that names an existing local role counts and
 //!   the caller gets their union. A verified token that maps to no role is 403.
 //! - **State**: the process keeps the servers in memory (issuer → server), reloaded after
-//!   each change here and when `meta.oauth_servers_version` shows that another process
-//!   changed them; a server's JWKS cache survives reloads while its `jwks_uri` stays.
+//!   each change here and when the change feed reports that another process changed
+//!   them (`crate::cluster`); a server's JWKS cache survives reloads while its `jwks_uri` stays.
 
 pub mod fetch;
 pub mod input;
@@ -25,6 +25,7 @@ pub mod jwks;
 pub mod keys;
 pub mod verify;
 
+use crate::cluster::snapshot::Snapshot;
 use crate::config::Config;
 use crate::services::authz::{self, Permission, Role};
 use crate::services::tokens::claims::{Audience, TimeRules};
@@ -37,7 +38,7 @@ use jwks::{JwksCache, Timings};
 use keys::VerifyKey;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use verify::Refusal;
 
 /// Most OAuth servers an installation may register.
@@ -106,7 +107,6 @@ struct Registered {
 
 #[derive(Debug, Default)]
 struct Table {
-    version: String,
     by_issuer: HashMap<String, Arc<Registered>>,
 }
 
@@ -117,8 +117,7 @@ pub struct OAuthServerService {
     leeway: i64,
     own_issuer: String,
     allow_insecure_loopback: bool,
-    table: RwLock<Arc<Table>>,
-    reloading: tokio::sync::Mutex<()>,
+    table: Snapshot<Table>,
 }
 
 impl std::fmt::Debug for OAuthServerService {
@@ -177,8 +176,7 @@ impl OAuthServerService {
             leeway: settings.leeway.clamp(0, MAX_LEEWAY),
             own_issuer: settings.issuer,
             allow_insecure_loopback: o.allow_insecure_loopback_jwks,
-            table: RwLock::new(Arc::new(Table::default())),
-            reloading: tokio::sync::Mutex::new(()),
+            table: Snapshot::default(),
         };
         svc.reload().await?;
         for r in svc.table().by_issuer.values() {
@@ -191,10 +189,7 @@ impl OAuthServerService {
     }
 
     fn table(&self) -> Arc<Table> {
-        match self.table.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.table.get()
     }
 
     fn key_source(&self, row: &OAuthServerRow, old: &Table) -> Option<KeySource> {
@@ -228,40 +223,29 @@ impl OAuthServerService {
         }
     }
 
-    async fn reload(&self) -> Result<(), ServiceError> {
-        let _serial = self.reloading.lock().await;
-        let version = self.store.oauth_servers_version().await?;
-        let rows = self.store.list_oauth_servers().await?;
-        let old = self.table();
-        let by_issuer = rows
-            .into_iter()
-            .map(|row| {
-                let keys = self.key_source(&row, &old);
-                (row.issuer.clone(), Arc::new(Registered { row, keys }))
+    /// Re-reads the registered servers from the store (at start, after a local change,
+    /// and when the change feed reports a change made elsewhere). A server's JWKS cache
+    /// survives while its `jwks_uri` stays.
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        self.table
+            .reload(|old| async move {
+                let rows = self.store.list_oauth_servers().await?;
+                let by_issuer = rows
+                    .into_iter()
+                    .map(|row| {
+                        let keys = self.key_source(&row, &old);
+                        (row.issuer.clone(), Arc::new(Registered { row, keys }))
+                    })
+                    .collect();
+                Ok::<_, ServiceError>(Table { by_issuer })
             })
-            .collect();
-        let table = Arc::new(Table { version, by_issuer });
-        match self.table.write() {
-            Ok(mut g) => *g = table,
-            Err(poisoned) => *poisoned.into_inner() = table,
-        }
-        Ok(())
+            .await
     }
 
     async fn after_change(&self) {
         if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "OAuth server reload failed; retrying on the next poll");
+            tracing::warn!(error = %e, "OAuth server reload failed; the change feed retries");
         }
-    }
-
-    /// Reloads when another process changed the servers; returns whether it did.
-    pub async fn refresh_if_changed(&self) -> Result<bool, ServiceError> {
-        let version = self.store.oauth_servers_version().await?;
-        if self.table().version == version {
-            return Ok(false);
-        }
-        self.reload().await?;
-        Ok(true)
     }
 
     /// Whether `iss` is the issuer of a registered server (exact match).

@@ -55,6 +55,24 @@ impl Denylist {
         }
     }
 
+    /// Adds every entry of `other` (kept until the later of the two times).
+    pub fn merge(&self, other: Denylist) {
+        let other = other
+            .inner
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(mut i) = self.inner.write() {
+            for (k, until) in other.jtis {
+                let e = i.jtis.entry(k).or_insert(until);
+                *e = (*e).max(until);
+            }
+            for (k, until) in other.sessions {
+                let e = i.sessions.entry(k).or_insert(until);
+                *e = (*e).max(until);
+            }
+        }
+    }
+
     /// Whether a token with this `jti` (and session) is revoked. A poisoned lock denies:
     /// failing closed is the only safe answer for a revocation check.
     pub fn denied(&self, jti: &str, sid: Option<&str>) -> bool {
@@ -95,5 +113,17 @@ mod tests {
         assert!(d.denied("x", Some("s1")));
         assert_eq!(d.sweep(201), 1);
         assert!(!d.denied("x", Some("s1")));
+    }
+
+    #[test]
+    fn merging_keeps_the_later_time_of_each_entry() {
+        let d = Denylist::default();
+        d.deny_jti("j1".into(), 300);
+        let other = Denylist::default();
+        other.deny_jti("j1".into(), 100);
+        other.deny_session("s1".into(), 200);
+        d.merge(other);
+        assert_eq!(d.sweep(250), 1, "s1 ends at 200, j1 keeps its 300");
+        assert!(d.denied("j1", None));
     }
 }

@@ -559,6 +559,24 @@ impl TokenService {
         }
     }
 
+    /// An access token was revoked by another replica (the change feed's `token` topic).
+    /// Its expiry is not in the feed; no access token outlives `now` plus the access-token
+    /// lifetime and leeway, so the entry lasts that long and the sweep drops it after.
+    pub fn token_revoked_elsewhere(&self, jti: &str, now: i64) {
+        self.denylist.deny_jti(
+            jti.to_string(),
+            now.saturating_add(self.settings.session_window()),
+        );
+    }
+
+    /// Adds every revocation in force in the store to the in-memory denylist (a replica
+    /// that fell behind the change feed's retention, or found the store replaced).
+    pub async fn reload_denylist(&self, now: i64) -> Result<(), ServiceError> {
+        let fresh = Denylist::load(&self.store, now, self.settings.session_window()).await?;
+        self.denylist.merge(fresh);
+        Ok(())
+    }
+
     /// Records that sessions ended, so their access tokens stop working at once.
     pub fn sessions_ended(&self, ids: &[String], now: i64) {
         for id in ids {
