@@ -493,7 +493,7 @@ async fn serve(
     }
     // Held while serving: `keygate restore` refuses while any server holds it.
     let _store_lock = match keygate::ops::backup::sqlite_path(&config.store.url) {
-        Ok(db) => Some(keygate::ops::store_lock::hold_for_serving(&db)?),
+        Ok(db) => keygate::ops::store_lock::hold_for_serving(&db)?,
         Err(_) => None,
     };
     let rt = Arc::new(Runtime::open(config).await?);

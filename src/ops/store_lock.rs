@@ -42,6 +42,7 @@ pub fn lock_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Never creates a directory: the store's directory is the store's business.
 fn take(db: &Path, exclusive: bool) -> Result<Result<StoreLock, ()>, LockError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = lock_path(db);
@@ -49,9 +50,6 @@ fn take(db: &Path, exclusive: bool) -> Result<Result<StoreLock, ()>, LockError> 
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
-    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -73,9 +71,16 @@ fn take(db: &Path, exclusive: bool) -> Result<Result<StoreLock, ()>, LockError> 
 }
 
 /// Taken by `keygate serve` on a SQLite store at `db` for as long as it runs. Refused
-/// while a restore into that store runs.
-pub fn hold_for_serving(db: &Path) -> Result<StoreLock, LockError> {
-    take(db, false)?.map_err(|()| {
+/// while a restore into that store runs. None when the store's directory does not
+/// exist: then there is no store to protect, and opening it fails with its own error.
+pub fn hold_for_serving(db: &Path) -> Result<Option<StoreLock>, LockError> {
+    if db
+        .parent()
+        .is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Ok(None);
+    }
+    take(db, false)?.map(Some).map_err(|()| {
         LockError::Busy(format!(
             "a restore into the store {} is running (it holds {}); start keygate after it finished",
             db.display(),
@@ -105,8 +110,8 @@ mod tests {
     fn a_restore_is_refused_while_a_server_holds_the_store_and_a_server_while_a_restore_does() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("keygate.db");
-        let a = hold_for_serving(&db).unwrap();
-        let b = hold_for_serving(&db).unwrap();
+        let a = hold_for_serving(&db).unwrap().unwrap();
+        let b = hold_for_serving(&db).unwrap().unwrap();
         assert!(matches!(hold_for_restore(&db), Err(LockError::Busy(_))));
         drop(a);
         assert!(matches!(hold_for_restore(&db), Err(LockError::Busy(_))));
@@ -115,5 +120,13 @@ mod tests {
         assert_eq!(r.path(), lock_path(&db));
         let e = hold_for_serving(&db).unwrap_err();
         assert!(e.to_string().contains("restore"), "{e}");
+    }
+
+    #[test]
+    fn serving_a_store_whose_directory_is_missing_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("missing").join("keygate.db");
+        assert!(hold_for_serving(&db).unwrap().is_none());
+        assert!(!dir.path().join("missing").exists());
     }
 }
