@@ -43,6 +43,7 @@ pub fn spawn(rt: &Arc<Runtime>) {
     let feed = rt.feed.clone();
     let poll = rt.config.api_keys.refresh_interval.0;
     feed.start();
+    spawn_listener(rt);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -67,6 +68,29 @@ pub fn spawn(rt: &Arc<Runtime>) {
                         "cannot apply the change feed; retrying (the replica turns unready once cluster.max_staleness passes)");
                 }
             }
+        }
+    });
+}
+
+/// On PostgreSQL, wakes the applier when another replica commits a change (`LISTEN`), so a
+/// revocation propagates in milliseconds rather than within a poll interval. The poll
+/// stays the source of truth: a lost notification, or a listener that is reconnecting,
+/// costs latency, never correctness.
+fn spawn_listener(rt: &Arc<Runtime>) {
+    let store = rt.store.clone();
+    let feed = rt.feed.clone();
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        let wake = move || feed.wake();
+        loop {
+            let Some(e) = store.listen_for_changes(&wake).await else {
+                return; // a store without notifications
+            };
+            if weak.upgrade().is_none() {
+                return;
+            }
+            tracing::warn!(error = %e, "change-feed notifications lost; polling meanwhile, reconnecting in 1 s");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
 }

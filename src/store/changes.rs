@@ -98,6 +98,9 @@ pub(crate) async fn record(
         .bind(crate::clock::now())
         .execute(&mut *tx)
         .await?;
+    if let Some(notify) = super::NOTIFY_CHANGE {
+        sqlx::query(notify).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 

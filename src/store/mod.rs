@@ -205,6 +205,16 @@ impl Store {
     /// (default rings, the bootstrap key) across replicas sharing a PostgreSQL store:
     /// the second replica waits, then finds them made. A no-op on SQLite, whose store
     /// belongs to one process.
+    /// Calls `wake` whenever another process commits a change-feed row, on stores that can
+    /// say so (PostgreSQL's `LISTEN`); returns at once on SQLite, whose appliers only poll.
+    /// On PostgreSQL it returns only when the listening connection fails.
+    pub async fn listen_for_changes(&self, wake: &(dyn Fn() + Send + Sync)) -> Option<StoreError> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(s) => Some(s.listen_for_changes(wake).await),
+        }
+    }
+
     pub async fn startup_lock(&self) -> Result<StartupLock, StoreError> {
         match &self.engine {
             Engine::Sqlite(_) => Ok(StartupLock(None)),

@@ -156,10 +156,38 @@ fn text_int_pairs(rows: &[DbRow]) -> Result<Vec<(String, i64)>, StoreError> {
         .map_err(StoreError::from)
 }
 
+/// The channel a committed change feed write notifies (`changes.rs`): a wake-up for the
+/// other replicas' appliers, never the source of truth (docs/deployment.md, "The change
+/// feed").
+pub(crate) const CHANGE_CHANNEL: &str = "keygate_changes";
+/// Run inside every transaction that writes the change feed: PostgreSQL delivers the
+/// notification at commit, and not at all on rollback.
+pub(crate) const NOTIFY_CHANGE: Option<&str> = Some("SELECT pg_notify('keygate_changes', '')");
+
 /// Connections per replica (docs/deployment.md, "Connection budget").
 pub const POOL_SIZE: u32 = 8;
 
 impl Store {
+    /// Calls `wake` for every change-feed notification until the listening connection
+    /// fails (then returns the error; the caller reconnects).
+    pub async fn listen_for_changes(&self, wake: &(dyn Fn() + Send + Sync)) -> StoreError {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(l) => l,
+            Err(e) => return StoreError::from(e),
+        };
+        if let Err(e) = listener.listen(CHANGE_CHANNEL).await {
+            return StoreError::from(e);
+        }
+        // Changes committed while this listener was not connected are found by the poll.
+        wake();
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake(),
+                Err(e) => return StoreError::from(e),
+            }
+        }
+    }
+
     async fn connect(url: &str, size: u32) -> Result<DbPool, StoreError> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("store url: {e}")))?

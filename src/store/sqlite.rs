@@ -39,6 +39,9 @@ pub(crate) const LEAST: &str = "MIN";
 pub(crate) const MIGRATIONS_TABLE_EXISTS: &str =
     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
 
+/// No notification channel: the appliers of replicas on one SQLite file poll.
+pub(crate) const NOTIFY_CHANGE: Option<&str> = None;
+
 /// Every SQLite migration built into this binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 

@@ -1,9 +1,9 @@
 //! Several `keygate serve` replicas on ONE store and ONE SoftHSM token directory
 //! (docs/deployment.md, "Replicas and the change feed").
 //!
-//! The store is a SQLite file in WAL mode shared by the processes, unless
-//! `KEYGATE_TEST_CLUSTER_STORE_URL` names another (an empty database, e.g. a fresh
-//! PostgreSQL database): the tests speak only HTTP and the CLI, so they run unchanged on
+//! The store is a SQLite file in WAL mode shared by the processes; with
+//! `KEYGATE_TEST_PG_URL` set (the PostgreSQL pass of `ci/test.sh`), a fresh PostgreSQL
+//! database; `KEYGATE_TEST_CLUSTER_STORE_URL` names any other empty store. The tests speak only HTTP and the CLI, so they run unchanged on
 //! any store keygate supports. The token is made once by `softhsm-test/make-token.sh`;
 //! every replica logs in to it. All replicas share `tokens.issuer`, as a deployment behind
 //! one load balancer must.
@@ -49,8 +49,11 @@ impl Shared {
             .to_string();
         let pin = dir.path().join("pin");
         std::fs::write(&pin, USER_PIN).expect("pin file");
+        // On the PostgreSQL pass (`ci/pg.sh`), every cluster gets a fresh, empty database.
         let store_url = std::env::var("KEYGATE_TEST_CLUSTER_STORE_URL")
-            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("keygate.db").display()));
+            .ok()
+            .or_else(|| super::server::pg_store_url(dir.path()))
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("keygate.db").display()));
         let config = dir.path().join("keygate.toml");
         let toml = format!(
             r#"
