@@ -11,6 +11,7 @@ pub mod bench_tpm;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod dev;
 pub mod dur;
 #[doc(hidden)]

@@ -42,6 +42,8 @@ pub fn ops_app(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let limit = state.rt.config.server.max_body_bytes;
     let router = routes::router()
+        // The admin console (docs/console.md), on the same listener.
+        .merge(crate::console::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit_log::record,
@@ -59,6 +61,7 @@ pub fn app(state: AppState) -> Router {
             timeout::request_timeout,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(crate::console::headers::apply))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()

@@ -13,6 +13,7 @@ pub mod attestation;
 pub mod audit;
 pub mod audit_scope;
 pub mod ca_profiles;
+pub mod console_sessions;
 pub mod destroy_intents;
 pub mod groups;
 pub mod key_files;

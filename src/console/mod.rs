@@ -1,0 +1,52 @@
+//! The admin web console at `/console/` (docs/console.md): server-rendered HTML (maud),
+//! one stylesheet and one script embedded in the binary, served on the API's listener.
+//!
+//! Pages call the use-case layer ([`crate::app`]) and services in-process with the
+//! signed-in [`crate::services::Principal`], exactly as the API handlers do, so every
+//! permission, approval and audit rule applies unchanged; console code only hides the
+//! controls a role lacks. Sessions, the cookie and CSRF are in [`session`]; the
+//! headers of every console response in [`headers`].
+
+pub mod assets;
+pub mod error;
+pub mod headers;
+pub mod layout;
+pub mod pages;
+pub mod session;
+
+use crate::http::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+use pages::{api_keys, audit, sessions, sign_in};
+
+/// The console's routes, merged into the API router (so the audit, rate-limit and
+/// timeout layers apply to them too).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(sign_in::slash))
+        .route("/console/", get(sign_in::home))
+        .route("/console/assets/console.css", get(assets::css))
+        .route("/console/assets/console.js", get(assets::js))
+        .route("/console/sign-in", get(sign_in::show).post(sign_in::submit))
+        .route("/console/sign-out", post(sign_in::sign_out))
+        .route(
+            "/console/api-keys",
+            get(api_keys::list).post(api_keys::create),
+        )
+        .route(
+            "/console/api-keys/{id}/edit",
+            get(api_keys::edit).post(api_keys::update),
+        )
+        .route(
+            "/console/api-keys/{id}/regenerate",
+            get(api_keys::confirm_regenerate).post(api_keys::regenerate),
+        )
+        .route(
+            "/console/api-keys/{id}/delete",
+            get(api_keys::confirm_delete).post(api_keys::delete),
+        )
+        .route("/console/sessions", get(sessions::list))
+        .route("/console/sessions/{id}/end", post(sessions::end))
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/export.jsonl", get(audit::export))
+}
