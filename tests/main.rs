@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod conformance;
+mod console;
 mod crash;
 mod custody;
 mod custom_roles;

@@ -8,6 +8,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
+/// Marks a response that sent the browser to sign in: nothing happened, so the audit
+/// layer records nothing for it (a garbage cookie costs no store write).
+#[derive(Debug, Clone, Copy)]
+pub struct NoSession;
+
 #[derive(Debug)]
 pub enum ConsoleError {
     /// No live session: go to the sign-in page.
@@ -45,14 +50,18 @@ impl From<ApiError> for ConsoleError {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         match self {
-            ConsoleError::SignIn => (
-                StatusCode::SEE_OTHER,
-                [
-                    (header::LOCATION, "/console/sign-in".to_string()),
-                    (header::SET_COOKIE, super::session::clear_cookie()),
-                ],
-            )
-                .into_response(),
+            ConsoleError::SignIn => {
+                let mut resp = (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::LOCATION, "/console/sign-in".to_string()),
+                        (header::SET_COOKIE, super::session::clear_cookie()),
+                    ],
+                )
+                    .into_response();
+                resp.extensions_mut().insert(NoSession);
+                resp
+            }
             ConsoleError::Api(e) => {
                 let status = e.status;
                 let page = super::layout::bare(
