@@ -32,8 +32,9 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A signed-in page: header, navigation and `body`.
 pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
-    let nav: [(&str, &str, Option<Permission>); 5] = [
+    let nav: [(&str, &str, Option<Permission>); 6] = [
         ("api-keys", "API Keys", Some(Permission::ApiKeysRead)),
+        ("keys", "Signing keys", Some(Permission::KeysRead)),
         (
             "key-files",
             "Administration API Key",

@@ -17,7 +17,7 @@ pub mod session;
 use crate::http::AppState;
 use axum::routing::{get, post};
 use axum::Router;
-use pages::{api_keys, audit, sessions, sign_in};
+use pages::{api_keys, approvals, audit, key_files, keys, sessions, sign_in};
 
 /// The console's routes, merged into the API router (so the audit, rate-limit and
 /// timeout layers apply to them too).
@@ -45,6 +45,31 @@ pub fn router() -> Router<AppState> {
             "/console/api-keys/{id}/delete",
             get(api_keys::confirm_delete).post(api_keys::delete),
         )
+        .route(
+            "/console/key-files",
+            get(key_files::list).post(key_files::create),
+        )
+        .route(
+            "/console/key-files/{id}/regenerate",
+            get(key_files::confirm_regenerate).post(key_files::regenerate),
+        )
+        .route(
+            "/console/key-files/{id}/delete",
+            get(key_files::confirm_delete).post(key_files::delete),
+        )
+        .route("/console/keys", get(keys::list))
+        .route("/console/keys/{ring}/rotate", post(keys::rotate))
+        .route(
+            "/console/keys/{ring}/regenerate",
+            get(keys::confirm_regenerate).post(keys::regenerate),
+        )
+        .route(
+            "/console/keys/{ring}/versions/{version}/destroy",
+            post(keys::destroy),
+        )
+        .route("/console/approvals", get(approvals::list))
+        .route("/console/approvals/{id}/approve", post(approvals::approve))
+        .route("/console/approvals/{id}/reject", post(approvals::reject))
         .route("/console/sessions", get(sessions::list))
         .route("/console/sessions/{id}/end", post(sessions::end))
         .route("/console/audit", get(audit::list))

@@ -1,6 +1,9 @@
 //! One module per console page.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
+pub mod key_files;
+pub mod keys;
 pub mod sessions;
 pub mod sign_in;
