@@ -33,6 +33,9 @@ pub async fn list(
             rings.entry(v.ring.clone()).or_default().push(v);
         }
     }
+    for vs in rings.values_mut() {
+        vs.sort_by_key(|v| std::cmp::Reverse(v.version));
+    }
     let rotate = c.can(Permission::KeysRotate);
     let destroy = c.can(Permission::KeysDestroy);
     let jwks = serde_json::to_string_pretty(&state.rt.keys.jwks()).unwrap_or_default();
@@ -43,8 +46,7 @@ pub async fn list(
         html! {
             (notice(q.done.as_deref()))
             (filter_form(PATH, &q))
-            @for (ring, mut vs) in rings {
-                @let _ = vs.sort_by_key(|v| -v.version);
+            @for (ring, vs) in rings {
                 @let active = vs.iter().find(|v| v.state == "active").map(|v| v.activated_at.unwrap_or(v.created_at));
                 @let period = crate::app::keys::rotation_period(&state.rt, &ring);
                 section aria-labelledby={ "ring-" (ring) } {
