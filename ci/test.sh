@@ -16,6 +16,8 @@ echo "== cargo test"
 cargo test --all-targets
 echo "== Debian package (ci/package-test.sh, with the dev binary the tests built)"
 KEYGATE_BIN=target/debug/keygate ./ci/package-test.sh
+echo "== console browser suite (ci/console-test.sh: Playwright + Debian chromium)"
+./ci/console-test.sh
 echo "== schemathesis (API conformance, bounded)"
 ./ci/schemathesis.sh
 echo "== ci/crash.sh (crash loops, bounded to 3 minutes)"

@@ -263,6 +263,11 @@ async fn forms_without_this_sessions_csrf_token_or_from_another_origin_are_refus
     assert_eq!(r.status(), 403);
     let r = send(form("no-origin", &sess.csrf), None).await.unwrap();
     assert_eq!(r.status(), 403);
+    // `Origin: null` (what a browser sends under no-referrer) needs Sec-Fetch-Site.
+    let r = send(form("null-origin", &sess.csrf), Some("null".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let r = send(form("no-token", ""), Some(origin(&s))).await.unwrap();
     assert_eq!(r.status(), 403);
     let other_session = with_key(&s, &s.admin_key).await;

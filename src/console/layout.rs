@@ -32,7 +32,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A signed-in page: header, navigation and `body`.
 pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
-    let nav: [(&str, &str, Option<Permission>); 6] = [
+    let nav: [(&str, &str, Option<Permission>); 7] = [
         ("api-keys", "API Keys", Some(Permission::ApiKeysRead)),
         ("keys", "Signing keys", Some(Permission::KeysRead)),
         (
@@ -42,6 +42,7 @@ pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
         ),
         ("approvals", "Approvals", None),
         ("audit", "Audit log", Some(Permission::AuditRead)),
+        ("users", "Users", Some(Permission::UsersRead)),
         ("sessions", "Sessions", None),
     ];
     html! {

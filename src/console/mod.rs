@@ -17,7 +17,7 @@ pub mod session;
 use crate::http::AppState;
 use axum::routing::{get, post};
 use axum::Router;
-use pages::{api_keys, approvals, audit, key_files, keys, sessions, sign_in};
+use pages::{api_keys, approvals, audit, key_files, keys, sessions, sign_in, users};
 
 /// The console's routes, merged into the API router (so the audit, rate-limit and
 /// timeout layers apply to them too).
@@ -70,6 +70,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/approvals", get(approvals::list))
         .route("/console/approvals/{id}/approve", post(approvals::approve))
         .route("/console/approvals/{id}/reject", post(approvals::reject))
+        .route("/console/users", get(users::list).post(users::create))
+        .route(
+            "/console/users/{name}/delete",
+            get(users::confirm_delete).post(users::delete),
+        )
         .route("/console/sessions", get(sessions::list))
         .route("/console/sessions/{id}/end", post(sessions::end))
         .route("/console/audit", get(audit::list))

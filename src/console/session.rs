@@ -125,22 +125,32 @@ fn request_host(parts: &Parts) -> Option<String> {
 }
 
 /// A state-changing request must come from a page of this origin.
+///
+/// Browsers send `Sec-Fetch-Site` (which no page can forge): it must say `same-origin`.
+/// Under the console's `Referrer-Policy: no-referrer` they send `Origin: null` on form
+/// posts, so `null` passes only together with that header. Without `Sec-Fetch-Site`
+/// (other clients), `Origin` must name the host the request was sent to.
 pub fn check_origin(parts: &Parts) -> Result<(), ConsoleError> {
     let refuse = || {
         ConsoleError::forbidden(
             "cross-origin request refused: the console accepts forms from its own pages only",
         )
     };
-    if let Some(site) = parts.headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Err(refuse());
-        }
+    let fetch_site = parts.headers.get("sec-fetch-site");
+    if fetch_site.is_some_and(|s| s.as_bytes() != b"same-origin") {
+        return Err(refuse());
     }
     let origin = parts
         .headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .ok_or_else(refuse)?;
+    if origin == "null" {
+        return match fetch_site {
+            Some(_) => Ok(()),
+            None => Err(refuse()),
+        };
+    }
     let authority = origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"))

@@ -7,3 +7,4 @@ pub mod key_files;
 pub mod keys;
 pub mod sessions;
 pub mod sign_in;
+pub mod users;
