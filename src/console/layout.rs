@@ -32,8 +32,13 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A signed-in page: header, navigation and `body`.
 pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
-    let nav: [(&str, &str, Option<Permission>); 7] = [
+    let nav: [(&str, &str, Option<Permission>); 8] = [
         ("api-keys", "API Keys", Some(Permission::ApiKeysRead)),
+        (
+            "oauth-servers",
+            "OAuth Servers",
+            Some(Permission::OAuthServersRead),
+        ),
         ("keys", "Signing keys", Some(Permission::KeysRead)),
         (
             "key-files",

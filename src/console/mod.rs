@@ -17,7 +17,7 @@ pub mod session;
 use crate::http::AppState;
 use axum::routing::{get, post};
 use axum::Router;
-use pages::{api_keys, approvals, audit, key_files, keys, sessions, sign_in, users};
+use pages::{api_keys, approvals, audit, key_files, keys, oauth_servers, sessions, sign_in, users};
 
 /// The console's routes, merged into the API router (so the audit, rate-limit and
 /// timeout layers apply to them too).
@@ -56,6 +56,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/key-files/{id}/delete",
             get(key_files::confirm_delete).post(key_files::delete),
+        )
+        .route(
+            "/console/oauth-servers",
+            get(oauth_servers::list).post(oauth_servers::create),
+        )
+        .route(
+            "/console/oauth-servers/{id}/delete",
+            get(oauth_servers::confirm_delete).post(oauth_servers::delete),
         )
         .route("/console/keys", get(keys::list))
         .route("/console/keys/{ring}/rotate", post(keys::rotate))

@@ -3,7 +3,8 @@
 One keygate per test session, spawned like ci/schemathesis.sh does (`serve --dev` on
 127.0.0.1:0 with a fresh data directory and SoftHSM token) but serving HTTPS with the dev
 identity, because `__Host-` cookies need a secure origin. Rotation needs 2 approvals from
-role admin, so the two-approver journey has something to vote on.
+role admin, so the two-approver journey has something to vote on; JWKS may be fetched over
+plain HTTP from loopback (`oauth.allow_insecure_loopback_jwks`), for the IdP journey.
 """
 import os
 import pathlib
@@ -60,7 +61,8 @@ def keygate():
     data = tempfile.mkdtemp(prefix="keygate-console-")
     env = dict(os.environ, RUST_LOG="warn",
                KEYGATE__APPROVALS__ROTATE__REQUIRED="2",
-               KEYGATE__APPROVALS__ROTATE__APPROVERS="role:admin")
+               KEYGATE__APPROVALS__ROTATE__APPROVERS="role:admin",
+               KEYGATE__OAUTH__ALLOW_INSECURE_LOOPBACK_JWKS="true")
     out = open(os.path.join(data, "out"), "w+")
     err = open(os.path.join(data, "err"), "w+")
     proc = subprocess.Popen([binary, "--data-dir", data, "serve", "--dev", "--listen", "127.0.0.1:0"],

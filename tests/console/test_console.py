@@ -72,6 +72,65 @@ def test_edit_a_key_role_asks_for_confirmation(keygate, console):
     assert (k["role"], k["description"]) == ("help-desk", "edited")
 
 
+def idp_token(key, issuer, kid=None):
+    now = int(time.time())
+    return jwt.encode({"iss": issuer, "sub": "u1", "aud": "keygate-api", "iat": now,
+                       "exp": now + 300, "roles": ["readers"]}, key, algorithm="ES256",
+                      headers={"kid": kid} if kid else None)
+
+
+def test_add_oauth_servers_from_a_pem_file_and_a_loopback_jwks_uri(keygate, console, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    pem_key, jwks_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pem_file = tmp_path / "idp.pem"
+    pem_file.write_bytes(pem_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(jwks_key.public_key()))
+    jwk.update({"kid": "k1", "alg": "ES256", "use": "sig"})
+    body = json.dumps({"keys": [jwk]}).encode()
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        c = console()
+        c.sign_in_with_key(keygate.admin_key)
+        for name, source in (("pem-idp", "pem"), ("jwks-idp", "jwks")):
+            c.go("/console/oauth-servers")
+            if c.page.locator("details[open]").count() == 0:
+                c.page.click("text=Add an OAuth server")
+            c.page.fill("input[name=name]", name)
+            c.page.fill("input[name=issuer]", "https://%s.example" % name)
+            c.page.fill("input[name=audience]", "keygate-api")
+            if source == "pem":
+                c.page.fill("textarea[name=public_key_pem]", pem_file.read_text())
+            else:
+                c.page.fill("input[name=jwks_uri]", "http://127.0.0.1:%d/jwks" % srv.server_port)
+            c.page.fill("textarea[name=role_mapping]", "readers=read-only")
+            c.page.click("form.stack button:has-text('Add')")
+            c.page.wait_for_url("**/console/oauth-servers?done=updated")
+        c.shot("oauth-servers")
+        html = c.page.content()
+        assert "pem-idp" in html and "jwks-idp" in html and "readers → read-only" in html
+        for key, issuer, kid in ((pem_key, "https://pem-idp.example", None),
+                                 (jwks_key, "https://jwks-idp.example", "k1")):
+            r = requests.get(keygate.url("/api/v1/auth/sessions"), verify=keygate.cert, timeout=30,
+                             headers={"x-oauth2-token": idp_token(key, issuer, kid)})
+            assert r.status_code == 200, (issuer, r.text)
+    finally:
+        srv.shutdown()
+
+
 def test_key_file_download_signs_an_assertion_the_api_accepts(keygate, console):
     c = console()
     c.sign_in_with_key(keygate.admin_key)
@@ -260,7 +319,7 @@ def test_every_page_has_no_csp_violation_and_works_at_390px(keygate, console):
     c = console()
     c.go("/console/sign-in")
     c.sign_in_with_key(keygate.admin_key)
-    for p in ["/console/api-keys", "/console/key-files", "/console/keys", "/console/approvals",
+    for p in ["/console/api-keys", "/console/oauth-servers", "/console/key-files", "/console/keys", "/console/approvals",
               "/console/audit", "/console/users", "/console/sessions"]:
         c.go(p)
         assert c.page.locator("h1").count() == 1

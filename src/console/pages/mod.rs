@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod audit;
 pub mod key_files;
 pub mod keys;
+pub mod oauth_servers;
 pub mod sessions;
 pub mod sign_in;
 pub mod users;
