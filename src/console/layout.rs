@@ -32,7 +32,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A signed-in page: header, navigation and `body`.
 pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
-    let nav: [(&str, &str, Option<Permission>); 8] = [
+    let nav: [(&str, &str, Option<Permission>); 9] = [
         ("api-keys", "API Keys", Some(Permission::ApiKeysRead)),
         (
             "oauth-servers",
@@ -49,6 +49,7 @@ pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
         ("audit", "Audit log", Some(Permission::AuditRead)),
         ("users", "Users", Some(Permission::UsersRead)),
         ("sessions", "Sessions", None),
+        ("tls", "TLS", Some(Permission::KeysRead)),
     ];
     html! {
         (DOCTYPE)

@@ -17,7 +17,9 @@ pub mod session;
 use crate::http::AppState;
 use axum::routing::{get, post};
 use axum::Router;
-use pages::{api_keys, approvals, audit, key_files, keys, oauth_servers, sessions, sign_in, users};
+use pages::{
+    api_keys, approvals, audit, key_files, keys, oauth_servers, sessions, sign_in, tls, users,
+};
 
 /// The console's routes, merged into the API router (so the audit, rate-limit and
 /// timeout layers apply to them too).
@@ -83,6 +85,7 @@ pub fn router() -> Router<AppState> {
             "/console/users/{name}/delete",
             get(users::confirm_delete).post(users::delete),
         )
+        .route("/console/tls", get(tls::status))
         .route("/console/sessions", get(sessions::list))
         .route("/console/sessions/{id}/end", post(sessions::end))
         .route("/console/audit", get(audit::list))

@@ -320,8 +320,11 @@ def test_every_page_has_no_csp_violation_and_works_at_390px(keygate, console):
     c.go("/console/sign-in")
     c.sign_in_with_key(keygate.admin_key)
     for p in ["/console/api-keys", "/console/oauth-servers", "/console/key-files", "/console/keys", "/console/approvals",
-              "/console/audit", "/console/users", "/console/sessions"]:
+              "/console/audit", "/console/users", "/console/sessions", "/console/tls"]:
         c.go(p)
+        if p == "/console/tls":
+            assert "mTLS mode" in c.page.content()
+            c.shot("tls")
         assert c.page.locator("h1").count() == 1
         pages.append(p)
     phone = console(width=390, height=844)

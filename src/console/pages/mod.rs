@@ -8,4 +8,5 @@ pub mod keys;
 pub mod oauth_servers;
 pub mod sessions;
 pub mod sign_in;
+pub mod tls;
 pub mod users;
