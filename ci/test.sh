@@ -22,6 +22,8 @@ echo "== integration tests on PostgreSQL (ci/pg.sh: a throwaway cluster; docs/de
 KEYGATE_TEST_REQUIRE_PG=1 ./ci/pg.sh cargo test --test keygate -- $(./ci/pg-skips.sh)
 echo "== Debian package (ci/package-test.sh, with the dev binary the tests built)"
 KEYGATE_BIN=target/debug/keygate ./ci/package-test.sh
+echo "== console browser suite (ci/console-test.sh: Playwright + Debian chromium)"
+./ci/console-test.sh
 echo "== schemathesis (API conformance, bounded)"
 ./ci/schemathesis.sh
 echo "== ci/crash.sh (crash loops, bounded to 3 minutes)"

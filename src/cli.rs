@@ -557,6 +557,10 @@ async fn serve(
             "  try          curl --cacert {cert}{client} https://{bound}/healthz"
         )?;
     }
+    if dev {
+        // The admin console (docs/console.md) on the same listener.
+        writeln!(out, "  console      {scheme}://{bound}/console/")?;
+    }
     bootstrap_key(&rt, &mut out).await?;
     if let Some(l) = &ops {
         writeln!(out, "keygate ops listening on http://{}", l.local_addr()?)?;

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod dev;
 pub mod dur;
 #[doc(hidden)]

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod common;
 mod conformance;
+mod console;
 mod crash;
 mod custody;
 mod custom_roles;

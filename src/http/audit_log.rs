@@ -138,7 +138,12 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         state.rt.audit.checkpoint_if_due(now(), false).await;
     }
     if status.is_success() || status.is_redirection() {
-        if changing && !hot_path(route) && scope.written() == 0 {
+        // A console request without a live session was only sent to sign in.
+        let no_session = resp
+            .extensions()
+            .get::<crate::console::error::NoSession>()
+            .is_some();
+        if changing && !hot_path(route) && scope.written() == 0 && !no_session {
             metrics::counter!("keygate_audit_after_the_fact_total").increment(1);
             // A TLS reload changes only memory; anything else here is a route whose
             // change skipped the store's audited write paths.

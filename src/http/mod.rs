@@ -43,6 +43,8 @@ pub fn ops_app(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let limit = state.rt.config.server.max_body_bytes;
     let router = routes::router()
+        // The admin console (docs/console.md), on the same listener.
+        .merge(crate::console::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit_log::record,
@@ -58,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         // Metrics, the request timeout and the rate limits, outside the audit middleware
         // (a refused request writes nothing): one layer, see [`front`].
         .layer(axum::middleware::from_fn_with_state(state.clone(), front))
+        .layer(axum::middleware::from_fn(crate::console::headers::apply))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()

@@ -7,8 +7,8 @@
 #[allow(unused_imports)]
 use super::sqlite::{
     api_keys::*, approvals::*, attestation::*, audit::*, audit_scope::*, ca_profiles::*,
-    changes::*, claims::*, destroy_intents::*, groups::*, key_files::*, keys::*, leases::*,
-    meta::*, oauth_servers::*, revocations::*, roles::*, sessions::*, users::*,
+    changes::*, claims::*, console_sessions::*, destroy_intents::*, groups::*, key_files::*,
+    keys::*, leases::*, meta::*, oauth_servers::*, revocations::*, roles::*, sessions::*, users::*,
 };
 use super::{Engine, Store, StoreError};
 
@@ -410,6 +410,33 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(engine) => engine.release_claim(key).await,
             Engine::Postgres(engine) => engine.release_claim(key).await,
+        }
+    }
+
+    pub async fn open_console_session(
+        &self,
+        s: &NewConsoleSession,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.open_console_session(s).await,
+            Engine::Postgres(engine) => engine.open_console_session(s).await,
+        }
+    }
+
+    pub async fn console_session(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<ConsoleSessionRow>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.console_session(hash).await,
+            Engine::Postgres(engine) => engine.console_session(hash).await,
+        }
+    }
+
+    pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.touch_session(id, now).await,
+            Engine::Postgres(engine) => engine.touch_session(id, now).await,
         }
     }
 

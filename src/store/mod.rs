@@ -15,8 +15,8 @@ pub mod sqlite;
 // The crate sees one set of area modules and types: the SQLite copy's (see `sqlite`).
 pub use sqlite::{
     api_keys, approvals, attestation, audit, audit_scope, ca_profiles, changes, claims,
-    destroy_intents, groups, key_files, keys, leases, meta, oauth_servers, revocations, roles,
-    schema, sessions, users,
+    console_sessions, destroy_intents, groups, key_files, keys, leases, meta, oauth_servers,
+    revocations, roles, schema, sessions, users,
 };
 
 /// Meaning-based store errors.

@@ -98,6 +98,8 @@ pub mod ca_profiles;
 pub mod changes;
 #[path = "claims.rs"]
 pub mod claims;
+#[path = "console_sessions.rs"]
+pub mod console_sessions;
 #[path = "destroy_intents.rs"]
 pub mod destroy_intents;
 #[path = "groups.rs"]

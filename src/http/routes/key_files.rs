@@ -85,7 +85,10 @@ impl AsRef<[u8]> for SecretBytes {
 /// never reallocates (which would leave an unzeroized copy behind).
 const FILE_BUFFER: usize = 32 * 1024;
 
-fn file_response(status: StatusCode, doc: KeyFileDocument) -> Result<Response, ApiError> {
+pub(crate) fn file_response(
+    status: StatusCode,
+    doc: KeyFileDocument,
+) -> Result<Response, ApiError> {
     let json = KeyFileJson {
         customer_name: &doc.file.customer_name,
         access_id: &doc.file.access_id,

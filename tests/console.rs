@@ -1,0 +1,515 @@
+//! The admin console's server-side rules (docs/console.md), over HTTP against a spawned
+//! keygate: the cookie and its attributes, the API and the console refusing each
+//! other's credentials, CSRF and Origin checks, read-only sessions, stored XSS rendered
+//! inert, garbage cookies costing no store write, sign-out and the session cap.
+
+use crate::common::server::{Server, PASSWORD};
+use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use serde_json::json;
+
+const COOKIE_NAME: &str = "__Host-keygate_console";
+
+/// A client that shows redirects and keeps no cookies of its own.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The origin of the server, as a browser on its pages sends it.
+fn origin(s: &Server) -> String {
+    s.base.trim_end_matches('/').to_string()
+}
+
+/// A signed-in console session: the cookie header value and the session's CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+async fn sign_in_form(s: &Server, form: &[(&str, &str)]) -> reqwest::Response {
+    client()
+        .post(s.url("/console/sign-in"))
+        .header(ORIGIN, origin(s))
+        .form(form)
+        .send()
+        .await
+        .expect("sign-in")
+}
+
+fn cookie_of(r: &reqwest::Response) -> String {
+    let set = r
+        .headers()
+        .get(SET_COOKIE)
+        .expect("Set-Cookie")
+        .to_str()
+        .expect("ascii");
+    set.split(';').next().expect("pair").to_string()
+}
+
+async fn csrf_of(s: &Server, cookie: &str) -> String {
+    let body = page(s, cookie, "/console/sessions").await.1;
+    let at = body.find("name=\"_csrf\" value=\"").expect("csrf field") + 20;
+    body[at..].split('"').next().expect("value").to_string()
+}
+
+async fn page(s: &Server, cookie: &str, path: &str) -> (u16, String) {
+    let r = client()
+        .get(s.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("get");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+async fn with_key(s: &Server, key: &str) -> Session {
+    let r = sign_in_form(s, &[("method", "api-key"), ("api_key", key)]).await;
+    assert_eq!(r.status(), 303, "break-glass sign-in");
+    let cookie = cookie_of(&r);
+    let csrf = csrf_of(s, &cookie).await;
+    Session { cookie, csrf }
+}
+
+async fn with_password(s: &Server, user: &str) -> Session {
+    let r = sign_in_form(
+        s,
+        &[
+            ("method", "password"),
+            ("username", user),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303, "password sign-in of {user}");
+    let cookie = cookie_of(&r);
+    let csrf = csrf_of(s, &cookie).await;
+    Session { cookie, csrf }
+}
+
+async fn post(
+    s: &Server,
+    sess: &Session,
+    path: &str,
+    origin_header: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client().post(s.url(path)).header(COOKIE, &sess.cookie);
+    if let Some(o) = origin_header {
+        req = req.header(ORIGIN, o);
+    }
+    req.form(form).send().await.expect("post")
+}
+
+async fn key_names(s: &Server) -> Vec<String> {
+    let v: Vec<serde_json::Value> = s.get_json("/api/v1/api-keys", &s.admin_key).await;
+    v.iter()
+        .map(|k| k["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn audit_len(s: &Server) -> usize {
+    let v: Vec<serde_json::Value> = s.get_json("/api/v1/audit?limit=1000", &s.admin_key).await;
+    v.len()
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_host_only_secure_httponly_strict_and_stored_as_a_hash() {
+    let s = Server::start();
+    let r = sign_in_form(&s, &[("method", "api-key"), ("api_key", &s.admin_key)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[LOCATION], "/console/");
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set.starts_with(&format!("{COOKIE_NAME}=kgc_")), "{set}");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(
+            set.split("; ").any(|a| a == attr),
+            "{attr} missing in {set}"
+        );
+    }
+    assert!(
+        !set.contains("Domain"),
+        "a __Host- cookie has no Domain: {set}"
+    );
+    let value = cookie_of(&r).split_once('=').unwrap().1.to_string();
+    // The store keeps a hash only: the raw value is nowhere in the database files.
+    for f in ["keygate.db", "keygate.db-wal"] {
+        if let Ok(bytes) = std::fs::read(s.data_dir().join(f)) {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "the raw cookie value is stored in {f}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_console_response_carries_the_security_headers() {
+    let s = Server::start();
+    let sess = with_key(&s, &s.admin_key).await;
+    for path in [
+        "/console/sign-in",
+        "/console/api-keys",
+        "/console/assets/console.css",
+        "/console/no-such-page",
+    ] {
+        let r = client()
+            .get(s.url(path))
+            .header(COOKIE, &sess.cookie)
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+    }
+    // No inline script or style in a page.
+    let body = page(&s, &sess.cookie, "/console/api-keys").await.1;
+    assert!(
+        !body.contains("<script>") && !body.contains("style="),
+        "{body}"
+    );
+    assert!(!body.contains("<style"), "{body}");
+}
+
+#[tokio::test]
+async fn the_api_refuses_the_console_cookie() {
+    let s = Server::start();
+    let sess = with_key(&s, &s.admin_key).await;
+    let r = client()
+        .get(s.url("/api/v1/api-keys"))
+        .header(COOKIE, &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(s.url("/api/v1/api-keys"))
+        .header(COOKIE, &sess.cookie)
+        .header(ORIGIN, origin(&s))
+        .json(&json!({"name": "via-cookie", "role": "read-only"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!key_names(&s).await.contains(&"via-cookie".to_string()));
+}
+
+#[tokio::test]
+async fn the_console_refuses_bearer_tokens_and_api_key_headers() {
+    let s = Server::start();
+    let token = {
+        s.principal("alice", "admin").await;
+        s.login("alice", PASSWORD).await
+    };
+    for (h, v) in [
+        ("authorization", format!("Bearer {token}")),
+        ("authorization", format!("Bearer {}", s.admin_key)),
+        ("x-api-key", s.admin_key.clone()),
+    ] {
+        let r = client()
+            .get(s.url("/console/api-keys"))
+            .header(h, &v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{h}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("bootstrap"), "the page leaked through {h}");
+    }
+    // Even next to a valid cookie.
+    let sess = with_key(&s, &s.admin_key).await;
+    let r = client()
+        .get(s.url("/console/api-keys"))
+        .header(COOKIE, &sess.cookie)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn forms_without_this_sessions_csrf_token_or_from_another_origin_are_refused() {
+    let s = Server::start();
+    let sess = with_key(&s, &s.admin_key).await;
+    let form = |name: &'static str, csrf: &str| {
+        vec![
+            ("_csrf", csrf.to_string()),
+            ("name", name.to_string()),
+            ("role", "read-only".to_string()),
+        ]
+    };
+    let send = |f: Vec<(&'static str, String)>, o: Option<String>| {
+        let mut req = client()
+            .post(s.url("/console/api-keys"))
+            .header(COOKIE, &sess.cookie);
+        if let Some(o) = o {
+            req = req.header(ORIGIN, o);
+        }
+        req.form(&f).send()
+    };
+    let other = "http://127.0.0.1:1".to_string();
+    let r = send(form("cross-origin", &sess.csrf), Some(other))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = send(form("no-origin", &sess.csrf), None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    // `Origin: null` (what a browser sends under no-referrer) needs Sec-Fetch-Site.
+    let r = send(form("null-origin", &sess.csrf), Some("null".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = send(form("no-token", ""), Some(origin(&s))).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let other_session = with_key(&s, &s.admin_key).await;
+    let r = send(form("foreign-token", &other_session.csrf), Some(origin(&s)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client()
+        .post(s.url("/console/api-keys"))
+        .header(COOKIE, &sess.cookie)
+        .header(ORIGIN, origin(&s))
+        .header("sec-fetch-site", "same-site")
+        .form(&form("same-site", &sess.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let names = key_names(&s).await;
+    for n in [
+        "cross-origin",
+        "no-origin",
+        "no-token",
+        "foreign-token",
+        "same-site",
+    ] {
+        assert!(!names.contains(&n.to_string()), "{n} was created");
+    }
+    // The same form, from the console's origin with its token, works.
+    let r = send(form("good", &sess.csrf), Some(origin(&s)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("kg_"), "the new secret is shown once");
+    assert!(key_names(&s).await.contains(&"good".to_string()));
+}
+
+#[tokio::test]
+async fn a_read_only_session_shows_no_write_control_and_a_forged_post_is_refused() {
+    let s = Server::start();
+    s.principal("rita", "read-only").await;
+    let sess = with_password(&s, "rita").await;
+    let (status, body) = page(&s, &sess.cookie, "/console/api-keys").await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("Add an API key"), "{body}");
+    assert!(!body.contains("/regenerate"), "{body}");
+    let r = post(
+        &s,
+        &sess,
+        "/console/api-keys",
+        Some(&origin(&s)),
+        &[
+            ("_csrf", &sess.csrf),
+            ("name", "forged"),
+            ("role", "read-only"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert!(!key_names(&s).await.contains(&"forged".to_string()));
+    // Read-only may still sign out.
+    let r = post(
+        &s,
+        &sess,
+        "/console/sign-out",
+        Some(&origin(&s)),
+        &[("_csrf", &sess.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test]
+async fn stored_xss_payloads_are_rendered_inert() {
+    let s = Server::start();
+    let payload = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let r = s
+        .post_json(
+            "/api/v1/api-keys",
+            &s.admin_key,
+            json!({"name": payload, "description": format!("\"'>{payload}"), "role": "read-only"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let sess = with_key(&s, &s.admin_key).await;
+    for path in ["/console/api-keys", "/console/audit"] {
+        let (status, body) = page(&s, &sess.cookie, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.contains("<script>alert"), "{path}: {body}");
+        assert!(!body.contains("<img src=x"), "{path}");
+    }
+    let body = page(&s, &sess.cookie, "/console/api-keys").await.1;
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+    // A filter echoed back is inert too.
+    let body = page(
+        &s,
+        &sess.cookie,
+        "/console/api-keys?q=%22%3E%3Cscript%3Ealert(3)%3C/script%3E",
+    )
+    .await
+    .1;
+    assert!(!body.contains("<script>alert(3)"), "{body}");
+}
+
+#[tokio::test]
+async fn a_garbage_cookie_is_sent_to_sign_in_and_writes_nothing() {
+    let s = Server::start();
+    let before = audit_len(&s).await;
+    let garbage = [
+        format!("{COOKIE_NAME}=garbage"),
+        format!("{COOKIE_NAME}=kgc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        format!("{COOKIE_NAME}=kgc_{}", "x".repeat(5000)),
+    ];
+    for c in &garbage {
+        let r = client()
+            .get(s.url("/console/api-keys"))
+            .header(COOKIE, c)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()[LOCATION], "/console/sign-in");
+        let r = client()
+            .post(s.url("/console/api-keys"))
+            .header(COOKIE, c)
+            .header(ORIGIN, origin(&s))
+            .form(&[("_csrf", "x"), ("name", "g"), ("role", "read-only")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+    }
+    assert_eq!(
+        audit_len(&s).await,
+        before,
+        "garbage cookies wrote to the store"
+    );
+    assert!(!key_names(&s).await.contains(&"g".to_string()));
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_server_side() {
+    let s = Server::start();
+    let sess = with_key(&s, &s.admin_key).await;
+    assert_eq!(page(&s, &sess.cookie, "/console/api-keys").await.0, 200);
+    let r = post(
+        &s,
+        &sess,
+        "/console/sign-out",
+        Some(&origin(&s)),
+        &[("_csrf", &sess.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    // The old cookie, replayed, no longer works.
+    let r = client()
+        .get(s.url("/console/api-keys"))
+        .header(COOKIE, &sess.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[LOCATION], "/console/sign-in");
+}
+
+async fn api_sessions(s: &Server, token: &str) -> Vec<serde_json::Value> {
+    let r = s.get_bearer("/api/v1/auth/sessions", token).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_console_session_is_one_of_the_users_sessions_and_counts_toward_the_cap() {
+    let s = Server::start();
+    s.principal("carol", "admin").await;
+    let first = with_password(&s, "carol").await;
+    // Five password-grant logins: the console session is the oldest and is evicted.
+    let mut token = String::new();
+    for _ in 0..5 {
+        token = s.login("carol", PASSWORD).await;
+    }
+    let sessions = api_sessions(&s, &token).await;
+    assert_eq!(sessions.len(), 5);
+    let r = client()
+        .get(s.url("/console/sessions"))
+        .header(COOKIE, &first.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the evicted console session still works");
+    // A new console session is listed with the API sessions, and revocable there.
+    let second = with_password(&s, "carol").await;
+    let sessions = api_sessions(&s, &token).await;
+    let body = page(&s, &second.cookie, "/console/sessions").await.1;
+    assert!(body.contains("(this console)"), "{body}");
+    let ids: Vec<&str> = sessions.iter().filter_map(|v| v["id"].as_str()).collect();
+    let console_id = ids
+        .iter()
+        .find(|id| body.contains(&format!("<code>{id}</code> (this console)")))
+        .expect("the console session is listed by the API")
+        .to_string();
+    let r = client()
+        .delete(s.url(&format!("/api/v1/auth/sessions/{console_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(page(&s, &second.cookie, "/console/sessions").await.0, 303);
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_like_the_password_grant() {
+    let s = Server::start();
+    s.principal("dave", "admin").await;
+    let r = sign_in_form(
+        &s,
+        &[
+            ("method", "password"),
+            ("username", "dave"),
+            ("password", "wrong"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let r = sign_in_form(&s, &[("method", "api-key"), ("api_key", "kg_nope")]).await;
+    assert_eq!(r.status(), 401);
+    // Sign-in from another origin is refused before any check.
+    let r = client()
+        .post(s.url("/console/sign-in"))
+        .header(ORIGIN, "http://127.0.0.1:1")
+        .form(&[("method", "api-key"), ("api_key", s.admin_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
