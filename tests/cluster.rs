@@ -687,3 +687,57 @@ async fn a_replica_that_cannot_read_the_change_feed_turns_unready_and_refuses_un
     );
     assert_eq!(b.get("/api/v1/keys", &key).await.status(), 200);
 }
+
+/// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a replica's process.
+fn signal(s: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Deletes every change row, as the purge job does to rows older than the feed's
+/// retention while a replica is cut off for longer than that.
+async fn purge_the_whole_feed(store_url: &str) {
+    if store_url.starts_with("sqlite:") {
+        let db = sqlx::SqlitePool::connect(store_url).await.unwrap();
+        sqlx::query("DELETE FROM changes")
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    } else {
+        let db = sqlx::PgPool::connect(store_url).await.unwrap();
+        sqlx::query("DELETE FROM changes")
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    }
+}
+
+/// Regression (attacker review): a replica that fell behind by more than the feed's
+/// retention found no row after its position, called itself current, and kept accepting
+/// an API key deleted meanwhile. It must notice the purged gap and reload everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_unread_changes_were_purged_reloads_instead_of_trusting_its_caches() {
+    let (shared, r) = cluster(&[]).await;
+    let (a, b) = (&r[0], &r[1]);
+    let (id, key) = a.create_key("read-only").await;
+    assert!(all_answer(&[b], 200, "/api/v1/keys", Cred::ApiKey(&key)).await);
+    signal(b, "-STOP");
+    let deleted = a
+        .delete(&format!("/api/v1/api-keys/{id}"), &a.admin_key)
+        .await
+        .status();
+    purge_the_whole_feed(&shared.store_url).await;
+    signal(b, "-CONT");
+    assert_eq!(deleted, 204);
+    assert!(
+        all_answer(&[b], 401, "/api/v1/keys", Cred::ApiKey(&key)).await,
+        "the replica reloads its API-key index once it finds its unread changes purged"
+    );
+    assert_eq!(b.get("/readyz", "").await.status(), 200);
+}

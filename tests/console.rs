@@ -513,3 +513,28 @@ async fn a_wrong_password_is_refused_like_the_password_grant() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// Regression (attacker review): a break-glass sign-in opened a session in the key
+/// owner's name that counted toward the owner's cap, so whoever held any API key of
+/// theirs could sign them out everywhere by signing in five times. Break-glass sessions
+/// are now capped per key and never evict the owner's login sessions.
+#[tokio::test]
+async fn break_glass_sign_ins_never_evict_the_key_owners_login_sessions() {
+    let s = Server::start();
+    let key = s.principal("erin", "admin").await;
+    let token = s.login("erin", PASSWORD).await;
+    let first = with_key(&s, &key).await;
+    for _ in 0..5 {
+        with_key(&s, &key).await;
+    }
+    assert_eq!(
+        s.get_bearer("/api/v1/auth/sessions", &token).await.status(),
+        200,
+        "erin's login session survives six break-glass sign-ins with her key"
+    );
+    assert_eq!(
+        page(&s, &first.cookie, "/console/sessions").await.0,
+        303,
+        "the key's oldest break-glass session is evicted by its sixth"
+    );
+}

@@ -112,6 +112,15 @@ pub async fn apply_pending(rt: &Runtime, now: i64) -> Result<usize, ApplyError> 
     loop {
         let batch = rt.store.changes_after(position, BATCH).await?;
         let Some(last) = batch.last().map(|c| c.seq) else {
+            if position < head {
+                // The head moved past us but no row after our position is left: every
+                // change we never read was purged. Without a full reload this replica
+                // would call itself current while trusting what those changes revoked.
+                tracing::warn!(position, head,
+                    "changes this replica never read were purged (it fell behind by more than the feed's retention); reloading everything");
+                reload_all(rt, now).await?;
+                rt.feed.advance(head);
+            }
             break;
         };
         if batch.first().map(|c| c.seq) != Some(position + 1) {

@@ -54,6 +54,9 @@ const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// slow device takes seconds; a hung one takes forever).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle worker waits before it looks at its queues again (see [`Queues::next`]).
+const IDLE_RECHECK: Duration = Duration::from_millis(100);
+
 /// The queues one worker serves, in priority order: reserved, normal, and (for the
 /// first `lane` workers only) unauthenticated.
 struct Queues {
@@ -73,16 +76,27 @@ impl Queues {
     }
 
     /// The next job, waiting for one; `None` once the executor is gone.
+    ///
+    /// The wait is bounded and followed by another look at every queue: a job must never
+    /// sit in a queue behind a missed wake-up of a selector over several channels (seen
+    /// as a lone unauthenticated call answered only by the 30 s timeout while no other
+    /// call arrived). An idle worker looks again every [`IDLE_RECHECK`].
     fn next(&self) -> Option<Job> {
-        if let Some(job) = self.try_next() {
-            return Some(job);
-        }
-        let sel = flume::Selector::new()
-            .recv(&self.reserved, |r| r.ok())
-            .recv(&self.normal, |r| r.ok());
-        match &self.unauthenticated {
-            Some(u) => sel.recv(u, |r| r.ok()).wait(),
-            None => sel.wait(),
+        loop {
+            if let Some(job) = self.try_next() {
+                return Some(job);
+            }
+            let sel = flume::Selector::new()
+                .recv(&self.reserved, |r| r.ok())
+                .recv(&self.normal, |r| r.ok());
+            let waited = match &self.unauthenticated {
+                Some(u) => sel.recv(u, |r| r.ok()).wait_timeout(IDLE_RECHECK),
+                None => sel.wait_timeout(IDLE_RECHECK),
+            };
+            match waited {
+                Ok(job) => return job,
+                Err(_) => continue,
+            }
         }
     }
 }

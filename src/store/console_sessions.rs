@@ -69,18 +69,33 @@ impl Store {
         .bind(&s.api_key_binding)
         .execute(&mut *tx)
         .await?;
-        let evicted: Vec<String> = sqlx::query_scalar(&format!(
+        // A password sign-in is one of the user's sessions and evicts their oldest beyond
+        // the cap. A break-glass sign-in is capped per API key and evicts only that key's
+        // older break-glass sessions: whoever holds a key owned by someone must not be
+        // able to end that person's sessions by signing in repeatedly.
+        let sql = if s.api_key_binding.is_some() {
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = 'session-limit'
+             WHERE id IN (
+                 SELECT s.id FROM sessions s JOIN console_sessions c ON c.session_id = s.id
+                 WHERE c.api_key_binding = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+                 ORDER BY s.created_at DESC, s.{rowid} DESC
+                 {no_limit} OFFSET $3)
+             RETURNING id"
+        } else {
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'session-limit'
              WHERE id IN (
                  SELECT id FROM sessions
                  WHERE username = $1 AND revoked_at IS NULL AND expires_at > $2
+                       AND kind <> 'console-api-key'
                  ORDER BY created_at DESC, {rowid} DESC
                  {no_limit} OFFSET $3)
-             RETURNING id",
-            rowid = super::ROWID,
-            no_limit = super::NO_LIMIT
-        ))
-        .bind(&s.username)
+             RETURNING id"
+        };
+        let evicted: Vec<String> = sqlx::query_scalar(
+            &sql.replace("{rowid}", super::ROWID)
+                .replace("{no_limit}", super::NO_LIMIT),
+        )
+        .bind(s.api_key_binding.as_deref().unwrap_or(&s.username))
         .bind(s.now)
         .bind(i64::from(s.max_per_user))
         .fetch_all(&mut *tx)

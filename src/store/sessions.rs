@@ -109,6 +109,7 @@ impl Store {
              WHERE id IN (
                  SELECT id FROM sessions
                  WHERE username = $1 AND revoked_at IS NULL AND expires_at > $2
+                       AND kind <> 'console-api-key'
                  ORDER BY created_at DESC, {rowid} DESC
                  {no_limit} OFFSET $3)
              RETURNING id",

@@ -127,7 +127,15 @@ impl Swtpm {
     /// Power-cycles the TPM: same state (seeds, NV), all transient objects gone.
     pub fn restart(&mut self) {
         self.stop();
-        assert!(self.spawn(), "swtpm did not restart on port {}", self.port);
+        // The port can be briefly taken by another test's outgoing connection (the
+        // kernel hands out ephemeral ports from the same range): try again a few times.
+        let restarted = (0..20).any(|_| {
+            self.spawn() || {
+                std::thread::sleep(Duration::from_millis(250));
+                false
+            }
+        });
+        assert!(restarted, "swtpm did not restart on port {}", self.port);
     }
 }
 
