@@ -17,6 +17,10 @@ skips=(
   custody::destroying_a_tpm_version_erases_its_blob_and_no_process_holding_the_old_row_can_load_it
   lifecycle::an_approval_edited_in_the_database_fails_verification_and_does_not_run
   lifecycle::audit_verify_names_the_first_edited_deleted_or_reordered_entry
+  lifecycle::a_request_left_executing_by_a_killed_server_is_failed_at_the_next_start
+  lifecycle::an_unknown_stored_key_state_is_corrupt_at_the_store_boundary
+  # A full disk under the embedded store; on PostgreSQL the disk is the database server's.
+  outage::a_full_store_disk_refuses_writes_with_503_store_full_keeps_reads_and_resumes_when_freed
   # Run CLI commands on the dev layout's SQLite store beside the server; backup and
   # restore are SQLite-only by design (docs/backup.md#postgresql).
   cli::admin_key_commands_work_without_a_server_and_the_server_honours_them
@@ -24,6 +28,7 @@ skips=(
   cli::the_dev_layout_holds_the_store_the_softhsm_config_and_a_private_pin
   ops::a_store_from_the_previous_release_is_migrated_and_served
   ops::a_backup_taken_under_load_restores_tokens_rings_key_files_and_the_audit_log
+  ops::a_restore_is_refused_under_a_running_server_and_keeps_later_revocations
   ops::a_store_with_a_newer_schema_is_refused_with_both_versions_named
   ops::config_check_probes_the_token_and_every_key_and_names_what_is_missing
   ops::every_subcommand_works_with_the_arguments_that_started_a_dev_server

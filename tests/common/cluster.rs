@@ -97,6 +97,9 @@ algorithm = "ES256"
             // Tests drive the replicas at full rate from one address; the limits are
             // specified in tests/abuse.rs.
             ("KEYGATE__LIMITS__ENABLED".into(), "false".into()),
+            // Every replica on the one shared store (the PostgreSQL pass would otherwise
+            // give each replica's data directory a database of its own).
+            ("KEYGATE__STORE__URL".into(), self.store_url.clone()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Options {
