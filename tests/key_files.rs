@@ -63,7 +63,11 @@ async fn a_key_file_is_returned_once_and_its_metadata_never_carries_key_material
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys.len(), 5, "exactly the fields docs/key-files.md documents: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        5,
+        "exactly the fields docs/key-files.md documents: {keys:?}"
+    );
     assert_eq!(file["customerName"], "ACME");
     assert_eq!(file["description"], "billing export");
     assert_eq!(file["adminRestApiUrl"], format!("{}/api/v1", s.base));
