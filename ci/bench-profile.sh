@@ -11,6 +11,7 @@
 #        PERF_STACK (32768: bytes of stack copied per sample; async stacks are deep)
 #        FLAME_DIR (docs/perf) PATHS ("custom sign introspect apikey")
 #        KEYGATE_BIN (unset: build and use target/release/keygate)
+#        NO_RAISED_LIMITS (unset; 1 for a binary older than the `limits` section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh wrk linux-perf
@@ -37,8 +38,10 @@ KEY=$(grep -o 'kg_[A-Za-z0-9_-]*' "$OUT/server-init.out" | head -1)
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
 
 # As in ci/bench.sh: one key carries all the load, so its quotas are raised (still checked).
-env KEYGATE__LIMITS__PER_CREDENTIAL='{ per_minute = 60000000, burst = 1000000 }' \
-  KEYGATE__LIMITS__PER_RING='{ per_minute = 60000000, burst = 1000000 }' RUST_LOG=warn \
+RAISED_LIMITS=(KEYGATE__LIMITS__PER_CREDENTIAL='{ per_minute = 60000000, burst = 1000000 }'
+  KEYGATE__LIMITS__PER_RING='{ per_minute = 60000000, burst = 1000000 }')
+[ -z "${NO_RAISED_LIMITS:-}" ] || RAISED_LIMITS=()
+env "${RAISED_LIMITS[@]}" RUST_LOG=warn \
   "$BIN" --data-dir "$DATA" serve --insecure-http --listen 127.0.0.1:0 >"$OUT/server.out" 2>"$OUT/server.err" &
 SERVER=$!
 for _ in $(seq 100); do grep -q "listening on" "$OUT/server.out" && break; sleep 0.1; done

@@ -20,6 +20,8 @@
 #        LAT_SECONDS (10, per open-loop run) LOAD_FRACTION (0.5)
 #        SKIP_API_KEY_RUNS (unset; 1 skips step 2, for a quicker token-only run)
 #        KEYGATE_BIN (unset: build and use target/release/keygate)
+#        NO_RAISED_LIMITS (unset; 1 for a binary older than the `limits` section, which
+#        refuses the unknown key and has no quotas to raise)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ci/setup.sh wrk
@@ -37,6 +39,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # only their quotas are raised.
 RAISED_LIMITS=(KEYGATE__LIMITS__PER_CREDENTIAL='{ per_minute = 60000000, burst = 1000000 }'
   KEYGATE__LIMITS__PER_RING='{ per_minute = 60000000, burst = 1000000 }')
+[ -z "${NO_RAISED_LIMITS:-}" ] || RAISED_LIMITS=()
 OUT=${OUT:-/tmp/keygate-bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 if [ -n "${KEYGATE_BIN:-}" ]; then BIN=$KEYGATE_BIN; else cargo build --release --quiet; BIN=target/release/keygate; fi
