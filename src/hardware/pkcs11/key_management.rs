@@ -148,7 +148,15 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Runs `op` on the object, re-finding it once if the cached handle went stale.
+    /// Runs `op` on the object, re-finding it if the cached handle went stale.
+    ///
+    /// A find that comes back empty is not yet a missing key: SoftHSM keeps its objects
+    /// in files that every process sharing the token directory rewrites (another
+    /// replica, `pkcs11-tool` logging in), and a process can lose sight of them until
+    /// the module is initialised again. So a miss first logs in again if the token
+    /// dropped the login, then has the pool re-read the token
+    /// ([`SessionPool::recover_after_miss`](super::sessions::SessionPool::recover_after_miss))
+    /// and looks once more (docs/operations.md, "Recovering from a vanished token").
     pub(super) fn with_object<T>(
         &self,
         what: &str,
@@ -156,32 +164,45 @@ impl Pkcs11Backend {
         id: &[u8],
         op: &mut dyn FnMut(&Session, ObjectHandle) -> Result<T, Error>,
     ) -> Result<T, HardwareError> {
-        for attempt in 0..2 {
+        let missing = || {
+            HardwareError::KeyNotFound(format!(
+                "{what}: no {class} object with id {}",
+                super::encode_hex(id)
+            ))
+        };
+        let mut recovered = false;
+        let mut stale_retried = false;
+        loop {
+            let generation = self.pool.generation();
             let result = self
                 .pool
                 .with_session(what, &mut |s| match self.find(s, class, id)? {
                     Some(h) => op(s, h).map(Some),
+                    // Private objects are invisible without a login: if the token dropped
+                    // it, log in again and look once more.
+                    None if self.pool.login_again_if_forgotten(s)? => {
+                        match self.find(s, class, id)? {
+                            Some(h) => op(s, h).map(Some),
+                            None => Ok(None),
+                        }
+                    }
                     None => Ok(None),
                 });
             match result {
                 Ok(Some(v)) => return Ok(v),
-                Ok(None) => {
-                    return Err(HardwareError::KeyNotFound(format!(
-                        "{what}: no {class} object with id {}",
-                        super::encode_hex(id)
-                    )))
+                Ok(None) if !recovered => {
+                    recovered = true;
+                    self.pool.recover_after_miss(generation)?;
                 }
-                Err(HardwareError::KeyNotFound(m)) if attempt == 0 => {
+                Ok(None) => return Err(missing()),
+                Err(HardwareError::KeyNotFound(m)) if !stale_retried => {
                     tracing::debug!(message = %m, "stale object handle; finding again");
+                    stale_retried = true;
                     self.forget(class, id);
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(HardwareError::KeyNotFound(format!(
-            "{what}: object {} vanished",
-            super::encode_hex(id)
-        )))
     }
 
     pub(super) fn read_public_key(&self, id: &[u8]) -> Result<PublicKey, HardwareError> {

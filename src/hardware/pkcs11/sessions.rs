@@ -14,7 +14,7 @@ use super::module::{find_token, initialize, shared_context};
 use crate::hardware::HardwareError;
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::path::PathBuf;
@@ -26,6 +26,19 @@ use std::time::{Duration, Instant};
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// How long re-initialisation waits for in-flight calls to return their sessions.
 const REINIT_WAIT: Duration = Duration::from_secs(10);
+/// How long [`SessionPool::probe`] waits before confirming a failed probe.
+const PROBE_CONFIRM_PAUSE: Duration = Duration::from_millis(100);
+/// A find that misses an object re-initialises the module at most this often.
+const MISS_REINIT_EVERY: Duration = Duration::from_secs(5);
+/// The pause between `C_Initialize` attempts when re-initialising.
+const INIT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// `C_Initialize` attempts when a probe re-initialises: the token may really be gone, and
+/// every call waits while the pool is re-initialising.
+const PROBE_INIT_ATTEMPTS: u32 = 5;
+/// `C_Initialize` attempts when a missed object re-initialises (about 0.5 s): the token
+/// was there a moment ago, and another process's use of it is what fails the attempts,
+/// so the calls waiting meanwhile are better served a little late than answered 503.
+const MISS_INIT_ATTEMPTS: u32 = 10;
 
 struct Connection {
     ctx: Pkcs11,
@@ -68,6 +81,9 @@ pub struct SessionPool {
     /// Set when the token refused the PIN: further logins would only count towards the
     /// device's lockout, so keygate stops trying until it is restarted.
     pin_refused: AtomicBool,
+    /// When (nanoseconds since `epoch`) a missing object last re-initialised the module;
+    /// see [`Self::recover_after_miss`].
+    last_miss_reinit: AtomicU64,
 }
 
 /// Returns a checked-out slot to the pool when dropped, even on early return.
@@ -121,6 +137,7 @@ impl SessionPool {
             epoch: Instant::now(),
             generation: AtomicU64::new(0),
             pin_refused: AtomicBool::new(false),
+            last_miss_reinit: AtomicU64::new(0),
         };
         pool.with_session_unguarded("connecting", &mut |_s| Ok(()))?;
         Ok(pool)
@@ -215,14 +232,33 @@ impl SessionPool {
 
     /// Health probe, with recovery: if the token cannot be reached, re-initialise the
     /// module once and probe again.
+    ///
+    /// One failed probe is confirmed by a second one [`PROBE_CONFIRM_PAUSE`] later before
+    /// the module is re-initialised: re-initialising closes every session, so the calls
+    /// in flight answer 503. SoftHSM keeps token state in files that every process
+    /// sharing the token directory rewrites (another replica, `pkcs11-tool` logging in),
+    /// and a read racing such a rewrite fails once with `CKR_GENERAL_ERROR`; that is not
+    /// an outage.
     pub fn probe(&self) -> Result<(), HardwareError> {
+        let recoverable = |e: &HardwareError| {
+            matches!(e, HardwareError::Unavailable(_) | HardwareError::Failure(_))
+                && !self.pin_refused.load(Ordering::Relaxed)
+        };
         match self.probe_once() {
             Ok(()) => Ok(()),
-            Err(HardwareError::Unavailable(_) | HardwareError::Failure(_))
-                if !self.pin_refused.load(Ordering::Relaxed) =>
-            {
-                self.reinitialize()?;
-                self.probe_once()
+            Err(e) if recoverable(&e) => {
+                std::thread::sleep(PROBE_CONFIRM_PAUSE);
+                match self.probe_once() {
+                    Ok(()) => {
+                        tracing::debug!(token = %self.token_label, error = %e, "one health probe failed; the next passed");
+                        Ok(())
+                    }
+                    Err(e) if recoverable(&e) => {
+                        self.reinitialize(PROBE_INIT_ATTEMPTS)?;
+                        self.probe_once()
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -232,8 +268,9 @@ impl SessionPool {
     /// label again. Needed when the token itself went away and came back (SoftHSM only
     /// re-reads its token store at initialisation). It first takes every session slot,
     /// so no call of this pool is inside the module meanwhile, and it is never called by
-    /// a thread that holds a slot.
-    pub fn reinitialize(&self) -> Result<(), HardwareError> {
+    /// a thread that holds a slot. `C_Initialize` is tried up to `attempts` times,
+    /// [`INIT_RETRY_PAUSE`] apart.
+    pub fn reinitialize(&self, attempts: u32) -> Result<(), HardwareError> {
         let mut held = Vec::with_capacity(self.size);
         for _ in 0..self.size {
             // A call hung inside the device keeps its slot; give up rather than wait with it.
@@ -259,9 +296,23 @@ impl SessionPool {
             // Close our sessions while the module still knows them.
             held.clear();
             tracing::warn!(token = %self.token_label, "re-initialising the PKCS#11 module");
-            let _ = conn.ctx.clone().finalize();
-            initialize(&conn.ctx)?;
-            conn.slot = find_token(&conn.ctx, &self.token_label)?;
+            let mut attempt = 1;
+            conn.slot = loop {
+                let _ = conn.ctx.clone().finalize();
+                // SoftHSM's C_Initialize reads every token file and fails with
+                // CKR_GENERAL_ERROR while another process is rewriting one: try again
+                // shortly rather than stay down until the next probe.
+                match initialize(&conn.ctx).and_then(|()| find_token(&conn.ctx, &self.token_label))
+                {
+                    Ok(slot) => break slot,
+                    Err(e) if attempt >= attempts => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(token = %self.token_label, error = %e, attempt, "re-initialising failed; trying again");
+                        attempt += 1;
+                        std::thread::sleep(INIT_RETRY_PAUSE);
+                    }
+                }
+            };
             conn.generation += 1;
             conn.logged_in = false;
             self.generation.store(conn.generation, Ordering::Release);
@@ -271,6 +322,37 @@ impl SessionPool {
             let _ = self.free_tx.send(None);
         }
         result
+    }
+
+    /// Called when a find missed an object the store lists, with the generation the find
+    /// ran under. Re-initialises the module (at most once per [`MISS_REINIT_EVERY`], and
+    /// not if another thread already did since), so the caller's next find sees the
+    /// token as it is. SoftHSM can lose sight of a token's objects in a process when
+    /// another process sharing the token directory rewrites its files at the moment it
+    /// reads them, and then only re-reads them at `C_Initialize`. A key that is really
+    /// gone costs one re-initialisation per interval, not one per request. Never called
+    /// by a thread that holds a slot.
+    pub fn recover_after_miss(&self, seen_generation: u64) -> Result<(), HardwareError> {
+        if self.generation() != seen_generation {
+            return Ok(());
+        }
+        let now = self.nanos_now().max(1);
+        let last = self.last_miss_reinit.load(Ordering::Relaxed);
+        let every = u64::try_from(MISS_REINIT_EVERY.as_nanos()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < every {
+            return Ok(());
+        }
+        if self
+            .last_miss_reinit
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // Another thread claimed it; its re-initialisation holds every slot, so the
+            // caller's next find waits for it.
+            return Ok(());
+        }
+        tracing::warn!(token = %self.token_label, "a listed object was not found; re-reading the token");
+        self.reinitialize(MISS_INIT_ATTEMPTS)
     }
 
     /// The token's label, manufacturer and model from `C_GetTokenInfo` (attestation).
@@ -411,6 +493,39 @@ impl SessionPool {
 
     /// Re-initialises and finds the token again, unless another thread already did so
     /// since `seen_generation`.
+    /// Logs keygate in again on `s` if the token no longer counts it as logged in, and
+    /// says whether it did. A PKCS#11 login belongs to the application, but SoftHSM
+    /// re-reads a token's state from its files when another process sharing the token
+    /// directory rewrites them (another replica, `pkcs11-tool` logging in), and can drop
+    /// the login then: private objects become invisible to finds while every session
+    /// still looks open. Never tries a PIN the token has refused.
+    pub(super) fn login_again_if_forgotten(&self, s: &Session) -> Result<bool, Error> {
+        match s.get_session_info()?.session_state() {
+            SessionState::RoUser | SessionState::RwUser => return Ok(false),
+            SessionState::RoPublic | SessionState::RwPublic | SessionState::RwSecurityOfficer => {}
+        }
+        if self.pin_refused.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match s.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                tracing::warn!(token = %self.token_label, "the token had dropped keygate's login; logged in again");
+                Ok(true)
+            }
+            Err(
+                e @ Error::Pkcs11(
+                    RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired,
+                    _,
+                ),
+            ) => {
+                self.pin_refused.store(true, Ordering::Relaxed);
+                tracing::error!(token = %self.token_label, error = %translate("logging in", e).into_message(), "the token refused the PIN; no further login attempts until restart");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn reconnect(&self, seen_generation: u64) -> Result<(), HardwareError> {
         let mut conn = self
             .conn
