@@ -28,6 +28,7 @@ mod oauth_servers;
 mod operations;
 mod ops;
 mod outage;
+mod restore;
 mod roles;
 mod sessions;
 mod store_cluster;
