@@ -8,6 +8,7 @@
 mod abuse;
 mod api_keys;
 mod audit;
+mod audit_verify;
 mod bad_input;
 mod cli;
 mod cluster;

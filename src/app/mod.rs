@@ -19,6 +19,7 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod audit;
 pub mod ca_profiles;
 pub mod groups;
 pub mod key_attestation;
