@@ -24,6 +24,7 @@ mod hardware;
 mod interop;
 mod key_files;
 mod keys;
+mod layering;
 mod lifecycle;
 mod oauth_servers;
 mod operations;

@@ -26,4 +26,6 @@ pub mod key_attestation;
 pub mod key_files;
 pub mod keys;
 pub mod oauth_servers;
+pub mod roles;
+pub mod tokens;
 pub mod users;
