@@ -6,7 +6,7 @@
 
 use crate::app::audit::{AuditFilter as Filter, Verified, WINDOW};
 use crate::console::error::ConsoleError;
-use crate::console::layout::{csrf, page, time, PAGE_SIZE};
+use crate::console::layout::{csrf, page, time, NoFields, PAGE_SIZE};
 use crate::console::session::{Console, SessionForm};
 use crate::http::AppState;
 use crate::runtime::now;
@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 const PATH: &str = "/console/audit";
 
-/// The page's query (and the verify form's fields: the filters shown with the result).
+/// The page's query (also the verify form's: the filters shown with the result).
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditFilter {
     actor: Option<String>,
@@ -75,18 +75,20 @@ pub async fn list(
 }
 
 /// `POST /console/audit/verify`: verifies the chain from the last signed checkpoint and
-/// shows the page with the result. Any audit reader may (read-only included: it changes
-/// nothing), once per [`crate::app::audit::VERIFY_INTERVAL_SECS`]; 429 otherwise.
+/// shows the page (filtered by the query, as the page was) with the result. Any audit
+/// reader may (read-only included: it changes nothing), once per
+/// [`crate::app::audit::VERIFY_INTERVAL_SECS`]; 429 otherwise.
 pub async fn verify(
     State(state): State<AppState>,
-    SessionForm { console: c, form }: SessionForm<AuditFilter>,
+    Query(f): Query<AuditFilter>,
+    SessionForm { console: c, .. }: SessionForm<NoFields>,
 ) -> Result<Markup, ConsoleError> {
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     let verified =
         crate::http::detached(async move { crate::app::audit::verify(&rt, &caller, now()).await })
             .await?;
-    render(&state, &c, &form, Some(verified)).await
+    render(&state, &c, &f, Some(verified)).await
 }
 
 async fn render(
@@ -122,13 +124,8 @@ async fn render(
                             @for p in &r.problems { "; " (p) } }
                     }
                 }
-                form.inline method="post" action={ (PATH) "/verify" } {
+                form.inline method="post" action={ (PATH) "/verify?" (qs) } {
                     (csrf(c))
-                    input type="hidden" name="actor" value=[f.actor.as_deref()];
-                    input type="hidden" name="action" value=[f.action.as_deref()];
-                    input type="hidden" name="target" value=[f.target.as_deref()];
-                    input type="hidden" name="from" value=[f.from.as_deref()];
-                    input type="hidden" name="to" value=[f.to.as_deref()];
                     button type="submit" { "Verify the chain and its checkpoints" }
                 }
             }
