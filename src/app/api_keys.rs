@@ -149,3 +149,13 @@ pub async fn regenerate(
 pub async fn delete(rt: &Runtime, caller: &Principal, id: &str) -> Result<(), ServiceError> {
     rt.api_keys.delete(caller, id).await
 }
+
+/// Every API key the caller may see (`api-keys:read`), without secrets.
+pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<ApiKey>, ServiceError> {
+    rt.api_keys.list(caller).await
+}
+
+/// One API key's metadata (`api-keys:read`).
+pub async fn get(rt: &Runtime, caller: &Principal, id: &str) -> Result<ApiKey, ServiceError> {
+    rt.api_keys.get(caller, id).await
+}

@@ -19,10 +19,13 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod audit;
 pub mod ca_profiles;
 pub mod groups;
 pub mod key_attestation;
 pub mod key_files;
 pub mod keys;
 pub mod oauth_servers;
+pub mod roles;
+pub mod tokens;
 pub mod users;

@@ -3,7 +3,7 @@
 
 use crate::runtime::Runtime;
 use crate::services::approvals::{Operation, Submitted};
-use crate::services::oauth_servers::{OAuthServer, OAuthServerPatch};
+use crate::services::oauth_servers::{NewOAuthServer, OAuthServer, OAuthServerPatch};
 use crate::services::{Principal, ServiceError};
 use crate::store::audit::AuditActor;
 
@@ -35,4 +35,29 @@ pub async fn delete(
         oauth_id: oauth_id.to_string(),
     };
     super::approvals::submit(rt, caller, actor, op, now).await
+}
+
+/// Registers an external OAuth 2.0 / OIDC server (`oauth-servers:write`, and a role
+/// covering every role its mapping hands out).
+pub async fn create(
+    rt: &Runtime,
+    caller: &Principal,
+    req: NewOAuthServer,
+    now: i64,
+) -> Result<OAuthServer, ServiceError> {
+    rt.oauth.create(caller, req, now).await
+}
+
+/// Every registration (`oauth-servers:read`).
+pub async fn list(rt: &Runtime, caller: &Principal) -> Result<Vec<OAuthServer>, ServiceError> {
+    rt.oauth.list(caller).await
+}
+
+/// One registration (`oauth-servers:read`).
+pub async fn get(
+    rt: &Runtime,
+    caller: &Principal,
+    oauth_id: &str,
+) -> Result<OAuthServer, ServiceError> {
+    rt.oauth.get(caller, oauth_id).await
 }

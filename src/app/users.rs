@@ -223,3 +223,14 @@ pub async fn get(
     let groups = rt.groups.groups_of(&user.username).await?;
     Ok((user, groups))
 }
+
+/// Clears the login lockouts of `username` (every source and per source address), so
+/// its owner can log in at once (`docs/users.md`, "Login throttling"). Whether a lockout
+/// was in force.
+pub async fn clear_lockout(
+    rt: &Runtime,
+    caller: &Principal,
+    username: &str,
+) -> Result<bool, ServiceError> {
+    rt.users.clear_lockout(caller, username).await
+}

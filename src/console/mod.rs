@@ -89,5 +89,6 @@ pub fn router() -> Router<AppState> {
         .route("/console/sessions", get(sessions::list))
         .route("/console/sessions/{id}/end", post(sessions::end))
         .route("/console/audit", get(audit::list))
+        .route("/console/audit/verify", post(audit::verify))
         .route("/console/audit/export.jsonl", get(audit::export))
 }

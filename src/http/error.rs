@@ -177,6 +177,19 @@ impl From<ServiceError> for ApiError {
                     "the metadata store is unavailable; retry later",
                 )
             }
+            ServiceError::RateLimited {
+                detail,
+                retry_after,
+            } => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    detail,
+                );
+                e.retry_after = Some(retry_after.max(1));
+                e
+            }
             ServiceError::Internal(m) => {
                 let id = uuid::Uuid::new_v4();
                 tracing::error!(error_id = %id, error = %m, "internal error");

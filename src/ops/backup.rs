@@ -9,11 +9,12 @@
 //!
 //! Restore checks the checksum, refuses a schema newer than this binary, refuses to
 //! replace an existing store without `--force` or while a server holds its lock file
-//! ([`crate::ops::store_lock`]), and checks every live key version of the snapshot
-//! against the configured hardware before anything is replaced. Over an existing store it
-//! keeps what that store revoked after the backup and appends a `store.restore` audit
-//! entry to the restored chain, in one transaction (`docs/operations.md`, "Restoring over
-//! a newer store").
+//! ([`crate::ops::store_lock`]). Over an existing store it keeps what that store revoked
+//! or took away after the backup (credentials, roles, memberships, IdPs, key version
+//! states) and appends a `store.restore` audit entry to the restored chain, in one
+//! transaction (`docs/operations.md`, "Restoring over a newer store"). Then it checks
+//! every live key version of the result against the configured hardware, before anything
+//! is replaced.
 
 use crate::config::Config;
 use crate::hardware::executor::HardwareExecutor;
@@ -412,6 +413,29 @@ pub struct CarriedOver {
     /// Passwords changed in the replaced store, taken from it; users deleted there lose
     /// their password.
     pub passwords: u64,
+    /// Users whose role differs in the replaced store (a demotion, say), given that role.
+    pub user_roles: u64,
+    /// Custom roles whose permissions differ in the replaced store (or that it created
+    /// since: users may hold them), taken from it; those it deleted keep no permission.
+    pub custom_roles: u64,
+    /// Groups deleted in the replaced store, deleted with their members and grants.
+    pub groups_dropped: u64,
+    /// Group memberships (of any principal) removed in the replaced store, removed.
+    pub memberships_removed: u64,
+    /// Group grants removed or changed in the replaced store, removed or taken from it.
+    pub grants: u64,
+    /// IdP registrations deleted in the replaced store, deleted.
+    pub idps_dropped: u64,
+    /// IdP registrations changed in the replaced store (re-keyed, another audience or
+    /// mapping), taken from it.
+    pub idps_updated: u64,
+    /// Key versions whose state moved on in the replaced store (retired, compromised,
+    /// destroyed, rotated) or that it created since, taken from it: the hardware holds
+    /// what that store says.
+    pub key_versions: u64,
+    /// Approval requests decided (rejected, executed, expired, failed) or redeemed in the
+    /// replaced store, given that outcome: none is pending or redeemable again.
+    pub approvals: u64,
 }
 
 impl std::fmt::Display for CarriedOver {
@@ -419,13 +443,24 @@ impl std::fmt::Display for CarriedOver {
         write!(
             f,
             "{} denylisted tokens, {} sessions ended, {} refresh tokens used, {} API keys \
-             dropped, {} key files dropped, {} passwords",
+             dropped, {} key files dropped, {} passwords, {} user roles, {} custom roles, {} \
+             groups dropped, {} group memberships removed, {} group grants, {} IdPs dropped, \
+             {} IdPs updated, {} key versions, {} approvals",
             self.denylisted_tokens,
             self.sessions_ended,
             self.refresh_tokens_used,
             self.api_keys_dropped,
             self.key_files_dropped,
-            self.passwords
+            self.passwords,
+            self.user_roles,
+            self.custom_roles,
+            self.groups_dropped,
+            self.memberships_removed,
+            self.grants,
+            self.idps_dropped,
+            self.idps_updated,
+            self.key_versions,
+            self.approvals
         )?;
         if !self.descends {
             write!(
@@ -465,15 +500,7 @@ pub async fn restore_reporting(
     })?;
     let staged = beside(&db, ".restoring");
     let _ = std::fs::remove_file(&staged);
-    let result = match stage_and_check(config, from, &staged).await {
-        Ok(m) => {
-            let current = db.exists().then_some(db.as_path());
-            carry_over_and_record(&staged, current, from, &m)
-                .await
-                .map(|c| (m, c))
-        }
-        Err(e) => Err(e),
-    };
+    let result = stage_carry_and_check(config, from, &staged, &db).await;
     let (manifest, carried) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -626,18 +653,232 @@ async fn carry_over(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    carry_over_privileges(tx, &mut c).await?;
+    carry_over_idps(tx, &mut c).await?;
+    carry_over_key_versions(tx, &mut c).await?;
+    // An approval request decided or redeemed after the backup keeps that outcome: a
+    // rejected request is not pending again, an executed super-admin key is not
+    // redeemable again.
+    c.approvals = sqlx::query(
+        "UPDATE main.approvals SET (state, outcome, decided_at, redeemed_at) =
+             (SELECT a.state, a.outcome, a.decided_at, a.redeemed_at FROM cur.approvals a
+              WHERE a.id = approvals.id)
+         WHERE EXISTS (SELECT 1 FROM cur.approvals a WHERE a.id = approvals.id
+                       AND (a.state <> approvals.state
+                            OR a.redeemed_at IS NOT approvals.redeemed_at))",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     Ok(c)
 }
 
-async fn stage_and_check(
+/// Who may do what: the replaced store's user roles, custom roles, groups, memberships
+/// and grants where they differ, so a demotion, a removal from a group or a revoked grant
+/// made after the backup holds. Memberships and groups are only ever removed (failing
+/// closed): what the replaced store added since is not brought in, except the custom
+/// roles its users now hold.
+async fn carry_over_privileges(
+    tx: &mut sqlx::SqliteConnection,
+    c: &mut CarriedOver,
+) -> Result<(), sqlx::Error> {
+    // Roles first: a user's current role may be a custom role created after the backup.
+    let updated = sqlx::query(
+        "UPDATE main.roles SET (description, permissions, updated_at) =
+             (SELECT r.description, r.permissions, r.updated_at FROM cur.roles r
+              WHERE r.name = roles.name)
+         WHERE EXISTS (SELECT 1 FROM cur.roles r WHERE r.name = roles.name
+                       AND (r.permissions <> roles.permissions
+                            OR r.description <> roles.description))",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let added = sqlx::query(
+        "INSERT INTO main.roles (name, description, permissions, created_by, created_at, updated_at)
+         SELECT name, description, permissions, created_by, created_at, updated_at
+         FROM cur.roles WHERE name NOT IN (SELECT name FROM main.roles)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // A role deleted since keeps its row (a user deleted since may still name it) but
+    // grants nothing.
+    let emptied = sqlx::query(
+        "UPDATE main.roles SET permissions = '[]', updated_at = $1
+         WHERE name NOT IN (SELECT name FROM cur.roles) AND permissions <> '[]'",
+    )
+    .bind(crate::store::audit_scope::unix_now())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.custom_roles = updated + added + emptied;
+    c.user_roles = sqlx::query(
+        "UPDATE main.users SET (role, updated_at) =
+             (SELECT u.role, u.updated_at FROM cur.users u WHERE u.username = users.username)
+         WHERE EXISTS (SELECT 1 FROM cur.users u WHERE u.username = users.username
+                       AND u.role <> users.role)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // Members and grants go explicitly (not by cascade) so they are counted apart.
+    c.memberships_removed = sqlx::query(
+        "DELETE FROM main.group_members
+         WHERE NOT EXISTS (SELECT 1 FROM cur.group_members m
+                           WHERE m.group_name = group_members.group_name
+                             AND m.principal = group_members.principal)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let grants_removed = sqlx::query(
+        "DELETE FROM main.group_grants
+         WHERE NOT EXISTS (SELECT 1 FROM cur.group_grants g
+                           WHERE g.group_name = group_grants.group_name
+                             AND g.resource = group_grants.resource)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let grants_changed = sqlx::query(
+        "UPDATE main.group_grants SET (permissions, granted_by, granted_at) =
+             (SELECT g.permissions, g.granted_by, g.granted_at FROM cur.group_grants g
+              WHERE g.group_name = group_grants.group_name AND g.resource = group_grants.resource)
+         WHERE EXISTS (SELECT 1 FROM cur.group_grants g
+                       WHERE g.group_name = group_grants.group_name
+                         AND g.resource = group_grants.resource
+                         AND g.permissions <> group_grants.permissions)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.grants = grants_removed + grants_changed;
+    c.groups_dropped =
+        sqlx::query("DELETE FROM main.groups WHERE name NOT IN (SELECT name FROM cur.groups)")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    Ok(())
+}
+
+/// IdP registrations: one deleted after the backup stays deleted; one re-keyed (or given
+/// another issuer, audience or mapping) keeps the replaced store's settings. One
+/// registered since is not brought in.
+async fn carry_over_idps(
+    tx: &mut sqlx::SqliteConnection,
+    c: &mut CarriedOver,
+) -> Result<(), sqlx::Error> {
+    c.idps_dropped = sqlx::query(
+        "DELETE FROM main.oauth_servers
+         WHERE oauth_id NOT IN (SELECT oauth_id FROM cur.oauth_servers)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.idps_updated = sqlx::query(
+        "UPDATE main.oauth_servers SET
+             (name, issuer, public_key_pem, jwks_uri, audience, audience_check, role_claim,
+              role_mapping, updated_at) =
+             (SELECT o.name, o.issuer, o.public_key_pem, o.jwks_uri, o.audience,
+                     o.audience_check, o.role_claim, o.role_mapping, o.updated_at
+              FROM cur.oauth_servers o WHERE o.oauth_id = oauth_servers.oauth_id)
+         WHERE EXISTS (SELECT 1 FROM cur.oauth_servers o
+                       WHERE o.oauth_id = oauth_servers.oauth_id
+                         AND (o.name IS NOT oauth_servers.name
+                              OR o.issuer IS NOT oauth_servers.issuer
+                              OR o.public_key_pem IS NOT oauth_servers.public_key_pem
+                              OR o.jwks_uri IS NOT oauth_servers.jwks_uri
+                              OR o.audience IS NOT oauth_servers.audience
+                              OR o.audience_check IS NOT oauth_servers.audience_check
+                              OR o.role_claim IS NOT oauth_servers.role_claim
+                              OR o.role_mapping IS NOT oauth_servers.role_mapping
+                              OR o.updated_at IS NOT oauth_servers.updated_at))",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(())
+}
+
+/// Key versions: the hardware holds what the replaced store says, so its states win (a
+/// version compromised, retired or destroyed after the backup is not live again) and the
+/// versions it created since (a regenerate's replacement) are brought in with their rings.
+/// States only move forward, so the replaced store's state is always the later one.
+async fn carry_over_key_versions(
+    tx: &mut sqlx::SqliteConnection,
+    c: &mut CarriedOver,
+) -> Result<(), sqlx::Error> {
+    const TAKE: &str = "UPDATE main.key_versions SET
+             (state, activated_at, retired_at, deactivated_at, compromised_at, destroyed_at) =
+             (SELECT v.state, v.activated_at, v.retired_at, v.deactivated_at,
+                     v.compromised_at, v.destroyed_at
+              FROM cur.key_versions v
+              WHERE v.ring = key_versions.ring AND v.version = key_versions.version)
+         WHERE EXISTS (SELECT 1 FROM cur.key_versions v
+                       WHERE v.ring = key_versions.ring AND v.version = key_versions.version
+                         AND v.kid = key_versions.kid AND v.state <> key_versions.state
+                         AND (v.state = 'active') = $1)";
+    // Versions leaving `active` first, then those entering it: one active version per
+    // ring holds after every statement.
+    let mut n = sqlx::query(TAKE)
+        .bind(false)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query(
+        "INSERT INTO main.rings (name, algorithm, backend, purpose, created_by, created_at)
+         SELECT name, algorithm, backend, purpose, created_by, created_at
+         FROM cur.rings WHERE name NOT IN (SELECT name FROM main.rings)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    n += sqlx::query(TAKE)
+        .bind(true)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    n += sqlx::query(
+        "INSERT INTO main.key_versions (ring, version, state, backend, algorithm, locator, kid,
+             public_key, created_at, activated_at, retired_at, deactivated_at, compromised_at,
+             destroyed_at)
+         SELECT ring, version, state, backend, algorithm, locator, kid, public_key, created_at,
+                activated_at, retired_at, deactivated_at, compromised_at, destroyed_at
+         FROM cur.key_versions v
+         WHERE NOT EXISTS (SELECT 1 FROM main.key_versions k
+                           WHERE k.ring = v.ring AND k.version = v.version)",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    c.key_versions = n;
+    Ok(())
+}
+
+/// Unpacks and migrates the backup into `staged`, carries over what the store at `db` (if
+/// any) changed since, then checks the hardware against the result: key versions created,
+/// compromised or destroyed after the backup are known by then, so they are neither
+/// orphans nor missing keys.
+async fn stage_carry_and_check(
     config: &Config,
     from: &Path,
     staged: &Path,
-) -> Result<Manifest, BackupError> {
+    db: &Path,
+) -> Result<(Manifest, CarriedOver), BackupError> {
     let manifest = unpack(from, staged)?;
     let url = format!("sqlite://{}", staged.display());
     // Migrates a snapshot from an older keygate, so the restored store is current.
     let store = Store::open(&url).await.map_err(store_err)?;
+    store.close().await;
+    let current = db.exists().then_some(db);
+    let carried = carry_over_and_record(staged, current, from, &manifest).await?;
+    check_hardware(config, &url).await?;
+    Ok((manifest, carried))
+}
+
+/// Every live key version of the staged store against the configured hardware.
+async fn check_hardware(config: &Config, url: &str) -> Result<(), BackupError> {
+    let store = Store::open(url).await.map_err(store_err)?;
     let executors = connect_backends(config).await?;
     let registry = KeyRegistry::load(store.clone(), executors)
         .await
@@ -656,7 +897,7 @@ async fn stage_and_check(
     if !problems.is_empty() {
         return Err(BackupError::MissingKeys(problems));
     }
-    Ok(manifest)
+    Ok(())
 }
 
 fn remove_sqlite_files(db: &Path) {

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// The metadata store's disk is full: writes fail, reads work.
     #[error("{0}")]
     StoreFull(String),
+    /// Refused by a rate limit of the operation itself (not the request-level limits):
+    /// retry after `retry_after` seconds.
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after: u64 },
     /// A bug or a device failure; details are logged, not returned.
     #[error("{0}")]
     Internal(String),

@@ -1,12 +1,15 @@
 //! The Audit log page: the newest entries, filterable by actor, action, target and time;
-//! the chain verification status on request and the last signed checkpoint; export of
-//! the filtered entries as JSONL. Reading needs `audit:read`, as on the API.
+//! the last signed checkpoint, and verification of the chain from it on request (a POST
+//! with the session's CSRF token: [`crate::app::audit::verify`] is rate limited); export
+//! of the filtered entries as JSONL. Every read goes through [`crate::app::audit`], which
+//! needs `audit:read`, as on the API.
 
+use crate::app::audit::{AuditFilter as Filter, Verified, WINDOW};
 use crate::console::error::ConsoleError;
-use crate::console::layout::{page, time, PAGE_SIZE};
-use crate::console::session::Console;
+use crate::console::layout::{csrf, page, time, NoFields, PAGE_SIZE};
+use crate::console::session::{Console, SessionForm};
 use crate::http::AppState;
-use crate::services::authz::{require, Permission};
+use crate::runtime::now;
 use crate::store::audit::AuditEntry;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -15,9 +18,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 const PATH: &str = "/console/audit";
-/// How many of the newest entries the page searches.
-const WINDOW: i64 = 1000;
 
+/// The page's query (also the verify form's: the filters shown with the result).
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditFilter {
     actor: Option<String>,
@@ -28,8 +30,6 @@ pub struct AuditFilter {
     /// YYYY-MM-DD (UTC), inclusive.
     to: Option<String>,
     page: Option<usize>,
-    /// `1`: verify the whole chain and its checkpoints.
-    verify: Option<String>,
 }
 
 fn day(s: Option<&str>, end: bool) -> Result<Option<i64>, ConsoleError> {
@@ -43,38 +43,15 @@ fn day(s: Option<&str>, end: bool) -> Result<Option<i64>, ConsoleError> {
     Ok(Some(if end { t + 86_399 } else { t }))
 }
 
-fn contains(hay: &str, needle: &Option<String>) -> bool {
-    needle
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .is_none_or(|n| hay.to_lowercase().contains(&n.to_lowercase()))
-}
-
-/// The newest entries matching `f`, newest first.
-async fn matching(state: &AppState, f: &AuditFilter) -> Result<Vec<AuditEntry>, ConsoleError> {
-    let (head, _) = state
-        .rt
-        .store
-        .audit_head()
-        .await
-        .map_err(crate::services::ServiceError::from)?;
-    let from = day(f.from.as_deref(), false)?;
-    let to = day(f.to.as_deref(), true)?;
-    let mut entries = state
-        .rt
-        .audit
-        .entries(head.saturating_sub(WINDOW).max(0), WINDOW)
-        .await?;
-    entries.retain(|e| {
-        contains(&e.actor, &f.actor)
-            && contains(&e.action, &f.action)
-            && contains(&e.target, &f.target)
-            && from.is_none_or(|t| e.time >= t)
-            && to.is_none_or(|t| e.time <= t)
-    });
-    entries.reverse();
-    Ok(entries)
+/// The use case's filter for the page's.
+fn filter_of(f: &AuditFilter) -> Result<Filter, ConsoleError> {
+    Ok(Filter {
+        actor: f.actor.clone(),
+        action: f.action.clone(),
+        target: f.target.clone(),
+        from: day(f.from.as_deref(), false)?,
+        to: day(f.to.as_deref(), true)?,
+    })
 }
 
 fn query_string(f: &AuditFilter) -> String {
@@ -88,18 +65,39 @@ fn query_string(f: &AuditFilter) -> String {
     .unwrap_or_default()
 }
 
-/// `GET /console/audit`.
+/// `GET /console/audit`. Never verifies anything (a `verify` parameter is ignored).
 pub async fn list(
     State(state): State<AppState>,
     c: Console,
     Query(f): Query<AuditFilter>,
 ) -> Result<Markup, ConsoleError> {
-    require(
-        c.principal.role,
-        Permission::AuditRead,
-        "read the audit log",
-    )?;
-    let entries = matching(&state, &f).await?;
+    render(&state, &c, &f, None).await
+}
+
+/// `POST /console/audit/verify`: verifies the chain from the last signed checkpoint and
+/// shows the page (filtered by the query, as the page was) with the result. Any audit
+/// reader may (read-only included: it changes nothing), once per
+/// [`crate::app::audit::VERIFY_INTERVAL_SECS`]; 429 otherwise.
+pub async fn verify(
+    State(state): State<AppState>,
+    Query(f): Query<AuditFilter>,
+    SessionForm { console: c, .. }: SessionForm<NoFields>,
+) -> Result<Markup, ConsoleError> {
+    let rt = state.rt.clone();
+    let caller = c.principal.clone();
+    let verified =
+        crate::http::detached(async move { crate::app::audit::verify(&rt, &caller, now()).await })
+            .await?;
+    render(&state, &c, &f, Some(verified)).await
+}
+
+async fn render(
+    state: &AppState,
+    c: &Console,
+    f: &AuditFilter,
+    verified: Option<Verified>,
+) -> Result<Markup, ConsoleError> {
+    let entries = crate::app::audit::list(&state.rt, &c.principal, &filter_of(f)?).await?;
     let total = entries.len();
     let pg = f.page.unwrap_or(1).max(1);
     let pages = total.div_ceil(PAGE_SIZE).max(1);
@@ -108,36 +106,27 @@ pub async fn list(
         .skip((pg - 1).saturating_mul(PAGE_SIZE))
         .take(PAGE_SIZE)
         .collect();
-    let checkpoint = state
-        .rt
-        .store
-        .last_checkpoint_seq()
-        .await
-        .map_err(crate::services::ServiceError::from)?;
-    let report = if f.verify.as_deref() == Some("1") {
-        Some(state.rt.audit.verify_chain(1).await?)
-    } else {
-        None
-    };
-    let qs = query_string(&f);
+    let checkpoint = crate::app::audit::last_checkpoint(&state.rt, &c.principal).await?;
+    let qs = query_string(f);
     Ok(page(
-        &c,
+        c,
         "audit",
         "Audit log",
         html! {
             section aria-label="Chain" {
                 p { "Last signed checkpoint: entry " strong { (checkpoint) } "." }
-                @match &report {
-                    Some(r) => {
-                        @if r.broken.is_none() && r.problems.is_empty() {
-                            p.notice role="status" { "Chain verified: " (r.entries) " entries and " (r.checkpoints) " checkpoints, up to entry " (r.last_seq) "." }
-                        } @else {
-                            p.error role="alert" { "Chain verification FAILED"
-                                @if let Some(b) = &r.broken { " at entry " (b.seq) }
-                                @for p in &r.problems { "; " (p) } }
-                        }
+                @if let Some(Verified { from, report: r }) = &verified {
+                    @if r.broken.is_none() && r.problems.is_empty() {
+                        p.notice role="status" { "Chain verified from entry " (from) ": " (r.entries) " entries and " (r.checkpoints) " checkpoints, up to entry " (r.last_seq) "." }
+                    } @else {
+                        p.error role="alert" { "Chain verification FAILED"
+                            @if let Some(b) = &r.broken { " at entry " (b.seq) }
+                            @for p in &r.problems { "; " (p) } }
                     }
-                    None => { p { a href={ (PATH) "?verify=1&" (qs) } { "Verify the chain and its checkpoints" } } }
+                }
+                form.inline method="post" action={ (PATH) "/verify?" (qs) } {
+                    (csrf(c))
+                    button type="submit" { "Verify the chain and its checkpoints" }
                 }
             }
             form.filter method="get" action=(PATH) role="search" {
@@ -176,13 +165,7 @@ pub async fn export(
     c: Console,
     Query(f): Query<AuditFilter>,
 ) -> Result<Response, ConsoleError> {
-    require(
-        c.principal.role,
-        Permission::AuditRead,
-        "read the audit log",
-    )?;
-    let mut entries = matching(&state, &f).await?;
-    entries.reverse();
+    let entries = crate::app::audit::export(&state.rt, &c.principal, &filter_of(&f)?).await?;
     let mut out = String::new();
     for e in &entries {
         let line = serde_json::to_string(e)

@@ -158,7 +158,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
-    let keys = state.rt.api_keys.list(&caller).await?;
+    let keys = crate::app::api_keys::list(&state.rt, &caller).await?;
     Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
 }
 
@@ -173,7 +173,11 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    Ok(Json(state.rt.api_keys.get(&caller, &id).await?.into()))
+    Ok(Json(
+        crate::app::api_keys::get(&state.rt, &caller, &id)
+            .await?
+            .into(),
+    ))
 }
 
 /// Changes name, description or role; the secret stays the same.

@@ -213,8 +213,7 @@ async fn grant(
                 claims: params.object("claims")?.unwrap_or_default(),
                 role,
             };
-            let subject_role = state.rt.users.role_of(req.subject.trim());
-            Ok(rt.tokens.custom(&caller, req, subject_role, now()).await?)
+            Ok(crate::app::tokens::custom(&rt, &caller, req, now()).await?)
         }
         "client_credentials" => {
             // RFC 7523 §2.2: the client authenticates with a key-file assertion.
@@ -326,30 +325,7 @@ pub async fn introspect(
     // keygate's own credentials first (the hot path: no extra parse). A token keygate
     // does not know whose issuer is a registered IdP is that IdP's (`docs/oauth-servers.md`: introspection
     // recognises external IdP tokens too).
-    let own = state.rt.tokens.introspect(&caller, token, now()).await?;
-    let idp = !own.active
-        && crate::services::tokens::jws::unverified_issuer(token)
-            .is_some_and(|iss| state.rt.oauth.issuer_registered(&iss));
-    let answer = if !idp {
-        own
-    } else {
-        match state.rt.oauth.verify(token, now()).await {
-            Ok(t) => crate::services::tokens::Introspection {
-                active: true,
-                sub: Some(t.principal.name.clone()),
-                role: Some(t.principal.role.name().to_string()),
-                scope: None,
-                exp: Some(t.exp),
-                iat: t.iat,
-                iss: Some(t.iss),
-                aud: t.aud,
-                jti: t.jti,
-                token_type: Some("idp_token".into()),
-            },
-            // Expired, unmapped, badly signed: not usable here, so not active.
-            Err(_) => crate::services::tokens::Introspection::default(),
-        }
-    };
+    let answer = crate::app::tokens::introspect(&state.rt, &caller, token, now()).await?;
     Ok(([(CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
 
@@ -387,7 +363,7 @@ pub async fn sessions(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
-    let list = state.rt.tokens.list_sessions(&caller, now()).await?;
+    let list = crate::app::tokens::list_sessions(&state.rt, &caller, now()).await?;
     Ok(Json(list.into_iter().map(SessionView::from).collect()))
 }
 
@@ -404,6 +380,7 @@ pub async fn end_session(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.tokens.end_session(&caller, &id, now()).await }).await?;
+    detached(async move { crate::app::tokens::end_session(&rt, &caller, &id, now()).await })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -123,9 +123,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let rt = state.rt.clone();
     let g = detached(async move {
-        rt.groups
-            .create(&caller, &req.name, req.description, now())
-            .await
+        crate::app::groups::create(&rt, &caller, &req.name, req.description, now()).await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(g.into())))
@@ -140,7 +138,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<GroupView>>, ApiError> {
-    let groups = state.rt.groups.list(&caller).await?;
+    let groups = crate::app::groups::list(&state.rt, &caller).await?;
     Ok(Json(groups.into_iter().map(GroupView::from).collect()))
 }
 
@@ -155,7 +153,11 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<GroupView>, ApiError> {
-    Ok(Json(state.rt.groups.get(&caller, &name).await?.into()))
+    Ok(Json(
+        crate::app::groups::get(&state.rt, &caller, &name)
+            .await?
+            .into(),
+    ))
 }
 
 /// Changes a group's description.
@@ -173,9 +175,7 @@ pub async fn update(
 ) -> Result<Json<GroupView>, ApiError> {
     let rt = state.rt.clone();
     let g = detached(async move {
-        rt.groups
-            .update(&caller, &name, req.description, now())
-            .await
+        crate::app::groups::update(&rt, &caller, &name, req.description, now()).await
     })
     .await?;
     Ok(Json(g.into()))
@@ -193,7 +193,7 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.groups.delete(&caller, &name).await }).await?;
+    detached(async move { crate::app::groups::delete(&rt, &caller, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,7 +208,7 @@ pub async fn members(
     Caller(caller): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
-    let m = state.rt.groups.members(&caller, &name).await?;
+    let m = crate::app::groups::members(&state.rt, &caller, &name).await?;
     Ok(Json(m.into_iter().map(MemberView::from).collect()))
 }
 
@@ -240,7 +240,10 @@ pub async fn add_member(
             now(),
         )
         .await?;
-        Ok((change, rt.groups.members(&caller, &name).await?))
+        Ok((
+            change,
+            crate::app::groups::members(&rt, &caller, &name).await?,
+        ))
     })
     .await?;
     let members: Vec<MemberView> = members.into_iter().map(MemberView::from).collect();
@@ -289,7 +292,7 @@ pub async fn grants(
     Caller(caller): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<GrantView>>, ApiError> {
-    let g = state.rt.groups.grants(&caller, &name).await?;
+    let g = crate::app::groups::grants(&state.rt, &caller, &name).await?;
     Ok(Json(g.into_iter().map(GrantView::from).collect()))
 }
 
@@ -309,16 +312,7 @@ pub async fn put_grant(
 ) -> Result<(StatusCode, Json<GrantView>), ApiError> {
     let rt = state.rt.clone();
     let g = detached(async move {
-        let keys = rt.keys.clone();
-        rt.groups
-            .put_grant(
-                &caller,
-                &name,
-                &req.resource,
-                &req.permissions,
-                |ring| keys.active(ring).is_ok(),
-                now(),
-            )
+        crate::app::groups::add_grant(&rt, &caller, &name, &req.resource, &req.permissions, now())
             .await
     })
     .await?;
@@ -337,6 +331,7 @@ pub async fn delete_grant(
     ApiPath((name, resource)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.groups.delete_grant(&caller, &name, &resource).await }).await?;
+    detached(async move { crate::app::groups::delete_grant(&rt, &caller, &name, &resource).await })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -120,22 +120,22 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<OAuthServerView>), ApiError> {
     let rt = state.rt.clone();
     let server = detached(async move {
-        rt.oauth
-            .create(
-                &caller,
-                NewOAuthServer {
-                    name: req.name,
-                    issuer: req.issuer,
-                    public_key_pem: req.public_key_pem,
-                    jwks_uri: req.jwks_uri,
-                    audience: req.audience,
-                    audience_check: req.audience_check,
-                    role_claim: req.role_claim,
-                    role_mapping: req.role_mapping,
-                },
-                now(),
-            )
-            .await
+        crate::app::oauth_servers::create(
+            &rt,
+            &caller,
+            NewOAuthServer {
+                name: req.name,
+                issuer: req.issuer,
+                public_key_pem: req.public_key_pem,
+                jwks_uri: req.jwks_uri,
+                audience: req.audience,
+                audience_check: req.audience_check,
+                role_claim: req.role_claim,
+                role_mapping: req.role_mapping,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(server.into())))
@@ -149,7 +149,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<OAuthServerView>>, ApiError> {
-    let servers = state.rt.oauth.list(&caller).await?;
+    let servers = crate::app::oauth_servers::list(&state.rt, &caller).await?;
     Ok(Json(
         servers.into_iter().map(OAuthServerView::from).collect(),
     ))
@@ -166,7 +166,11 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(oauth_id): ApiPath<String>,
 ) -> Result<Json<OAuthServerView>, ApiError> {
-    Ok(Json(state.rt.oauth.get(&caller, &oauth_id).await?.into()))
+    Ok(Json(
+        crate::app::oauth_servers::get(&state.rt, &caller, &oauth_id)
+            .await?
+            .into(),
+    ))
 }
 
 /// Changes a registration; it applies to the next token verified.

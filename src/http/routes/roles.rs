@@ -69,17 +69,17 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RoleView>), ApiError> {
     let rt = state.rt.clone();
     let role = detached(async move {
-        rt.roles
-            .create(
-                &caller,
-                NewRole {
-                    name: req.name,
-                    description: req.description,
-                    permissions: req.permissions,
-                },
-                now(),
-            )
-            .await
+        crate::app::roles::create(
+            &rt,
+            &caller,
+            NewRole {
+                name: req.name,
+                description: req.description,
+                permissions: req.permissions,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(role.into())))
@@ -94,7 +94,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<RoleView>>, ApiError> {
-    let roles = state.rt.roles.list(&caller).await?;
+    let roles = crate::app::roles::list(&state.rt, &caller).await?;
     Ok(Json(roles.into_iter().map(RoleView::from).collect()))
 }
 
@@ -109,7 +109,11 @@ pub async fn get(
     Caller(caller): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RoleView>, ApiError> {
-    Ok(Json(state.rt.roles.get(&caller, &name).await?.into()))
+    Ok(Json(
+        crate::app::roles::get(&state.rt, &caller, &name)
+            .await?
+            .into(),
+    ))
 }
 
 /// Changes a custom role's description or permissions.
@@ -127,17 +131,17 @@ pub async fn update(
 ) -> Result<Json<RoleView>, ApiError> {
     let rt = state.rt.clone();
     let role = detached(async move {
-        rt.roles
-            .update(
-                &caller,
-                &name,
-                RolePatch {
-                    description: req.description,
-                    permissions: req.permissions,
-                },
-                now(),
-            )
-            .await
+        crate::app::roles::update(
+            &rt,
+            &caller,
+            &name,
+            RolePatch {
+                description: req.description,
+                permissions: req.permissions,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(Json(role.into()))
@@ -156,10 +160,6 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move {
-        let mapped = rt.oauth.servers_mapping_role(&name);
-        rt.roles.delete(&caller, &name, mapped).await
-    })
-    .await?;
+    detached(async move { crate::app::roles::delete(&rt, &caller, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -207,6 +207,7 @@ pub async fn clear_lockout(
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = state.rt.clone();
-    detached(async move { rt.users.clear_lockout(&caller, &username).await }).await?;
+    detached(async move { crate::app::users::clear_lockout(&rt, &caller, &username).await })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
