@@ -538,3 +538,603 @@ async fn break_glass_sign_ins_never_evict_the_key_owners_login_sessions() {
         "the key's oldest break-glass session is evicted by its sixth"
     );
 }
+
+// ------------------------------------------------- OAuth edit, groups, roles, sessions, CA
+
+/// An ES256 public key: its PEM and its JWK with `kid`.
+fn idp_public_key(kid: &str) -> (String, serde_json::Value) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use keygate::hardware::{Algorithm, PublicKey};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let public = PublicKey::ec(Algorithm::ES256, pair.public_key().as_ref().to_vec()).unwrap();
+    let der = public.spki_der().unwrap();
+    let pem = pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::LineEnding::LF, &der).unwrap();
+    (pem, public.jwk(kid))
+}
+
+/// A `multipart/form-data` body as a browser sends a form with a file input: `(name,
+/// file name, value)`, a file name marking a file field. Returns (content type, body).
+fn multipart(fields: &[(&str, Option<&str>, &str)]) -> (String, Vec<u8>) {
+    let boundary = "----keygateTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = String::new();
+    for (name, file, value) in fields {
+        body.push_str(&format!("--{boundary}\r\n"));
+        match file {
+            Some(f) => body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/x-pem-file\r\n\r\n"
+            )),
+            None => body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            )),
+        }
+        body.push_str(value);
+        body.push_str("\r\n");
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+    )
+}
+
+async fn post_multipart(
+    s: &Server,
+    sess: &Session,
+    path: &str,
+    fields: &[(&str, Option<&str>, &str)],
+) -> reqwest::Response {
+    let (ct, body) = multipart(fields);
+    client()
+        .post(s.url(path))
+        .header(COOKIE, &sess.cookie)
+        .header(ORIGIN, origin(s))
+        .header(reqwest::header::CONTENT_TYPE, ct)
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// A loopback JWKS endpoint serving `jwks`.
+async fn jwks_endpoint(jwks: serde_json::Value) -> String {
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let j = jwks.clone();
+            async move { axum::Json(j) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/jwks")
+}
+
+fn loopback_jwks_server() -> Server {
+    Server::start_with(crate::common::server::Options {
+        env: vec![(
+            "KEYGATE__OAUTH__ALLOW_INSECURE_LOOPBACK_JWKS".into(),
+            "true".into(),
+        )],
+        ..Default::default()
+    })
+}
+
+async fn oauth_server(s: &Server, name: &str) -> serde_json::Value {
+    let v: Vec<serde_json::Value> = s.get_json("/api/v1/oauth-servers", &s.admin_key).await;
+    v.into_iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no OAuth server {name}"))
+}
+
+#[tokio::test]
+async fn an_oauth_server_added_and_rekeyed_from_uploaded_pem_files_and_its_jwks_cache_state_shown()
+{
+    let s = loopback_jwks_server();
+    let sess = with_key(&s, &s.admin_key).await;
+    let (first_pem, _) = idp_public_key("unused");
+    // Added from an uploaded file, as the browser sends a form with a file input.
+    let r = post_multipart(
+        &s,
+        &sess,
+        "/console/oauth-servers",
+        &[
+            ("_csrf", None, &sess.csrf),
+            ("name", None, "uploaded"),
+            ("issuer", None, "https://uploaded.example"),
+            ("audience", None, "keygate-api"),
+            ("public_key_pem", None, ""),
+            ("public_key_file", Some("idp.pem"), &first_pem),
+            ("jwks_uri", None, ""),
+            ("role_claim", None, ""),
+            ("role_mapping", None, "readers=read-only"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let o = oauth_server(&s, "uploaded").await;
+    assert_eq!(
+        o["public_key_pem"].as_str().unwrap().trim(),
+        first_pem.trim()
+    );
+    let id = o["oauth_id"].as_str().unwrap().to_string();
+    let (_, body) = page(
+        &s,
+        &sess.cookie,
+        &format!("/console/oauth-servers/{id}/edit"),
+    )
+    .await;
+    assert!(body.contains("value=\"uploaded\""), "{body}");
+    assert!(body.contains("readers=read-only"), "{body}");
+    // Edited: renamed, re-keyed from another uploaded file, mapping changed.
+    let (second_pem, _) = idp_public_key("unused");
+    let fields = [
+        ("_csrf", None, sess.csrf.as_str()),
+        ("name", None, "renamed"),
+        ("issuer", None, "https://uploaded.example"),
+        ("audience", None, "keygate-api"),
+        ("public_key_pem", None, ""),
+        ("public_key_file", Some("new.pem"), second_pem.as_str()),
+        ("jwks_uri", None, ""),
+        ("role_claim", None, "groups"),
+        ("role_mapping", None, "auditors=read-only"),
+    ];
+    let r = post_multipart(
+        &s,
+        &sess,
+        &format!("/console/oauth-servers/{id}/edit"),
+        &fields,
+    )
+    .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let o = oauth_server(&s, "renamed").await;
+    assert_eq!(
+        o["public_key_pem"].as_str().unwrap().trim(),
+        second_pem.trim()
+    );
+    assert_eq!(o["role_claim"], "groups");
+    assert_eq!(o["role_mapping"], json!({"auditors": "read-only"}));
+    // A PEM pasted and uploaded at once is refused, and changes nothing.
+    let mut both = fields;
+    both[4] = ("public_key_pem", None, first_pem.as_str());
+    let r = post_multipart(
+        &s,
+        &sess,
+        &format!("/console/oauth-servers/{id}/edit"),
+        &both,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        oauth_server(&s, "renamed").await["public_key_pem"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        second_pem.trim()
+    );
+
+    // A JWKS server: its cache is empty until a fetch; "Fetch JWKS" fills it.
+    let (_, jwk) = idp_public_key("kid-one");
+    let uri = jwks_endpoint(json!({"keys": [jwk]})).await;
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &s.admin_key,
+            json!({"name": "by-jwks", "issuer": "https://jwks.example", "audience": "keygate-api",
+                   "jwks_uri": uri, "role_mapping": {"readers": "read-only"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let jid = oauth_server(&s, "by-jwks").await["oauth_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = page(&s, &sess.cookie, "/console/oauth-servers").await;
+    assert!(body.contains("Not fetched yet"), "{body}");
+    assert!(!body.contains("kid-one"), "{body}");
+    let r = post(
+        &s,
+        &sess,
+        &format!("/console/oauth-servers/{jid}/fetch-jwks"),
+        Some(&origin(&s)),
+        &[("_csrf", &sess.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, body) = page(&s, &sess.cookie, "/console/oauth-servers?q=by-jwks").await;
+    assert!(body.contains("<code>kid-one</code>"), "{body}");
+    assert!(body.contains("ok, 1 keys"), "{body}");
+}
+
+#[tokio::test]
+async fn a_failed_jwks_fetch_is_shown_with_its_reason() {
+    let s = loopback_jwks_server();
+    let sess = with_key(&s, &s.admin_key).await;
+    // Nothing listens on this port once the listener is dropped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = s
+        .post_json(
+            "/api/v1/oauth-servers",
+            &s.admin_key,
+            json!({"name": "down", "issuer": "https://down.example", "audience": "keygate-api",
+                   "jwks_uri": format!("http://127.0.0.1:{port}/jwks"),
+                   "role_mapping": {"readers": "read-only"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = oauth_server(&s, "down").await["oauth_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post(
+        &s,
+        &sess,
+        &format!("/console/oauth-servers/{id}/fetch-jwks"),
+        Some(&origin(&s)),
+        &[("_csrf", &sess.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, body) = page(&s, &sess.cookie, "/console/oauth-servers").await;
+    assert!(body.contains("failed:"), "{body}");
+    assert!(body.contains("Not fetched yet"), "{body}");
+}
+
+#[tokio::test]
+async fn the_new_pages_render_for_an_admin_and_hide_writes_from_a_read_only_user() {
+    let s = Server::start();
+    let r = s
+        .post_json(
+            "/api/v1/groups",
+            &s.admin_key,
+            json!({"name": "payments", "description": "gateways"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let admin = with_key(&s, &s.admin_key).await;
+    let pages: [(&str, &str); 5] = [
+        ("/console/groups", "Add a group"),
+        ("/console/groups/payments", "Add the member"),
+        ("/console/roles", "Add a custom role"),
+        ("/console/tls", "Add a CA profile"),
+        ("/console/oauth-servers", "Add an OAuth server"),
+    ];
+    for (path, control) in pages {
+        let (status, body) = page(&s, &admin.cookie, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(control), "{path} lacks {control:?}");
+        assert!(body.contains("href=\"/console/groups\""), "nav of {path}");
+        assert!(body.contains("href=\"/console/roles\""), "nav of {path}");
+        assert!(
+            !body.contains("<script>") && !body.contains("style="),
+            "{path}"
+        );
+    }
+    s.principal("rita", "read-only").await;
+    let rita = with_password(&s, "rita").await;
+    for (path, control) in pages {
+        let (status, body) = page(&s, &rita.cookie, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !body.contains(control),
+            "{path} shows {control:?} to read-only"
+        );
+        assert!(!body.contains("/delete\""), "{path} shows a delete link");
+    }
+    // Forged posts with her own session, token and origin: refused, nothing changes.
+    let forged: [(&str, Vec<(&str, &str)>); 5] = [
+        ("/console/groups", vec![("name", "forged")]),
+        ("/console/groups/payments/delete", vec![]),
+        (
+            "/console/groups/payments/members",
+            vec![("principal", "rita")],
+        ),
+        (
+            "/console/roles",
+            vec![("name", "forged"), ("permissions", "keys:read")],
+        ),
+        ("/console/tls", vec![("name", "forged"), ("ca_pem", "x")]),
+    ];
+    for (path, fields) in forged {
+        let mut form = vec![("_csrf", rita.csrf.as_str())];
+        form.extend(fields);
+        let r = post(&s, &rita, path, Some(&origin(&s)), &form).await;
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let groups: Vec<serde_json::Value> = s.get_json("/api/v1/groups", &s.admin_key).await;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["members"], json!([]));
+    let roles: Vec<serde_json::Value> = s.get_json("/api/v1/roles", &s.admin_key).await;
+    assert!(roles.iter().all(|r| r["name"] != "forged"));
+    // Without the session's CSRF token an admin's post is refused too.
+    let r = post(
+        &s,
+        &admin,
+        "/console/roles",
+        Some(&origin(&s)),
+        &[("name", "nocsrf"), ("permissions", "keys:read")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn groups_members_grants_and_custom_roles_are_managed_from_the_console() {
+    let s = Server::start();
+    let a = with_key(&s, &s.admin_key).await;
+    let o = origin(&s);
+    let ok = |r: reqwest::Response| async move {
+        let st = r.status();
+        assert_eq!(st, 303, "{}", r.text().await.unwrap());
+    };
+    ok(post(
+        &s,
+        &a,
+        "/console/groups",
+        Some(&o),
+        &[
+            ("_csrf", &a.csrf),
+            ("name", "signers"),
+            ("description", "<b>ops</b>"),
+        ],
+    )
+    .await)
+    .await;
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/members",
+        Some(&o),
+        &[("_csrf", &a.csrf), ("principal", "gw-1")],
+    )
+    .await)
+    .await;
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/members",
+        Some(&o),
+        &[("_csrf", &a.csrf), ("principal", "gw-2")],
+    )
+    .await)
+    .await;
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/grants",
+        Some(&o),
+        &[
+            ("_csrf", &a.csrf),
+            ("ring", "jwt-default"),
+            ("permissions", "view"),
+            ("permissions", "sign"),
+        ],
+    )
+    .await)
+    .await;
+    let g: serde_json::Value = s.get_json("/api/v1/groups/signers", &s.admin_key).await;
+    assert_eq!(g["members"].as_array().unwrap().len(), 2);
+    assert_eq!(g["grants"][0]["resource"], "ring:jwt-default");
+    assert_eq!(g["grants"][0]["permissions"], json!(["view", "sign"]));
+    let (_, body) = page(&s, &a.cookie, "/console/groups/signers?q=gw-2").await;
+    assert!(body.contains("gw-2") && !body.contains(">gw-1<"), "{body}");
+    assert!(
+        body.contains("&lt;b&gt;ops&lt;/b&gt;"),
+        "escaped description: {body}"
+    );
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/members/remove",
+        Some(&o),
+        &[("_csrf", &a.csrf), ("principal", "gw-1")],
+    )
+    .await)
+    .await;
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/grants/remove",
+        Some(&o),
+        &[("_csrf", &a.csrf), ("resource", "ring:jwt-default")],
+    )
+    .await)
+    .await;
+    let g: serde_json::Value = s.get_json("/api/v1/groups/signers", &s.admin_key).await;
+    assert_eq!(g["members"].as_array().unwrap().len(), 1);
+    assert_eq!(g["grants"], json!([]));
+    ok(post(
+        &s,
+        &a,
+        "/console/groups/signers/delete",
+        Some(&o),
+        &[("_csrf", &a.csrf)],
+    )
+    .await)
+    .await;
+    assert_eq!(
+        s.get("/api/v1/groups/signers", &s.admin_key).await.status(),
+        404
+    );
+
+    // Custom roles: checkboxes send repeated `permissions` fields.
+    ok(post(
+        &s,
+        &a,
+        "/console/roles",
+        Some(&o),
+        &[
+            ("_csrf", &a.csrf),
+            ("name", "auditor"),
+            ("description", "reads"),
+            ("permissions", "audit:read"),
+            ("permissions", "keys:read"),
+        ],
+    )
+    .await)
+    .await;
+    let r: serde_json::Value = s.get_json("/api/v1/roles/auditor", &s.admin_key).await;
+    assert_eq!(r["permissions"], json!(["keys:read", "audit:read"]));
+    let (_, body) = page(&s, &a.cookie, "/console/roles/auditor/edit").await;
+    assert!(body.contains("value=\"audit:read\" checked"), "{body}");
+    ok(post(
+        &s,
+        &a,
+        "/console/roles/auditor/edit",
+        Some(&o),
+        &[
+            ("_csrf", &a.csrf),
+            ("description", "reads audit"),
+            ("permissions", "audit:read"),
+        ],
+    )
+    .await)
+    .await;
+    let r: serde_json::Value = s.get_json("/api/v1/roles/auditor", &s.admin_key).await;
+    assert_eq!(
+        (r["permissions"].clone(), r["description"].clone()),
+        (json!(["audit:read"]), json!("reads audit"))
+    );
+    // Built-in roles show no edit control and refuse a change.
+    let (_, body) = page(&s, &a.cookie, "/console/roles?q=admin").await;
+    assert!(!body.contains("/console/roles/admin/edit"), "{body}");
+    let r = post(
+        &s,
+        &a,
+        "/console/roles/admin/edit",
+        Some(&o),
+        &[("_csrf", &a.csrf), ("permissions", "keys:read")],
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    ok(post(
+        &s,
+        &a,
+        "/console/roles/auditor/delete",
+        Some(&o),
+        &[("_csrf", &a.csrf)],
+    )
+    .await)
+    .await;
+    assert_eq!(
+        s.get("/api/v1/roles/auditor", &s.admin_key).await.status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_manager_sees_and_ends_the_sessions_of_users_they_manage_and_no_one_else_does() {
+    let s = Server::start();
+    s.principal("rita", "read-only").await;
+    s.principal("hank", "help-desk").await;
+    let token = s.login("rita", PASSWORD).await;
+    let rita_session = api_sessions(&s, &token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Help-desk holds users:write and manages read-only: rita's session is listed.
+    let hank = with_password(&s, "hank").await;
+    let (_, body) = page(&s, &hank.cookie, "/console/sessions").await;
+    assert!(body.contains(&rita_session), "{body}");
+    assert!(body.contains("those of the users you manage"), "{body}");
+    // Read-only sees only her own; ending hank's console session from hers is refused.
+    let rita = with_password(&s, "rita").await;
+    let (_, body) = page(&s, &rita.cookie, "/console/sessions").await;
+    assert!(!body.contains(&hank_session_id(&s, &hank).await), "{body}");
+    let r = post(
+        &s,
+        &rita,
+        &format!("/console/sessions/{}/end", hank_session_id(&s, &hank).await),
+        Some(&origin(&s)),
+        &[("_csrf", &rita.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(page(&s, &hank.cookie, "/console/sessions").await.0, 200);
+    // Hank ends rita's API session: her access token stops working.
+    let r = post(
+        &s,
+        &hank,
+        &format!("/console/sessions/{rita_session}/end"),
+        Some(&origin(&s)),
+        &[("_csrf", &hank.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        s.get_bearer("/api/v1/auth/sessions", &token).await.status(),
+        401
+    );
+}
+
+/// The id of the console session whose page lists itself as "(this console)".
+async fn hank_session_id(s: &Server, sess: &Session) -> String {
+    let (_, body) = page(s, &sess.cookie, "/console/sessions").await;
+    let at = body.find(" (this console)").expect("own session marked");
+    let before = &body[..at];
+    let start = before.rfind("<code>").expect("code") + 6;
+    before[start..].trim_end_matches("</code>").to_string()
+}
+
+#[tokio::test]
+async fn ca_profiles_are_listed_added_from_an_uploaded_pem_and_deleted() {
+    let s = Server::start();
+    let a = with_key(&s, &s.admin_key).await;
+    let ca = crate::common::pki::Ca::root("Console Test CA");
+    let r = post_multipart(
+        &s,
+        &a,
+        "/console/tls",
+        &[
+            ("_csrf", None, &a.csrf),
+            ("name", None, "partners"),
+            ("ca_pem", None, ""),
+            ("ca_file", Some("ca.pem"), &ca.cert.pem()),
+            ("revocation_check", None, "none"),
+            ("crl_urls", None, ""),
+            ("crl_refresh", None, "10m"),
+            ("stale_crl", None, "fail-closed"),
+            ("principal_match", None, "cn"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let (_, body) = page(&s, &a.cookie, "/console/tls").await;
+    assert!(
+        body.contains("partners") && body.contains("1 certificates (PEM)"),
+        "{body}"
+    );
+    assert!(body.contains("Delete CA profile partners"), "{body}");
+    // A private key is not a CA bundle: refused.
+    let r = post_multipart(
+        &s,
+        &a,
+        "/console/tls",
+        &[
+            ("_csrf", None, &a.csrf),
+            ("name", None, "bad"),
+            ("ca_pem", None, &ca.key.serialize_pem()),
+            ("ca_file", Some(""), ""),
+            ("revocation_check", None, "none"),
+            ("stale_crl", None, "fail-closed"),
+            ("principal_match", None, "none"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = post(
+        &s,
+        &a,
+        "/console/tls/ca-profiles/partners/delete",
+        Some(&origin(&s)),
+        &[("_csrf", &a.csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let v: Vec<serde_json::Value> = s.get_json("/api/v1/ca-profiles", &s.admin_key).await;
+    assert!(v.iter().all(|p| p["name"] != "partners"), "{v:?}");
+}

@@ -32,7 +32,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A signed-in page: header, navigation and `body`.
 pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
-    let nav: [(&str, &str, Option<Permission>); 9] = [
+    let nav: [(&str, &str, Option<Permission>); 11] = [
         ("api-keys", "API Keys", Some(Permission::ApiKeysRead)),
         (
             "oauth-servers",
@@ -48,6 +48,8 @@ pub fn page(c: &Console, active: &str, title: &str, body: Markup) -> Markup {
         ("approvals", "Approvals", None),
         ("audit", "Audit log", Some(Permission::AuditRead)),
         ("users", "Users", Some(Permission::UsersRead)),
+        ("groups", "Groups", Some(Permission::GroupsRead)),
+        ("roles", "Roles", Some(Permission::RolesRead)),
         ("sessions", "Sessions", None),
         ("tls", "TLS", Some(Permission::KeysRead)),
     ];
@@ -115,6 +117,9 @@ pub fn notice(code: Option<&str>) -> Markup {
         "ended" => Some("The session has ended."),
         "voted" => Some("Your vote is recorded."),
         "requested" => Some("The request waits for approvals; see Approvals."),
+        "fetched" => Some(
+            "JWKS fetch done; see the JWKS cache column (one fetch per oauth.jwks_refetch_interval at most).",
+        ),
         _ => None,
     };
     html! {
@@ -214,3 +219,24 @@ pub fn done(path: &str, code: &'static str) -> axum::response::Response {
 /// A form with no fields of its own (the CSRF token only).
 #[derive(Debug, Deserialize)]
 pub struct NoFields {}
+
+/// A form read as its name/value pairs: for forms with repeated fields (checkboxes).
+pub type Pairs = Vec<(String, String)>;
+
+/// The first value of field `name`, trimmed (empty when absent).
+pub fn field(pairs: &Pairs, name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Every value of field `name` (the checked boxes of a group of checkboxes).
+pub fn fields(pairs: &Pairs, name: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}

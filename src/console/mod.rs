@@ -18,7 +18,8 @@ use crate::http::AppState;
 use axum::routing::{get, post};
 use axum::Router;
 use pages::{
-    api_keys, approvals, audit, key_files, keys, oauth_servers, sessions, sign_in, tls, users,
+    api_keys, approvals, audit, groups, key_files, keys, oauth_servers, roles, sessions, sign_in,
+    tls, users,
 };
 
 /// The console's routes, merged into the API router (so the audit, rate-limit and
@@ -64,6 +65,14 @@ pub fn router() -> Router<AppState> {
             get(oauth_servers::list).post(oauth_servers::create),
         )
         .route(
+            "/console/oauth-servers/{id}/edit",
+            get(oauth_servers::edit).post(oauth_servers::update),
+        )
+        .route(
+            "/console/oauth-servers/{id}/fetch-jwks",
+            post(oauth_servers::fetch_jwks),
+        )
+        .route(
             "/console/oauth-servers/{id}/delete",
             get(oauth_servers::confirm_delete).post(oauth_servers::delete),
         )
@@ -85,7 +94,37 @@ pub fn router() -> Router<AppState> {
             "/console/users/{name}/delete",
             get(users::confirm_delete).post(users::delete),
         )
-        .route("/console/tls", get(tls::status))
+        .route("/console/groups", get(groups::list).post(groups::create))
+        .route("/console/groups/{name}", get(groups::show))
+        .route("/console/groups/{name}/edit", post(groups::update))
+        .route(
+            "/console/groups/{name}/delete",
+            get(groups::confirm_delete).post(groups::delete),
+        )
+        .route("/console/groups/{name}/members", post(groups::add_member))
+        .route(
+            "/console/groups/{name}/members/remove",
+            post(groups::remove_member),
+        )
+        .route("/console/groups/{name}/grants", post(groups::put_grant))
+        .route(
+            "/console/groups/{name}/grants/remove",
+            post(groups::delete_grant),
+        )
+        .route("/console/roles", get(roles::list).post(roles::create))
+        .route(
+            "/console/roles/{name}/edit",
+            get(roles::edit).post(roles::update),
+        )
+        .route(
+            "/console/roles/{name}/delete",
+            get(roles::confirm_delete).post(roles::delete),
+        )
+        .route("/console/tls", get(tls::status).post(tls::create))
+        .route(
+            "/console/tls/ca-profiles/{name}/delete",
+            get(tls::confirm_delete).post(tls::delete),
+        )
         .route("/console/sessions", get(sessions::list))
         .route("/console/sessions/{id}/end", post(sessions::end))
         .route("/console/audit", get(audit::list))

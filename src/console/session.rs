@@ -11,6 +11,8 @@
 //!   console takes no bearer credential, as the API takes no cookie.
 //! - Every POST must come from the console's own origin (`Origin` equal to the request's
 //!   host; `Sec-Fetch-Site`, when sent, `same-origin`) and carry the session's token.
+//!   Forms are urlencoded, or `multipart/form-data` where they upload a (PEM) file; both
+//!   pass the same checks.
 
 use super::error::ConsoleError;
 use crate::http::AppState;
@@ -304,9 +306,15 @@ async fn form_of<T: DeserializeOwned>(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ConsoleError::bad_request("the form is too large"))?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
-        ConsoleError::bad_request("the form is not application/x-www-form-urlencoded")
-    })?;
+    let multipart = multipart_type(&parts.headers);
+    let pairs: Vec<(String, String)> = match &multipart {
+        Some(content_type) => multipart_pairs(content_type, bytes.clone()).await?,
+        None => serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            ConsoleError::bad_request(
+                "the form is not application/x-www-form-urlencoded or multipart/form-data",
+            )
+        })?,
+    };
     let mut sent = pairs.iter().filter(|(k, _)| k == CSRF_FIELD);
     match (sent.next(), sent.next()) {
         (Some((_, v)), None) if csrf_matches(v, &console.csrf) => {}
@@ -316,9 +324,59 @@ async fn form_of<T: DeserializeOwned>(
             ))
         }
     }
-    let form = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ConsoleError::bad_request(format!("form: {e}")))?;
+    let form = match multipart {
+        // One parser for both encodings: a multipart form's fields (an uploaded file's
+        // text among them) are read as the same pairs a urlencoded form carries.
+        Some(_) => serde_urlencoded::to_string(&pairs)
+            .map_err(|e| ConsoleError::bad_request(format!("form: {e}")))
+            .and_then(|enc| {
+                serde_urlencoded::from_str(&enc)
+                    .map_err(|e| ConsoleError::bad_request(format!("form: {e}")))
+            })?,
+        None => serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| ConsoleError::bad_request(format!("form: {e}")))?,
+    };
     Ok((console, form))
+}
+
+/// The `Content-Type` of a `multipart/form-data` body (a form with a file input).
+fn multipart_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.get(..19)
+                .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+        })
+        .map(str::to_string)
+}
+
+/// The fields of a `multipart/form-data` body (already read, within
+/// `server.max_body_bytes`) as name/value pairs; a file field's value is the file's
+/// text (the console uploads PEM files only), empty when no file was chosen.
+async fn multipart_pairs(
+    content_type: &str,
+    body: axum::body::Bytes,
+) -> Result<Vec<(String, String)>, ConsoleError> {
+    let bad = |m: &str| ConsoleError::bad_request(format!("multipart form: {m}"));
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .map_err(|_| bad("unreadable request"))?;
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .map_err(|e| bad(&e.body_text()))?;
+    let mut pairs = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(|e| bad(&e.body_text()))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let value = field
+            .text()
+            .await
+            .map_err(|_| bad("a field or file is not UTF-8 text (upload a PEM file)"))?;
+        pairs.push((name, value));
+    }
+    Ok(pairs)
 }
 
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for ConsoleForm<T> {

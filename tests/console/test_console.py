@@ -113,7 +113,8 @@ def test_add_oauth_servers_from_a_pem_file_and_a_loopback_jwks_uri(keygate, cons
             c.page.fill("input[name=issuer]", "https://%s.example" % name)
             c.page.fill("input[name=audience]", "keygate-api")
             if source == "pem":
-                c.page.fill("textarea[name=public_key_pem]", pem_file.read_text())
+                # The PEM file itself, through the form's file input (multipart).
+                c.page.set_input_files("input[name=public_key_file]", str(pem_file))
             else:
                 c.page.fill("input[name=jwks_uri]", "http://127.0.0.1:%d/jwks" % srv.server_port)
             c.page.fill("textarea[name=role_mapping]", "readers=read-only")
@@ -127,8 +128,172 @@ def test_add_oauth_servers_from_a_pem_file_and_a_loopback_jwks_uri(keygate, cons
             r = requests.get(keygate.url("/api/v1/auth/sessions"), verify=keygate.cert, timeout=30,
                              headers={"x-oauth2-token": idp_token(key, issuer, kid)})
             assert r.status_code == 200, (issuer, r.text)
+        # The JWKS cache state: fetched for the token above, holding kid k1.
+        c.go("/console/oauth-servers?q=jwks-idp")
+        assert "k1" in c.page.inner_text("tbody") and "Fetched" in c.page.inner_text("tbody")
+        c.page.click("button[aria-label='Fetch the JWKS of jwks-idp now']")
+        c.page.wait_for_url("**/console/oauth-servers?done=fetched")
+        c.check_csp()
+        c.go("/console/oauth-servers")
+        c.shot("oauth-servers-jwks-cache")
     finally:
         srv.shutdown()
+
+
+def test_edit_an_oauth_server_rekeyed_from_an_uploaded_pem_file(keygate, console, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    old_key, new_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def pem(k):
+        return k.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    r = keygate.api("POST", "/api/v1/oauth-servers", keygate.admin_key,
+                    json={"name": "to-edit-idp", "issuer": "https://edit-idp.example",
+                          "audience": "keygate-api", "public_key_pem": pem(old_key),
+                          "role_mapping": {"readers": "read-only"}})
+    assert r.status_code == 201, r.text
+    new_file = tmp_path / "new.pem"
+    new_file.write_text(pem(new_key))
+    c = console()
+    c.sign_in_with_key(keygate.admin_key)
+    c.go("/console/oauth-servers")
+    c.page.click("a[aria-label='Edit to-edit-idp']")
+    c.check_csp()
+    c.page.fill("input[name=name]", "edited-idp")
+    c.page.set_input_files("input[name=public_key_file]", str(new_file))
+    c.page.fill("textarea[name=role_mapping]", "readers=read-only\nops=help-desk")
+    c.shot("oauth-server-edit")
+    c.page.click("button:has-text('Save')")
+    c.page.wait_for_url("**/console/oauth-servers?done=updated")
+    assert "ops → help-desk" in c.page.content()
+    for key, ok in ((old_key, False), (new_key, True)):
+        r = requests.get(keygate.url("/api/v1/auth/sessions"), verify=keygate.cert, timeout=30,
+                         headers={"x-oauth2-token": idp_token(key, "https://edit-idp.example")})
+        assert (r.status_code == 200) == ok, r.text
+
+
+def test_groups_with_members_and_ring_grants(keygate, console):
+    c = console()
+    c.sign_in_with_key(keygate.admin_key)
+    c.go("/console/groups")
+    if c.page.locator("details[open]").count() == 0:
+        c.page.click("text=Add a group")
+    c.page.fill("input[name=name]", "payments")
+    c.page.fill("input[name=description]", "payment gateways")
+    c.page.click("form.stack button:has-text('Add')")
+    c.page.wait_for_url("**/console/groups/payments?done=updated")
+    c.check_csp()
+    for who in ("gateway-1", "gateway-2"):
+        c.page.fill("#add-member", who)
+        c.page.click("button:has-text('Add the member')")
+        c.page.wait_for_url("**/console/groups/payments?done=updated")
+    c.page.fill("input[name=ring]", "jwt-default")
+    c.page.check("input[name=permissions][value=view]")
+    c.page.check("input[name=permissions][value=sign]")
+    c.page.click("button:has-text('Set the grant')")
+    c.page.wait_for_url("**/console/groups/payments?done=updated")
+    c.check_csp()
+    c.shot("group")
+    g = keygate.api("GET", "/api/v1/groups/payments", keygate.admin_key).json()
+    assert sorted(m["principal"] for m in g["members"]) == ["gateway-1", "gateway-2"]
+    assert g["grants"][0]["permissions"] == ["view", "sign"]
+    c.page.click("button[aria-label='Remove member gateway-1']")
+    c.page.wait_for_url("**/console/groups/payments?done=updated")
+    g = keygate.api("GET", "/api/v1/groups/payments", keygate.admin_key).json()
+    assert [m["principal"] for m in g["members"]] == ["gateway-2"]
+    c.go("/console/groups")
+    c.shot("groups")
+    c.page.click("a[aria-label='Delete group payments']")
+    c.page.click("button:has-text('Delete the group')")
+    c.page.wait_for_url("**/console/groups?done=deleted")
+    assert keygate.api("GET", "/api/v1/groups/payments", keygate.admin_key).status_code == 404
+
+
+def test_custom_roles_are_created_edited_and_deleted(keygate, console):
+    c = console()
+    c.sign_in_with_key(keygate.admin_key)
+    c.go("/console/roles")
+    c.page.click("text=Add a custom role")
+    c.page.fill("input[name=name]", "auditor")
+    c.page.fill("input[name=description]", "reads the audit log")
+    c.page.check("#new-audit-read")
+    c.page.check("#new-keys-read")
+    c.page.click("form.stack button:has-text('Add')")
+    c.page.wait_for_url("**/console/roles?done=updated")
+    c.shot("roles")
+    role = keygate.api("GET", "/api/v1/roles/auditor", keygate.admin_key).json()
+    assert role["permissions"] == ["keys:read", "audit:read"]
+    c.page.click("a[aria-label='Edit role auditor']")
+    c.check_csp()
+    c.page.uncheck("#edit-keys-read")
+    c.page.click("button:has-text('Save')")
+    c.page.wait_for_url("**/console/roles?done=updated")
+    role = keygate.api("GET", "/api/v1/roles/auditor", keygate.admin_key).json()
+    assert role["permissions"] == ["audit:read"]
+    c.page.click("a[aria-label='Delete role auditor']")
+    c.page.click("button:has-text('Delete the role')")
+    c.page.wait_for_url("**/console/roles?done=deleted")
+    assert keygate.api("GET", "/api/v1/roles/auditor", keygate.admin_key).status_code == 404
+
+
+def test_a_manager_ends_the_session_of_a_user_they_manage(keygate, console):
+    keygate.user("sam", "read-only")
+    r = keygate.api("POST", "/api/v1/auth/token",
+                    data={"grant_type": "password", "username": "sam", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    bearer = {"Authorization": "Bearer " + token}
+    assert keygate.api("GET", "/api/v1/auth/sessions", headers=bearer).status_code == 200
+    c = console()
+    c.sign_in_with_key(keygate.admin_key)
+    c.go("/console/sessions?q=sam")
+    assert "those of the users you manage" in c.page.content()
+    c.shot("sessions-managed")
+    c.page.click("button[aria-label$=' of sam']")
+    c.page.wait_for_url("**/console/sessions?done=ended")
+    c.check_csp()
+    assert keygate.api("GET", "/api/v1/auth/sessions", headers=bearer).status_code == 401
+
+
+def test_a_ca_profile_is_added_from_an_uploaded_pem_file_and_deleted(keygate, console, tmp_path):
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Console Partners CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    ca_file = tmp_path / "partners-ca.pem"
+    ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    c = console()
+    c.sign_in_with_key(keygate.admin_key)
+    c.go("/console/tls")
+    c.page.click("text=Add a CA profile")
+    c.page.fill("input[name=name]", "partners")
+    c.page.set_input_files("input[name=ca_file]", str(ca_file))
+    c.page.select_option("select[name=revocation_check]", "none")
+    c.page.select_option("select[name=principal_match]", "cn")
+    c.page.click("form.stack button:has-text('Add')")
+    c.page.wait_for_url("**/console/tls?done=updated")
+    c.check_csp()
+    assert "partners" in c.page.content() and "1 certificates (PEM)" in c.page.content()
+    c.shot("tls-ca-profiles")
+    c.page.click("a[aria-label='Delete CA profile partners']")
+    c.page.click("button:has-text('Delete the CA profile')")
+    c.page.wait_for_url("**/console/tls?done=deleted")
+    names = [p["name"] for p in keygate.api("GET", "/api/v1/ca-profiles", keygate.admin_key).json()]
+    assert "partners" not in names
 
 
 def test_key_file_download_signs_an_assertion_the_api_accepts(keygate, console):
@@ -198,6 +363,11 @@ def test_a_user_created_in_the_console_signs_in_read_only_and_cannot_write(keyga
     html = rita.page.content()
     assert "Add an API key" not in html and "Regenerate" not in html and "Delete" not in html
     rita.shot("read-only-api-keys")
+    for path, control in (("/console/groups", "Add a group"), ("/console/roles", "Add a custom role"),
+                          ("/console/tls", "Add a CA profile"), ("/console/oauth-servers", "Add an OAuth server")):
+        rita.go(path)
+        assert control not in rita.page.content(), path
+        assert "Delete" not in rita.page.inner_text("main"), path
     token = rita.page.get_attribute("input[name=_csrf]", "value")
     # A forged POST from her own session, with her own CSRF token and origin: refused.
     r = rita.ctx.request.post(keygate.url("/console/api-keys"),
@@ -320,7 +490,8 @@ def test_every_page_has_no_csp_violation_and_works_at_390px(keygate, console):
     c.go("/console/sign-in")
     c.sign_in_with_key(keygate.admin_key)
     for p in ["/console/api-keys", "/console/oauth-servers", "/console/key-files", "/console/keys", "/console/approvals",
-              "/console/audit", "/console/users", "/console/sessions", "/console/tls"]:
+              "/console/audit", "/console/users", "/console/groups", "/console/roles", "/console/sessions",
+              "/console/tls"]:
         c.go(p)
         if p == "/console/tls":
             assert "mTLS mode" in c.page.content()

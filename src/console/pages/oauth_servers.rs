@@ -1,8 +1,9 @@
 //! The OAuth Servers page: Name, Issuer, Public Key (PEM or JWKS URI), User Account Name
-//! (who registered it), OAuth ID and the role mapping; add (PEM pasted or uploaded into
-//! the text box, or a JWKS URI), and delete through approvals when configured
-//! (`approvals.delete-oauth-server`). Registration goes through the same service call as
-//! `POST /api/v1/oauth-servers`.
+//! (who registered it), OAuth ID, the role mapping and the JWKS cache state (last fetch
+//! and its result, the `kid`s held, with a "fetch now" button); add and edit (PEM pasted
+//! or uploaded as a file, a multipart form, or a JWKS URI), and delete through approvals
+//! when configured (`approvals.delete-oauth-server`). Registration and changes go through
+//! the same calls as `POST` and `PATCH /api/v1/oauth-servers`.
 
 use crate::console::error::ConsoleError;
 use crate::console::layout::{
@@ -14,7 +15,8 @@ use crate::http::{detached, AppState};
 use crate::runtime::now;
 use crate::services::approvals::Submitted;
 use crate::services::authz::Permission;
-use crate::services::oauth_servers::{NewOAuthServer, OAuthServer};
+use crate::services::oauth_servers::jwks::CacheState;
+use crate::services::oauth_servers::{NewOAuthServer, OAuthServer, OAuthServerPatch};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use maud::{html, Markup};
@@ -30,6 +32,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
     let servers = state.rt.oauth.list(&c.principal).await?;
+    let caches = state.rt.oauth.jwks_states(&c.principal)?;
     let (rows, total) = paginate(servers, &q, |s: &OAuthServer| {
         format!("{} {} {} {}", s.name, s.issuer, s.oauth_id, s.created_by)
     });
@@ -43,14 +46,12 @@ pub async fn list(
             @if write {
                 details open[total == 0] {
                     summary { "Add an OAuth server" }
-                    form.stack method="post" action=(PATH) {
+                    form.stack method="post" action=(PATH) enctype="multipart/form-data" {
                         (csrf(&c))
                         label { "Name" input name="name" required maxlength="128"; }
                         label { "Issuer (the tokens' iss, exactly)" input name="issuer" type="url" required; }
                         label { "Audience (the tokens' aud must contain it)" input name="audience" required; }
-                        label { "Public Key: PEM (paste the file's contents)"
-                            textarea name="public_key_pem" rows="6" {} }
-                        label { "or JWKS URI" input name="jwks_uri" type="url"; }
+                        (key_fields(None))
                         label { "Role claim (default roles)" input name="role_claim"; }
                         label { "Role mapping, one IdP-value=role per line"
                             textarea name="role_mapping" rows="3" {} }
@@ -64,6 +65,7 @@ pub async fn list(
                     th scope="col" { "Name" } th scope="col" { "Issuer" }
                     th scope="col" { "Public Key" } th scope="col" { "User Account Name" }
                     th scope="col" { "OAuth ID" } th scope="col" { "Role mapping" }
+                    th scope="col" { "JWKS cache" }
                     th scope="col" { "Created" }
                     @if write { th scope="col" { "Action" } }
                 } }
@@ -77,8 +79,16 @@ pub async fn list(
                     td { (s.created_by) }
                     td { code { (s.oauth_id) } }
                     td { @for (k, v) in &s.role_mapping { (k) " → " (v) br; } }
+                    td { (cache_cell(caches.get(&s.oauth_id))) }
                     td { (time(s.created_at)) }
-                    @if write { td {
+                    @if write { td.actions {
+                        a href={ (PATH) "/" (s.oauth_id) "/edit" } aria-label={ "Edit " (s.name) } { "Edit" }
+                        @if caches.contains_key(&s.oauth_id) {
+                            form.inline method="post" action={ (PATH) "/" (s.oauth_id) "/fetch-jwks" } {
+                                (csrf(&c))
+                                button type="submit" aria-label={ "Fetch the JWKS of " (s.name) " now" } { "Fetch JWKS" }
+                            }
+                        }
                         a href={ (PATH) "/" (s.oauth_id) "/delete" } aria-label={ "Delete " (s.name) } { "Delete" }
                     } }
                 } } }
@@ -86,6 +96,69 @@ pub async fn list(
             (pager(PATH, &q, total))
         },
     ))
+}
+
+/// The key-source fields of the add and edit forms: a PEM pasted or uploaded as a file,
+/// or a JWKS URI (`current`: the server's URI, on the edit form).
+fn key_fields(current: Option<&OAuthServer>) -> Markup {
+    let uri = current.and_then(|s| s.jwks_uri.as_deref());
+    let has_pem = current.is_some_and(|s| s.public_key_pem.is_some());
+    html! {
+        fieldset {
+            legend { "Public Key: a PEM or a JWKS URI" }
+            @if has_pem { p.muted { "Now: a PEM key. Leave the PEM fields empty to keep it." } }
+            label { "PEM (paste the file's contents)"
+                textarea name="public_key_pem" rows="6" {} }
+            label { "or upload the PEM file"
+                input name="public_key_file" type="file" accept=".pem,.crt,.pub,.key,text/plain"; }
+            label { "or JWKS URI" input name="jwks_uri" type="url" value=[uri]; }
+        }
+    }
+}
+
+/// The JWKS cache column: when the keys held were fetched, their `kid`s, and the last
+/// attempt when it failed (a failed fetch keeps the keys held).
+fn cache_cell(state: Option<&CacheState>) -> Markup {
+    html! {
+        @match state {
+            None => span.muted { "PEM: no cache" },
+            Some(st) => {
+                @match st.fetched_at {
+                    Some(t) => { "Fetched " (time(t)) br; }
+                    None => { span.muted { "Not fetched yet (at the first token, or Fetch JWKS)" } br; }
+                }
+                @if !st.kids.is_empty() {
+                    "kids: "
+                    @for (i, k) in st.kids.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        @match k {
+                            Some(k) => { code { (k) } }
+                            None => { span.muted { "(no kid)" } }
+                        }
+                    }
+                    br;
+                } @else if st.fetched_at.is_some() {
+                    span.warn { "no usable key" } br;
+                }
+                @if let Some(last) = &st.last_attempt {
+                    @match &last.outcome {
+                        Ok(n) => { "Last fetch " (time(last.at)) ": ok, " (n) " keys" }
+                        Err(e) => { span.warn { "Last fetch " (time(last.at)) " failed: " (e) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The PEM of a form: pasted or uploaded, not both.
+fn pem_of(pasted: String, uploaded: String) -> Result<Option<String>, ConsoleError> {
+    match (some(pasted), some(uploaded)) {
+        (Some(_), Some(_)) => Err(ConsoleError::bad_request(
+            "give the PEM once: pasted or as a file, not both",
+        )),
+        (p, u) => Ok(p.or(u)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,6 +169,8 @@ pub struct CreateForm {
     audience: String,
     #[serde(default)]
     public_key_pem: String,
+    #[serde(default)]
+    public_key_file: String,
     #[serde(default)]
     jwks_uri: String,
     #[serde(default)]
@@ -127,10 +202,14 @@ pub async fn create(
     State(state): State<AppState>,
     ConsoleForm {
         console: c,
-        form: f,
+        form: mut f,
     }: ConsoleForm<CreateForm>,
 ) -> Result<Response, ConsoleError> {
     let role_mapping = mapping(&f.role_mapping)?;
+    let pem = pem_of(
+        std::mem::take(&mut f.public_key_pem),
+        std::mem::take(&mut f.public_key_file),
+    )?;
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     detached(async move {
@@ -140,7 +219,7 @@ pub async fn create(
                 NewOAuthServer {
                     name: f.name,
                     issuer: f.issuer.trim().to_string(),
-                    public_key_pem: some(f.public_key_pem),
+                    public_key_pem: pem,
                     jwks_uri: some(f.jwks_uri),
                     audience: some(f.audience),
                     audience_check: None,
@@ -153,6 +232,121 @@ pub async fn create(
     })
     .await?;
     Ok(done(PATH, "updated"))
+}
+
+/// `GET /console/oauth-servers/{id}/edit`.
+pub async fn edit(
+    State(state): State<AppState>,
+    c: Console,
+    Path(id): Path<String>,
+) -> Result<Markup, ConsoleError> {
+    let s = state.rt.oauth.get(&c.principal, &id).await?;
+    if !c.can(Permission::OAuthServersWrite) {
+        return Err(ConsoleError::forbidden(format!(
+            "role {} may not manage OAuth servers",
+            c.principal.role
+        )));
+    }
+    let mapping_text: String = s
+        .role_mapping
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    Ok(page(
+        &c,
+        "oauth-servers",
+        "Edit the OAuth server",
+        html! {
+            form.stack method="post" action={ (PATH) "/" (s.oauth_id) "/edit" } enctype="multipart/form-data" {
+                (csrf(&c))
+                label { "Name" input name="name" required maxlength="128" value=(s.name); }
+                label { "Issuer (the tokens' iss, exactly)" input name="issuer" type="url" required value=(s.issuer); }
+                label { "Audience (the tokens' aud must contain it)"
+                    input name="audience" required[s.audience_check] value=[s.audience.as_deref()]; }
+                (key_fields(Some(&s)))
+                label { "Role claim" input name="role_claim" required value=(s.role_claim); }
+                label { "Role mapping, one IdP-value=role per line"
+                    textarea name="role_mapping" rows="3" { (mapping_text) } }
+                p.muted { "A new issuer or key needs the right to act as every principal of this server; a changed key or mapping ends the tokens minted from its tokens." }
+                button.primary type="submit" { "Save" }
+            }
+            p { a href=(PATH) { "Cancel" } }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct EditForm {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    audience: String,
+    #[serde(default)]
+    public_key_pem: String,
+    #[serde(default)]
+    public_key_file: String,
+    #[serde(default)]
+    jwks_uri: String,
+    #[serde(default)]
+    role_claim: String,
+    #[serde(default)]
+    role_mapping: String,
+}
+
+/// `POST /console/oauth-servers/{id}/edit`: only the fields that changed are sent on, so
+/// an unchanged issuer or key needs no more rights than a name change.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm {
+        console: c,
+        form: mut f,
+    }: ConsoleForm<EditForm>,
+) -> Result<Response, ConsoleError> {
+    let role_mapping = mapping(&f.role_mapping)?;
+    let pem = pem_of(
+        std::mem::take(&mut f.public_key_pem),
+        std::mem::take(&mut f.public_key_file),
+    )?;
+    let rt = state.rt.clone();
+    let caller = c.principal.clone();
+    detached(async move {
+        let cur = rt.oauth.get(&caller, &id).await?;
+        let changed = |new: String, old: &str| Some(new).filter(|n| n != old);
+        let jwks_uri = some(f.jwks_uri);
+        let patch = OAuthServerPatch {
+            name: changed(f.name.trim().to_string(), &cur.name),
+            issuer: changed(f.issuer.trim().to_string(), &cur.issuer),
+            jwks_uri: match (&pem, jwks_uri) {
+                (None, Some(u)) if cur.jwks_uri.as_deref() != Some(u.as_str()) => Some(u),
+                _ => None,
+            },
+            public_key_pem: pem,
+            audience: match some(f.audience) {
+                a if a == cur.audience => None,
+                None if cur.audience_check => None,
+                a => Some(a),
+            },
+            audience_check: None,
+            role_claim: some(f.role_claim).filter(|r| *r != cur.role_claim),
+            role_mapping: Some(role_mapping).filter(|m| *m != cur.role_mapping),
+        };
+        crate::app::oauth_servers::update(&rt, &caller, &id, patch, now()).await
+    })
+    .await?;
+    Ok(done(PATH, "updated"))
+}
+
+/// `POST /console/oauth-servers/{id}/fetch-jwks`: fetch the JWKS now.
+pub async fn fetch_jwks(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { console: c, .. }: ConsoleForm<NoFields>,
+) -> Result<Response, ConsoleError> {
+    let rt = state.rt.clone();
+    let caller = c.principal.clone();
+    detached(async move { rt.oauth.refresh_jwks(&caller, &id).await }).await?;
+    Ok(done(PATH, "fetched"))
 }
 
 /// `GET /console/oauth-servers/{id}/delete`: the confirmation.

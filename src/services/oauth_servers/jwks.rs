@@ -17,6 +17,9 @@
 //!   whose tokens keygate could still verify; a key the IdP withdrew stops verifying at
 //!   the next successful fetch. The cost: while the IdP's JWKS cannot be fetched, a
 //!   withdrawn key keeps verifying. Deleting or re-registering the server ends that.
+//! - [`JwksCache::state`] reports what is held (fetch time, `kid`s) and how the last
+//!   attempt went, for the console (docs/console.md); an administrator's "fetch now"
+//!   ([`JwksCache::refresh_now`]) obeys the same single flight and interval.
 
 use super::fetch::Fetcher;
 use super::keys::{self, VerifyKey};
@@ -35,6 +38,29 @@ pub struct Timings {
 struct KeySet {
     keys: Vec<VerifyKey>,
     fetched_at: Instant,
+    /// The same moment as a unix time, for [`JwksCache::state`].
+    fetched_unix: i64,
+}
+
+/// One fetch attempt, as [`JwksCache::state`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRecord {
+    /// Unix time the attempt ended.
+    pub at: i64,
+    /// The number of usable keys fetched, or why the fetch failed.
+    pub outcome: Result<usize, String>,
+}
+
+/// What one server's JWKS cache holds now (per process: each replica fetches on its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheState {
+    pub uri: String,
+    /// When the keys held were fetched; `None` before the first successful fetch.
+    pub fetched_at: Option<i64>,
+    /// The `kid` of each key held (`None` for a key without one).
+    pub kids: Vec<Option<String>>,
+    /// The last fetch attempt, successful or not (a failed one keeps the keys held).
+    pub last_attempt: Option<FetchRecord>,
 }
 
 /// The JWKS of one registered server.
@@ -49,6 +75,8 @@ pub struct JwksCache {
     /// Bumped at every fetch attempt: a request that waited for the lock sees whether
     /// someone else tried while it waited.
     attempts: AtomicU64,
+    /// The last fetch attempt's time and result, for [`JwksCache::state`].
+    last_record: RwLock<Option<FetchRecord>>,
 }
 
 impl JwksCache {
@@ -59,6 +87,7 @@ impl JwksCache {
             current: RwLock::new(None),
             last_attempt: tokio::sync::Mutex::new(None),
             attempts: AtomicU64::new(0),
+            last_record: RwLock::new(None),
         }
     }
 
@@ -70,6 +99,44 @@ impl JwksCache {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// What the cache holds now and how its last fetch went.
+    pub fn state(&self) -> CacheState {
+        let set = self.snapshot();
+        let last_attempt = match self.last_record.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        CacheState {
+            uri: self.uri.clone(),
+            fetched_at: set.as_ref().map(|s| s.fetched_unix),
+            kids: set
+                .as_ref()
+                .map(|s| s.keys.iter().map(|k| k.kid.clone()).collect())
+                .unwrap_or_default(),
+            last_attempt,
+        }
+    }
+
+    fn record(&self, outcome: Result<usize, String>) {
+        let r = Some(FetchRecord {
+            at: crate::clock::now(),
+            outcome,
+        });
+        match self.last_record.write() {
+            Ok(mut g) => *g = r,
+            Err(poisoned) => *poisoned.into_inner() = r,
+        }
+    }
+
+    /// Fetches the JWKS now (an administrator's request), within the same single flight
+    /// and `oauth.jwks_refetch_interval` limit as a fetch for an unknown `kid`.
+    pub async fn refresh_now(self: &Arc<Self>, fetcher: &Fetcher, t: Timings) {
+        let seen = self.attempts.load(Ordering::Acquire);
+        if let Err(e) = self.spawn_refresh(seen, fetcher, t).await {
+            tracing::error!(server = %self.server, error = %e, "JWKS refresh task failed");
         }
     }
 
@@ -151,9 +218,11 @@ impl JwksCache {
                 }
                 tracing::info!(server = %self.server, keys = keys.len(), "fetched JWKS");
                 metrics::counter!("keygate_idp_jwks_fetches_total", "outcome" => "ok").increment(1);
+                self.record(Ok(keys.len()));
                 let set = Some(Arc::new(KeySet {
                     keys,
                     fetched_at: Instant::now(),
+                    fetched_unix: crate::clock::now(),
                 }));
                 match self.current.write() {
                     Ok(mut g) => *g = set,
@@ -166,6 +235,7 @@ impl JwksCache {
                     "JWKS fetch failed; keeping the keys already held");
                 metrics::counter!("keygate_idp_jwks_fetches_total", "outcome" => "failed")
                     .increment(1);
+                self.record(Err(e));
             }
         }
     }

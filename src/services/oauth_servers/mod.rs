@@ -19,6 +19,7 @@
 //!   each change here and when the change feed reports that another process changed
 //!   them (`crate::cluster`); a server's JWKS cache survives reloads while its `jwks_uri` stays.
 
+pub mod cache_state;
 pub mod fetch;
 pub mod input;
 pub mod jwks;

@@ -15,6 +15,7 @@ pub mod claims;
 pub mod denylist;
 pub mod grants;
 pub mod jws;
+mod managed;
 pub mod signing;
 
 use crate::config::Config;
