@@ -17,9 +17,11 @@ set -euo pipefail
 # package's own service is not used.
 # chromium: the console's browser tests (ci/console-test.sh) drive Debian's Chromium with
 # Playwright; `playwright install` is never run.
+# libfaketime: the multi-replica suite drives the replicas' wall clocks past a rotation
+# period (tests/common/cluster.rs, DrivenClock).
 packages=(softhsm2 opensc sqlite3 curl ca-certificates procps python3 python3-jwt python3-cryptography
   openssl libtss2-dev pkg-config swtpm swtpm-tools libtss2-tcti-swtpm0
-  dpkg-dev binutils adduser systemd python3-venv tpm2-tools postgresql chromium "$@")
+  dpkg-dev binutils adduser systemd python3-venv tpm2-tools postgresql chromium libfaketime "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

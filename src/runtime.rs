@@ -215,9 +215,10 @@ impl Runtime {
     /// keygate cannot work without (`api-key-mac`, `jwt-default`) exist.
     pub async fn open(config: Config) -> Result<Runtime, StartupError> {
         // Replicas starting together on one empty store migrate it once.
-        let store = crate::cluster::startup::open_store(&config.store.url)
-            .await
-            .map_err(|e| StartupError::Store(e.to_string()))?;
+        let store =
+            crate::cluster::startup::open_store(&config.store.url, config.store.max_connections)
+                .await
+                .map_err(|e| StartupError::Store(e.to_string()))?;
         // Read before any cache loads: changes made while they load are applied again.
         let feed = Arc::new(crate::cluster::feed::Feed::new(
             store

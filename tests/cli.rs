@@ -6,6 +6,9 @@ use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs `keygate --data-dir dir <args>`. On the PostgreSQL pass, with the store of the
+/// server that ran on `dir` (its database, tests/common/server.rs), as an operator's
+/// configuration gives `serve` and the CLI the same `store.url`.
 fn keygate(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(keygate_bin());
     cmd.arg("--data-dir")
@@ -14,6 +17,9 @@ fn keygate(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("SOFTHSM2_CONF")
         .env_remove("KEYGATE_CONFIG")
         .env("RUST_LOG", "warn");
+    if let Ok(url) = std::fs::read_to_string(dir.join("pg-store-url")) {
+        cmd.env("KEYGATE__STORE__URL", url.trim());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

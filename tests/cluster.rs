@@ -1,16 +1,17 @@
 //! Several replicas on one store and one SoftHSM token behave as one service
 //! (docs/deployment.md, "Replicas and the change feed").
 //!
-//! Every test starts three `keygate serve` processes on one shared store (a SQLite file in
-//! WAL mode, or `KEYGATE_TEST_CLUSTER_STORE_URL`) and one token directory, and speaks
-//! HTTP (and the CLI) only.
+//! Every test starts three `keygate serve` processes (one, for the connection budget) on
+//! one shared store (a SQLite file in WAL mode, a fresh PostgreSQL database on the
+//! PostgreSQL pass, or `KEYGATE_TEST_CLUSTER_STORE_URL`) and one token directory, and
+//! speaks HTTP (and the CLI) only.
 //!
 //! "Within one second" is checked as a bounded wait of [`PROPAGATION`]: one second plus
 //! one poll interval of the change feed (`api_keys.refresh_interval`, 250 ms), polling
 //! every 50 ms. A change that has not arrived by then fails the test; nothing asserts how
 //! fast anything was.
 
-use crate::common::cluster::{admin_key, eventually, Shared};
+use crate::common::cluster::{admin_key, eventually, DrivenClock, Shared};
 use crate::common::server::{keygate_bin, Server, PASSWORD};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
@@ -84,7 +85,11 @@ async fn three_replicas_started_at_once_on_an_empty_store_create_one_set_of_defa
 /// Three replicas of a fresh cluster with `env`, each holding the bootstrap key once it
 /// authenticates everywhere.
 async fn cluster(env: &[(&str, &str)]) -> (Shared, Vec<Server>) {
-    let shared = Shared::new("");
+    cluster_on(Shared::new(""), env).await
+}
+
+/// [`cluster`] on `shared`.
+async fn cluster_on(shared: Shared, env: &[(&str, &str)]) -> (Shared, Vec<Server>) {
     let mut replicas = shared.start(3, env);
     let admin = admin_key(&replicas);
     for r in &mut replicas {
@@ -740,4 +745,223 @@ async fn a_replica_whose_unread_changes_were_purged_reloads_instead_of_trusting_
         "the replica reloads its API-key index once it finds its unread changes purged"
     );
     assert_eq!(b.get("/readyz", "").await.status(), 200);
+}
+
+/// Password grant for `name` at `base`: the access token, when the login succeeded.
+async fn login_at(http: &reqwest::Client, base: &str, name: &str) -> Option<String> {
+    let r = http
+        .post(format!("{base}/api/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", name),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    v["access_token"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_four_concurrent_logins_over_three_replicas_leave_exactly_five_sessions() {
+    // Every login comes from 127.0.0.1 and counts toward the per-(name, source) lockout
+    // before its password is checked: raise it above 24.
+    let (_shared, r) = cluster(&[
+        ("KEYGATE__USERS__MAX_FAILED_LOGINS", "100"),
+        ("KEYGATE__USERS__MAX_FAILED_LOGINS_PER_NAME", "100"),
+    ])
+    .await;
+    create_user(&r[0], "ann", "read-only").await;
+    let mut logins = Vec::new();
+    for i in 0..24 {
+        let s = &r[i % 3];
+        let (http, base) = (s.http.clone(), s.base.clone());
+        logins.push(tokio::spawn(
+            async move { login_at(&http, &base, "ann").await },
+        ));
+    }
+    let mut tokens = Vec::new();
+    for l in logins {
+        tokens.push(l.await.unwrap().expect("every login succeeds"));
+    }
+    // The cap (sessions.max_per_user, 5) evicted the 19 oldest sessions; their tokens are
+    // refused on every replica, whichever replica opened or evicted them.
+    for s in &r {
+        let live = || async {
+            let mut n = 0;
+            for t in &tokens {
+                if s.get_bearer("/api/v1/keys", t).await.status() == 200 {
+                    n += 1;
+                }
+            }
+            n
+        };
+        assert!(
+            eventually(PROPAGATION, || async { live().await == 5 }).await,
+            "exactly five sessions stay live, on every replica: {} of 24 accepted",
+            live().await
+        );
+    }
+    // And the user's own listing, on each replica, names five sessions.
+    for s in &r {
+        let mut listed = None;
+        for t in &tokens {
+            let resp = s.get_bearer("/api/v1/auth/sessions", t).await;
+            if resp.status() == 200 {
+                listed = Some(resp.json::<Vec<Value>>().await.unwrap().len());
+                break;
+            }
+        }
+        assert_eq!(listed, Some(5));
+    }
+}
+
+/// `(version, state)` of every version of `ring`, as `replica` lists them.
+async fn ring_versions(replica: &Server, key: &str, ring: &str) -> Vec<(i64, String)> {
+    versions(replica, key)
+        .await
+        .into_iter()
+        .filter(|v| v.0 == ring)
+        .map(|v| (v.1, v.2))
+        .collect()
+}
+
+/// Scheduled rotation (`rotation.period`) on replicas: libfaketime drives the three
+/// replicas' wall clocks past the period together ([`DrivenClock`]). Every replica then
+/// finds the ring due; the `key-rotation` lease lets exactly one of them create the next
+/// version. On PostgreSQL that lease ends by the database's clock, which the test leaves
+/// alone, so the replicas are 91 days ahead of their database, as a replica with a wrong
+/// clock would be; on SQLite it ends by the replicas' (driven) clock.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_rotation_with_the_clock_driven_past_the_period_produces_exactly_one_new_version()
+{
+    let shared = Shared::new(
+        "[rotation]\nperiod = \"90d\"\npublish_delay = \"2s\"\n[jwks]\nmax_age = \"1s\"\n",
+    );
+    let clock = DrivenClock::new(shared.path());
+    let env = clock.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (_shared, r) = cluster_on(shared, &env).await;
+    let admin = r[0].admin_key.clone();
+    for s in &r {
+        assert_eq!(
+            ring_versions(s, &admin, "jwt-default").await,
+            [(1, "active".to_string())],
+            "not due yet"
+        );
+    }
+
+    clock.set("+91d");
+    // A guard against a hang, not a timing: the replicas re-read the clock within a second,
+    // check rotation every second, publish for two, and then the feed propagates.
+    let rotated = [(1, "retiring".to_string()), (2, "active".to_string())];
+    for s in &r {
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                ring_versions(s, &admin, "jwt-default").await == rotated
+            })
+            .await,
+            "one new version, published and then signing, on every replica: {:?}",
+            ring_versions(s, &admin, "jwt-default").await
+        );
+    }
+    let log: Vec<Value> = r[1].get_json("/api/v1/audit?limit=1000", &admin).await;
+    let by_scheduler = |action: &str| {
+        log.iter()
+            .filter(|e| e["action"] == action && e["auth_method"] == "scheduler")
+            .count()
+    };
+    assert_eq!(by_scheduler("key.rotate"), 1, "one replica rotated");
+    assert_eq!(by_scheduler("key.activate"), 1, "activated once");
+}
+
+/// The store's write lock, held from outside keygate (as another replica's long write
+/// transaction would hold it) until dropped.
+#[allow(dead_code)] // held for its lock, never read
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+async fn hold_write_lock(store_url: &str) -> WriteLock {
+    use sqlx::Connection;
+    if store_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(store_url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        WriteLock::Sqlite(c)
+    } else {
+        let mut c = sqlx::PgConnection::connect(store_url).await.unwrap();
+        // The key every keygate write transaction locks (src/store/postgres.rs).
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(keygate::store::postgres::LOCK_CLASS)
+            .bind(keygate::store::postgres::WRITE_LOCK)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        WriteLock::Postgres(c)
+    }
+}
+
+/// `/readyz` as a load balancer's health check sees it: its status, or 0 when it did not
+/// answer within the check's timeout (2 s).
+async fn health_check(s: &Server) -> u16 {
+    match tokio::time::timeout(Duration::from_secs(2), s.get("/readyz", "")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// The change-feed applier and `/readyz` have their own store connection: writers that
+/// take every connection of the pool (here two, queued on the write lock) do not hold
+/// the feed back, so the replica does not turn stale and its health check does not flap.
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_that_exhaust_the_pool_do_not_turn_a_replica_stale() {
+    let shared = Shared::new("");
+    let r = shared.start(
+        1,
+        &[
+            ("KEYGATE__STORE__MAX_CONNECTIONS", "2"),
+            ("KEYGATE__CLUSTER__MAX_STALENESS", "1s"),
+        ],
+    );
+    let a = &r[0];
+    let admin = admin_key(&r);
+    assert_eq!(health_check(a).await, 200);
+    let lock = hold_write_lock(&shared.store_url).await;
+    // Two writers hold the pool's two connections waiting for the lock; four more wait
+    // for those connections.
+    let writers: Vec<_> = (0..6)
+        .map(|n| {
+            let (http, base, admin) = (a.http.clone(), a.base.clone(), admin.clone());
+            tokio::spawn(async move { create_key_at(&http, &base, &admin, n).await })
+        })
+        .collect();
+    // Watch for over twice cluster.max_staleness while the pool stays exhausted (the
+    // writers give up only after 5 s).
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen.push(health_check(a).await);
+    }
+    let waiting = writers.iter().filter(|w| !w.is_finished()).count();
+    drop(lock);
+    assert_eq!(
+        waiting, 6,
+        "the writers were still queued: the pool was exhausted"
+    );
+    assert!(seen.iter().all(|s| *s == 200), "health checks: {seen:?}");
+    for w in writers {
+        let _ = w.await.unwrap();
+    }
+    assert!(
+        create_key_at(&a.http, &a.base, &admin, 100).await.is_some(),
+        "writes go through once the lock is released"
+    );
 }

@@ -12,13 +12,30 @@ use std::sync::Arc;
 
 /// Runs `keygate <args>` with the environment the test servers get.
 fn keygate(args: &[&str]) -> Output {
-    Command::new(keygate_bin())
-        .args(args)
+    keygate_with(args, &[])
+}
+
+/// [`keygate`] with `env` added. On the PostgreSQL pass, a command given the
+/// `--data-dir` of a server that ran there gets that server's store (its database,
+/// tests/common/server.rs), as an operator's configuration gives `serve` and the CLI the
+/// same `store.url`.
+fn keygate_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(keygate_bin());
+    cmd.args(args)
         .env_remove("SOFTHSM2_CONF")
         .env_remove("KEYGATE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run keygate")
+        .env("RUST_LOG", "warn");
+    if let Some(url) = pg_store_of(args) {
+        cmd.env("KEYGATE__STORE__URL", url);
+    }
+    cmd.envs(env.iter().copied()).output().expect("run keygate")
+}
+
+/// The PostgreSQL store of the server whose `--data-dir` `args` names, if it had one.
+fn pg_store_of(args: &[&str]) -> Option<String> {
+    let dir = args.windows(2).find(|w| w[0] == "--data-dir")?[1];
+    let url = std::fs::read_to_string(Path::new(dir).join("pg-store-url")).ok()?;
+    Some(url.trim().to_string())
 }
 
 fn text(b: &[u8]) -> String {
@@ -137,6 +154,9 @@ async fn every_subcommand_works_with_the_arguments_that_started_a_dev_server() {
     });
     let dir = s.stop();
     let data = d(dir.path()).to_string();
+    // On the PostgreSQL pass every command below runs on the server's database
+    // ([`keygate_with`]).
+    let pg_url = pg_store_of(&["--data-dir", &data]);
     let same = |rest: &[&str]| -> Output {
         let mut args = vec!["--config", d(&cfg), "--data-dir", &data, "--dev"];
         args.extend_from_slice(rest);
@@ -186,12 +206,33 @@ async fn every_subcommand_works_with_the_arguments_that_started_a_dev_server() {
     ran.push("tls");
     assert!(ok(&same(&["config", "check"]), "config check").contains("config check: OK"));
     ran.push("config");
-    ok(&same(&["backup", "--out", d(&backup)]), "backup");
+    if pg_url.is_none() {
+        ok(&same(&["backup", "--out", d(&backup)]), "backup");
+        ok(
+            &same(&["restore", "--from", d(&backup), "--force"]),
+            "restore",
+        );
+    } else {
+        // Backup and restore copy the SQLite file: on PostgreSQL they refuse, and say what
+        // to use instead (docs/backup.md#postgresql).
+        for (cmd, tool) in [
+            (vec!["backup", "--out", d(&backup)], "pg_dump"),
+            (
+                vec!["restore", "--from", d(&backup), "--force"],
+                "pg_restore",
+            ),
+        ] {
+            let out = same(&cmd);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+            assert!(
+                err.contains(tool) && err.contains("docs/backup.md"),
+                "{cmd:?}: {err}"
+            );
+            assert!(!backup.exists(), "nothing written");
+        }
+    }
     ran.push("backup");
-    ok(
-        &same(&["restore", "--from", d(&backup), "--force"]),
-        "restore",
-    );
     ran.push("restore");
     assert!(ok(&same(&["openapi"]), "openapi").contains("\"openapi\""));
     ran.push("openapi");

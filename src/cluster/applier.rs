@@ -51,7 +51,9 @@ pub fn spawn(rt: &Arc<Runtime>) {
                 () = feed.woken() => {}
             }
             let Some(rt) = weak.upgrade() else { break };
-            match apply_pending(&rt, now()).await {
+            // On the store's dedicated connection: a pool exhausted by requests cannot
+            // hold the apply back (docs/deployment.md, "Connection budget").
+            match crate::store::on_feed_connection(apply_pending(&rt, now())).await {
                 Ok(n) => {
                     feed.applied();
                     if n > 0 {

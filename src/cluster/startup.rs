@@ -22,10 +22,10 @@ fn sqlite_file(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
-/// [`Store::open`], serialized across processes on SQLite (see the module docs).
-pub async fn open_store(url: &str) -> Result<Store, StoreError> {
+/// [`Store::open_with`], serialized across processes on SQLite (see the module docs).
+pub async fn open_store(url: &str, max_connections: u32) -> Result<Store, StoreError> {
     let Some(db) = sqlite_file(url) else {
-        return Store::open(url).await;
+        return Store::open_with(url, max_connections).await;
     };
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(".migrate.lock");
@@ -42,7 +42,7 @@ pub async fn open_store(url: &str) -> Result<Store, StoreError> {
         .execute(&mut lock)
         .await
         .map_err(unavailable)?;
-    let store = Store::open(url).await;
+    let store = Store::open_with(url, max_connections).await;
     // Closing the connection ends the transaction and releases the lock.
     let _ = lock.close().await;
     store
@@ -93,7 +93,7 @@ mod tests {
         let opens: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
-                tokio::spawn(async move { open_store(&url).await })
+                tokio::spawn(async move { open_store(&url, 2).await })
             })
             .collect();
         for o in opens {

@@ -79,15 +79,35 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub url: String,
+    /// Connections in this process's shared pool. The change-feed applier (and, on
+    /// PostgreSQL, its `LISTEN`) hold one more each (docs/deployment.md, "Connection
+    /// budget").
+    pub max_connections: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://var/keygate.db".into(),
+            max_connections: crate::store::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
+
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_STORE_CONNECTIONS).contains(&self.max_connections) {
+            return Err(format!(
+                "store.max_connections must be between 1 and {MAX_STORE_CONNECTIONS}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The largest `store.max_connections`: more than PostgreSQL's default server limit
+/// (100) is a configuration mistake, not a tuning.
+pub const MAX_STORE_CONNECTIONS: u32 = 100;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -578,6 +598,7 @@ impl Config {
             return Err("api_keys.refresh_interval must be positive".into());
         }
         self.cluster.validate(self.api_keys.refresh_interval.0)?;
+        self.store.validate()?;
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be positive".into());
         }

@@ -110,6 +110,31 @@ pub struct StoreFile {
     pub sha256: String,
 }
 
+/// `keygate backup` and `keygate restore` copy the SQLite file; on a PostgreSQL store
+/// they refuse, saying what to use instead (docs/backup.md#postgresql).
+fn refuse_postgres(url: &str, restore: bool) -> Result<(), BackupError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    Err(BackupError::Unsupported(if restore {
+        "keygate restore writes a SQLite store file and cannot restore a PostgreSQL store \
+         (store.url is postgres://). Stop every replica, restore the dump with \
+         `pg_restore --clean --if-exists --dbname <database> keygate.dump`, check that the \
+         hardware still holds every live key the dump names (`keygate config check`) and \
+         that the audit chain is whole (`keygate audit verify`), then start the replicas \
+         (docs/backup.md#postgresql)"
+            .into()
+    } else {
+        "keygate backup copies the SQLite store file and cannot back up a PostgreSQL store \
+         (store.url is postgres://). Use PostgreSQL's tools: `pg_dump --format=custom \
+         --file keygate.dump <database>` takes a consistent dump while the replicas serve. \
+         Keep it with the HSM's own backup: the dump holds the metadata (key versions and \
+         their hardware locators, API keys, users, the audit log), the keys stay in the \
+         hardware (docs/backup.md#postgresql)"
+            .into()
+    }))
+}
+
 /// The SQLite file behind `config.store.url`, or why there is none to back up.
 pub fn sqlite_path(url: &str) -> Result<PathBuf, BackupError> {
     if url.starts_with("postgres") {
@@ -210,6 +235,7 @@ async fn describe(pool: &SqlitePool) -> Result<(i64, AuditHead, Vec<RingVersion>
 
 /// Writes a consistent snapshot of the store to `out` (mode 0600), atomically.
 pub async fn backup(config: &Config, out: &Path) -> Result<Manifest, BackupError> {
+    refuse_postgres(&config.store.url, false)?;
     let db = sqlite_path(&config.store.url)?;
     if !db.exists() {
         return Err(BackupError::Store(format!(
@@ -483,6 +509,7 @@ pub async fn restore_reporting(
     from: &Path,
     force: bool,
 ) -> Result<(Manifest, CarriedOver), BackupError> {
+    refuse_postgres(&config.store.url, true)?;
     let db = sqlite_path(&config.store.url)?;
     if db.exists() && !force {
         return Err(BackupError::Exists(db.display().to_string()));

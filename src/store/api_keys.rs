@@ -84,7 +84,7 @@ impl Store {
     /// Every key with its MAC, for the in-memory authentication index.
     pub async fn list_api_keys_with_macs(&self) -> Result<Vec<(ApiKeyRow, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS}, mac FROM api_keys"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|row| Ok((from_row(row)?, row.try_get::<Vec<u8>, _>(13)?)))
@@ -112,7 +112,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(from_row)
@@ -126,7 +126,7 @@ impl Store {
         let r = sqlx::query("UPDATE api_keys SET created_by = $2 WHERE id = $1")
             .bind(id)
             .bind(creator)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -137,7 +137,7 @@ impl Store {
     pub async fn get_api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(from_row(&row)?)
@@ -245,7 +245,7 @@ impl Store {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -254,7 +254,7 @@ impl Store {
     pub async fn any_api_key_with_role(&self, role: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE role = $1")
             .bind(role)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(n > 0)
     }

@@ -114,7 +114,7 @@ impl Store {
     pub async fn get_approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
         let r = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(row_from(&r)?)
@@ -126,7 +126,7 @@ impl Store {
             "SELECT {COLUMNS} FROM approvals ORDER BY requested_at DESC, id LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(row_from)
@@ -142,7 +142,7 @@ impl Store {
             super::ROWID
         ))
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
@@ -314,7 +314,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT redeemed_at FROM approvals WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?
                 .flatten(),
         )
@@ -332,7 +332,7 @@ impl Store {
             "SELECT COUNT(*) FROM approvals WHERE state = 'pending' AND expires_at <= $1",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         if due == 0 {
             return Ok(Vec::new());
@@ -369,7 +369,7 @@ impl Store {
             "SELECT COUNT(*) FROM approvals WHERE state = 'executing' AND decided_at <= $1",
         )
         .bind(cutoff)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         if due == 0 {
             return Ok(Vec::new());

@@ -254,7 +254,7 @@ impl Store {
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, super::Db>, StoreError> {
-        Ok(super::begin_write(&self.pool).await?)
+        Ok(super::begin_write(self.pool()).await?)
     }
 
     /// Appends one entry in its own transaction (for records not tied to a store change
@@ -293,7 +293,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(entry_from)
@@ -313,7 +313,7 @@ impl Store {
     /// The chain head as recorded: (last seq, its hash).
     pub async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
@@ -322,7 +322,7 @@ impl Store {
     pub async fn last_checkpoint_seq(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await?,
         )
     }
@@ -339,7 +339,7 @@ impl Store {
         .bind(c.time)
         .bind(&c.kid)
         .bind(&c.signature)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -349,7 +349,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT seq, head_hash, time, kid, signature FROM audit_checkpoints ORDER BY seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {

@@ -53,7 +53,7 @@ fn json(list: &[String]) -> String {
 impl Store {
     pub async fn list_ca_profiles(&self) -> Result<Vec<CaProfileRow>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM ca_profiles ORDER BY name"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
@@ -63,7 +63,7 @@ impl Store {
             "SELECT {COLUMNS} FROM ca_profiles WHERE name = $1"
         ))
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         Ok(from_row(&row)?)
     }

@@ -109,7 +109,7 @@ impl Store {
     pub async fn change_head(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT seq FROM change_head WHERE id = 1")
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await?,
         )
     }
@@ -121,7 +121,7 @@ impl Store {
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
@@ -145,7 +145,7 @@ impl Store {
         )
         .bind(before)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }
@@ -159,7 +159,7 @@ mod tests {
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
-        let s = Store::open(&url).await.unwrap();
+        let s = Store::open(&url, crate::store::DEFAULT_MAX_CONNECTIONS).await.unwrap();
         (dir, s)
     }
 

@@ -25,7 +25,7 @@ impl Store {
             .bind(key)
             .bind(&old)
             .bind(now.to_string())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -34,7 +34,7 @@ impl Store {
     pub async fn release_claim(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM meta WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -49,7 +49,7 @@ mod tests {
     async fn one_claimant_wins_until_the_claim_is_released_or_stale() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
-        let s = Store::open(&url).await.unwrap();
+        let s = Store::open(&url, crate::store::DEFAULT_MAX_CONNECTIONS).await.unwrap();
         assert!(s.claim("job", 100, 60).await.unwrap());
         assert!(!s.claim("job", 120, 60).await.unwrap(), "held and fresh");
         assert!(s.claim("job", 200, 60).await.unwrap(), "stale: taken over");

@@ -121,7 +121,7 @@ impl Store {
              WHERE c.cookie_hash = $1",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
             Ok(ConsoleSessionRow {
@@ -142,7 +142,7 @@ impl Store {
         sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }

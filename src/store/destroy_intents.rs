@@ -19,7 +19,7 @@ impl Store {
         .bind(ring)
         .bind(version)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -31,7 +31,7 @@ impl Store {
              JOIN key_versions v ON v.ring = d.ring AND v.version = d.version
              WHERE v.state <> 'destroyed' ORDER BY d.started_at",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.into_iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

@@ -81,7 +81,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, description, created_by, created_at, updated_at FROM groups ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(group).collect()
     }
@@ -91,7 +91,7 @@ impl Store {
             "SELECT name, description, created_by, created_at, updated_at FROM groups WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound)?;
         group(&row)
@@ -139,7 +139,7 @@ impl Store {
              ORDER BY principal",
         )
         .bind(group)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
@@ -207,7 +207,7 @@ impl Store {
             "SELECT group_name FROM group_members WHERE principal = $1 ORDER BY group_name",
         )
         .bind(principal)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?)
     }
 
@@ -215,7 +215,7 @@ impl Store {
     pub async fn all_memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
         let rows =
             sqlx::query("SELECT principal, group_name FROM group_members ORDER BY group_name")
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -267,7 +267,7 @@ impl Store {
              WHERE group_name = $1 ORDER BY resource",
         )
         .bind(group)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
@@ -348,7 +348,7 @@ impl Store {
         )
         .bind(principal)
         .bind(resource)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         let mut out = Vec::new();
         for r in rows {
@@ -366,7 +366,7 @@ impl Store {
              UNION SELECT created_by FROM rings WHERE created_by LIKE $1 ESCAPE '\\'",
         )
         .bind(like)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?)
     }
 
@@ -375,7 +375,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT name FROM rings WHERE created_by = $1 ORDER BY name")
                 .bind(principal)
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?,
         )
     }
@@ -385,7 +385,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT created_by FROM rings WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?,
         )
     }

@@ -86,7 +86,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM key_files ORDER BY created_at, access_id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()
     }
@@ -96,7 +96,7 @@ impl Store {
             "SELECT {COLUMNS} FROM key_files WHERE access_id = $1"
         ))
         .bind(access_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound)?;
         from_row(&row)
@@ -204,7 +204,7 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = super::begin(&self.pool).await?;
+        let mut tx = super::begin(self.pool()).await?;
         // The write comes first, so SQLite takes the write lock before anything is read.
         let fresh = sqlx::query(
             "INSERT INTO assertion_jtis (access_id, jti, expires_at) VALUES ($1, $2, $3)
@@ -245,7 +245,7 @@ impl Store {
         )
         .bind(now)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }
@@ -253,7 +253,7 @@ impl Store {
     /// Every file's access id and generation: what tokens minted with a file are bound to.
     pub async fn key_file_generations(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT access_id, generation FROM key_files")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         super::text_int_pairs(&rows)
     }

@@ -101,7 +101,7 @@ impl Store {
              FROM key_versions v JOIN rings r ON r.name = v.ring
              ORDER BY v.ring, v.version",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.into_iter()
             .map(|row| {

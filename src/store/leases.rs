@@ -26,7 +26,7 @@ impl Store {
         .bind(holder)
         .bind(ttl)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)
     }

@@ -6,7 +6,7 @@ impl Store {
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?)
     }
 
@@ -17,7 +17,7 @@ impl Store {
         )
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -29,7 +29,7 @@ impl Store {
         }
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(n > 0)
     }

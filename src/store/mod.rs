@@ -146,15 +146,46 @@ impl StartupLock {
     }
 }
 
+/// Connections in a store's shared pool unless `store.max_connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
+tokio::task_local! {
+    /// Set in the change-feed applier's task (see [`on_feed_connection`]).
+    static FEED_TASK: ();
+}
+
+/// Runs `work` (the change-feed applier's round) with every store call it makes on the
+/// store's dedicated feed connection instead of the shared pool, so that requests that
+/// exhaust the pool (writers queued on the write lock, say) cannot delay the apply and
+/// turn the replica stale (docs/deployment.md, "Connection budget").
+pub async fn on_feed_connection<F: std::future::Future>(work: F) -> F::Output {
+    FEED_TASK.scope((), work).await
+}
+
+/// Whether the current task is the applier's (inside [`on_feed_connection`]).
+fn in_feed_task() -> bool {
+    FEED_TASK.try_with(|_| ()).is_ok()
+}
+
 impl Store {
     /// Opens (creating if needed, on SQLite) and migrates the store at `url`:
-    /// `sqlite://path/to/keygate.db` or `postgres://user@host:port/database`.
+    /// `sqlite://path/to/keygate.db` or `postgres://user@host:port/database`, with a
+    /// shared pool of [`DEFAULT_MAX_CONNECTIONS`].
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`Store::open`] with a shared pool of at most `max_connections` connections
+    /// (`store.max_connections`). Beside the pool the store keeps one connection for the
+    /// change-feed applier and `/readyz`'s ping, opened on first use, and on PostgreSQL one
+    /// for `LISTEN` (docs/deployment.md, "Connection budget").
+    pub async fn open_with(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let max_connections = max_connections.max(1);
         Ok(Store {
             engine: if is_postgres(url) {
-                Engine::Postgres(postgres::Store::open(url).await?)
+                Engine::Postgres(postgres::Store::open(url, max_connections).await?)
             } else {
-                Engine::Sqlite(sqlite::Store::open(url).await?)
+                Engine::Sqlite(sqlite::Store::open(url, max_connections).await?)
             },
         })
     }
@@ -193,18 +224,18 @@ impl Store {
         }
     }
 
-    /// Cheap liveness check for `/readyz`.
+    /// Cheap liveness check for `/readyz`, on the feed's dedicated connection: it asks
+    /// whether the database answers, which a pool busy with requests does not tell.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.ping().await,
-            Engine::Postgres(s) => s.ping().await,
-        }
+        on_feed_connection(async {
+            match &self.engine {
+                Engine::Sqlite(s) => s.ping().await,
+                Engine::Postgres(s) => s.ping().await,
+            }
+        })
+        .await
     }
 
-    /// Serialises start-up work that creates the installation's built-in records
-    /// (default rings, the bootstrap key) across replicas sharing a PostgreSQL store:
-    /// the second replica waits, then finds them made. A no-op on SQLite, whose store
-    /// belongs to one process.
     /// Calls `wake` whenever another process commits a change-feed row, on stores that can
     /// say so (PostgreSQL's `LISTEN`); returns at once on SQLite, whose appliers only poll.
     /// On PostgreSQL it returns only when the listening connection fails.
@@ -215,6 +246,10 @@ impl Store {
         }
     }
 
+    /// Serialises start-up work that creates the installation's built-in records
+    /// (default rings, the bootstrap key) across replicas sharing a PostgreSQL store:
+    /// the second replica waits, then finds them made. A no-op on SQLite, whose store
+    /// belongs to one process.
     pub async fn startup_lock(&self) -> Result<StartupLock, StoreError> {
         match &self.engine {
             Engine::Sqlite(_) => Ok(StartupLock(None)),

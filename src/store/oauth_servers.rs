@@ -73,7 +73,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM oauth_servers ORDER BY created_at, oauth_id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()
     }
@@ -83,7 +83,7 @@ impl Store {
             "SELECT {COLUMNS} FROM oauth_servers WHERE oauth_id = $1"
         ))
         .bind(oauth_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound)?;
         from_row(&row)

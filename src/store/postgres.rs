@@ -64,9 +64,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrati
 pub(crate) const REWORDED: &[(i64, &str)] = &[];
 
 /// Advisory-lock keys (the two-`int4` key space, apart from sqlx's migration lock).
-const LOCK_CLASS: i32 = 0x6b67; // "kg"
+pub const LOCK_CLASS: i32 = 0x6b67; // "kg"
 /// Held by every write transaction until it ends.
-const WRITE_LOCK: i32 = 1;
+pub const WRITE_LOCK: i32 = 1;
 /// Held while a replica creates the installation's built-in records at start.
 const STARTUP_LOCK: i32 = 2;
 
@@ -129,6 +129,10 @@ pub mod users;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: DbPool,
+    /// The change-feed applier's own connection (see [`super::on_feed_connection`]).
+    feed: DbPool,
+    /// The connection that `LISTEN`s for change-feed notifications.
+    listen: DbPool,
 }
 
 /// Begins a write transaction and waits for the cluster-wide write lock (see the module
@@ -166,14 +170,23 @@ pub(crate) const CHANGE_CHANNEL: &str = "keygate_changes";
 /// notification at commit, and not at all on rollback.
 pub(crate) const NOTIFY_CHANGE: Option<&str> = Some("SELECT pg_notify('keygate_changes', '')");
 
-/// Connections per replica (docs/deployment.md, "Connection budget").
-pub const POOL_SIZE: u32 = 8;
-
 impl Store {
+    /// The pool a call uses: the applier's dedicated connection inside
+    /// [`super::on_feed_connection`], the shared pool everywhere else.
+    pub(crate) fn pool(&self) -> &DbPool {
+        if super::in_feed_task() {
+            &self.feed
+        } else {
+            &self.pool
+        }
+    }
+
     /// Calls `wake` for every change-feed notification until the listening connection
-    /// fails (then returns the error; the caller reconnects).
+    /// fails (then returns the error; the caller reconnects). The listener holds its own
+    /// connection, never one of the shared pool's (docs/deployment.md, "Connection
+    /// budget").
     pub async fn listen_for_changes(&self, wake: &(dyn Fn() + Send + Sync)) -> StoreError {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.listen).await {
             Ok(l) => l,
             Err(e) => return StoreError::from(e),
         };
@@ -190,22 +203,33 @@ impl Store {
         }
     }
 
-    async fn connect(url: &str, size: u32) -> Result<DbPool, StoreError> {
-        let opts = PgConnectOptions::from_str(url)
+    fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
+        Ok(PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("store url: {e}")))?
-            .application_name("keygate");
+            .application_name("keygate"))
+    }
+
+    async fn connect(url: &str, size: u32) -> Result<DbPool, StoreError> {
         PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
+            .connect_with(Store::options(url)?)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
     }
 
+    /// A pool of one connection, opened on first use (a CLI command never uses it).
+    fn one_connection(url: &str) -> Result<DbPool, StoreError> {
+        Ok(PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(Store::options(url)?))
+    }
+
     /// Connects to the database at `url` (`postgres://user@host/db`, which must exist)
-    /// and migrates it.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let pool = Store::connect(url, POOL_SIZE).await?;
+    /// with a pool of at most `max_connections`, and migrates it.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let pool = Store::connect(url, max_connections).await?;
         let shown = super::redact_url(url);
         schema::check_not_newer(&pool, &shown).await?;
         MIGRATOR
@@ -213,7 +237,11 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating {shown}: {e}")))?;
         schema::record(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            feed: Store::one_connection(url)?,
+            listen: Store::one_connection(url)?,
+        })
     }
 
     /// Connects without migrating anything, after checking the schema is not newer than
@@ -221,7 +249,11 @@ impl Store {
     pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
         let pool = Store::connect(url, 2).await?;
         schema::check_not_newer(&pool, &super::redact_url(url)).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            feed: pool.clone(),
+            listen: pool.clone(),
+            pool,
+        })
     }
 
     /// The newest migration applied to this store.
@@ -232,11 +264,13 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.feed.close().await;
+        self.listen.close().await;
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
 

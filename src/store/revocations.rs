@@ -28,7 +28,7 @@ impl Store {
     pub async fn revoked_jtis(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         super::text_int_pairs(&rows)
     }
@@ -41,7 +41,7 @@ impl Store {
         )
         .bind(cutoff)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }

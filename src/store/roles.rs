@@ -40,7 +40,7 @@ const COLUMNS: &str = "name, description, permissions, created_by, created_at, u
 impl Store {
     pub async fn list_roles(&self) -> Result<Vec<RoleRow>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM roles ORDER BY name"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(from_row).collect()
     }

@@ -92,7 +92,7 @@ impl Store {
     /// Opens a session and revokes the user's oldest live sessions beyond
     /// `max_per_user`, in one transaction. Returns the ids it revoked.
     pub async fn open_session(&self, s: &NewSession) -> Result<Vec<String>, StoreError> {
-        let mut tx = super::begin(&self.pool).await?;
+        let mut tx = super::begin(self.pool()).await?;
         sqlx::query(
             "INSERT INTO sessions (id, username, created_at, expires_at, last_used_at)
              VALUES ($1, $2, $3, $4, $3)",
@@ -135,7 +135,7 @@ impl Store {
         next: &RefreshDigest,
         now: i64,
     ) -> Result<Exchange, StoreError> {
-        let mut tx = super::begin(&self.pool).await?;
+        let mut tx = super::begin(self.pool()).await?;
         // The write comes first: two exchanges of one token serialise here, and exactly
         // one of them sees the token unused.
         let claimed = sqlx::query(
@@ -208,7 +208,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT mac FROM refresh_tokens WHERE public_id = $1")
                 .bind(public_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?,
         )
     }
@@ -222,7 +222,7 @@ impl Store {
              WHERE t.public_id IS NULL AND s.revoked_at IS NULL AND s.expires_at > $1",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?)
     }
 
@@ -243,7 +243,7 @@ impl Store {
         )
         .bind(mac)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
             Ok(RefreshInfo {
@@ -316,7 +316,7 @@ impl Store {
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
         ))
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         Ok(session_from_row(&row)?)
     }
@@ -335,7 +335,7 @@ impl Store {
         ))
         .bind(username)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(session_from_row)
@@ -353,7 +353,7 @@ impl Store {
             "SELECT id, revoked_at FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
         )
         .bind(since)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         super::text_int_pairs(&rows)
     }
@@ -369,7 +369,7 @@ impl Store {
         )
         .bind(cutoff)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }

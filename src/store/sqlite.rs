@@ -109,6 +109,8 @@ pub mod users;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: DbPool,
+    /// The change-feed applier's own connection (see [`super::on_feed_connection`]).
+    feed: DbPool,
 }
 
 /// Begins a transaction that holds the write lock from its start (`BEGIN IMMEDIATE`),
@@ -137,9 +139,19 @@ fn text_int_pairs(rows: &[DbRow]) -> Result<Vec<(String, i64)>, StoreError> {
 }
 
 impl Store {
+    /// The pool a call uses: the applier's dedicated connection inside
+    /// [`super::on_feed_connection`], the shared pool everywhere else.
+    pub(crate) fn pool(&self) -> &DbPool {
+        if super::in_feed_task() {
+            &self.feed
+        } else {
+            &self.pool
+        }
+    }
+
     /// Opens (creating if needed) and migrates the database at `url`
-    /// (`sqlite://path/to/keygate.db`).
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
+    /// (`sqlite://path/to/keygate.db`), with a pool of at most `max_connections`.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("store url {url:?}: {e}")))?
             .create_if_missing(true)
@@ -148,10 +160,14 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
+            .max_connections(max_connections)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        // Opened when the applier first polls; a CLI command never does.
+        let feed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(opts);
         schema::check_not_newer(&pool, url).await?;
         schema::accept_reworded(&pool).await?;
         MIGRATOR
@@ -159,7 +175,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
         schema::record(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, feed })
     }
 
     /// Opens an existing store without creating or migrating anything, after checking
@@ -176,7 +192,10 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
         schema::check_not_newer(&pool, url).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            feed: pool.clone(),
+            pool,
+        })
     }
 
     /// The newest migration applied to this store.
@@ -187,11 +206,12 @@ impl Store {
     /// Closes every connection (a restore renames the file afterwards).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.feed.close().await;
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
 }

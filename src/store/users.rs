@@ -159,7 +159,7 @@ impl Store {
 
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(from_row)
@@ -170,7 +170,7 @@ impl Store {
     pub async fn get_user(&self, username: &str) -> Result<UserRow, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(from_row(&row)?)
@@ -186,7 +186,7 @@ impl Store {
             "SELECT {COLUMNS}, password_hash FROM users WHERE username = $1"
         ))
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         match row {
             None => Ok(None),
@@ -280,7 +280,7 @@ impl Store {
             "SELECT failures, window_start, locked_until FROM login_failures WHERE username = $1",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         match row {
             None => Ok(None),
@@ -347,7 +347,7 @@ impl Store {
             .bind(t.max_failures)
             .bind(t.lockout_secs)
             .bind(t.max_lockout_secs.max(t.lockout_secs))
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(LoginFailures {
             failures: r.try_get(0)?,
@@ -381,7 +381,7 @@ impl Store {
     pub async fn clear_login_failures(&self, username: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM login_failures WHERE username = $1")
             .bind(username)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -403,7 +403,7 @@ impl Store {
         .bind(now)
         .bind(window_secs)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }
@@ -425,7 +425,7 @@ mod tests {
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (Store::open(&url).await.unwrap(), dir)
+        (Store::open(&url, crate::store::DEFAULT_MAX_CONNECTIONS).await.unwrap(), dir)
     }
 
     #[tokio::test]

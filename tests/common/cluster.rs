@@ -182,3 +182,54 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// One wall clock for every replica, moved by the test: libfaketime preloaded into each
+/// replica process reads its offset from one file, re-read at most once a second. Only the
+/// wall clock moves; the monotonic clock (timers, the feed's staleness) runs on.
+pub struct DrivenClock {
+    file: PathBuf,
+}
+
+impl DrivenClock {
+    /// A clock at the real time, whose file lives in `dir`.
+    pub fn new(dir: &Path) -> DrivenClock {
+        let clock = DrivenClock {
+            file: dir.join("faketime"),
+        };
+        clock.set("+0");
+        clock
+    }
+
+    /// Moves every replica's wall clock to real time plus `offset`, in libfaketime's
+    /// syntax (`"+91d"`). Written by rename, so no replica reads a half-written file.
+    pub fn set(&self, offset: &str) {
+        let tmp = self.file.with_extension("new");
+        std::fs::write(&tmp, format!("{offset}\n")).expect("write the faketime file");
+        std::fs::rename(&tmp, &self.file).expect("replace the faketime file");
+    }
+
+    /// The environment that puts a replica on this clock.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LD_PRELOAD".into(), libfaketime().display().to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE".into(),
+                self.file.display().to_string(),
+            ),
+            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ]
+    }
+}
+
+/// libfaketime's library for multi-threaded processes (Debian `libfaketime`, installed by
+/// ci/setup.sh).
+fn libfaketime() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+        .expect("libfaketime is not installed (run ci/setup.sh)")
+}
