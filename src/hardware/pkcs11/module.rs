@@ -47,24 +47,31 @@ pub fn initialize(ctx: &Pkcs11) -> Result<(), HardwareError> {
     }
 }
 
+/// Every slot with an initialised token, with the token's label.
+pub fn token_labels(ctx: &Pkcs11) -> Result<Vec<(Slot, String)>, Error> {
+    let mut out = Vec::new();
+    for slot in ctx.get_slots_with_initialized_token()? {
+        let info = ctx.get_token_info(slot)?;
+        out.push((slot, info.label().trim_end().to_string()));
+    }
+    Ok(out)
+}
+
 /// Finds the slot holding the initialised token with this label. Labels, never slot
 /// numbers: SoftHSM renumbers slots whenever tokens change.
 pub fn find_token(ctx: &Pkcs11, label: &str) -> Result<Slot, HardwareError> {
-    let slots = ctx
-        .get_slots_with_initialized_token()
-        .map_err(|e| translate("listing slots", e))?;
-    let mut seen = Vec::new();
-    let mut found = Vec::new();
-    for slot in slots {
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(|e| translate("reading token info", e))?;
-        let l = info.label().trim_end().to_string();
-        if l == label {
-            found.push(slot);
-        }
-        seen.push(l);
-    }
+    let tokens = token_labels(ctx).map_err(|e| translate("reading token info", e))?;
+    pick_token(&tokens, label)
+}
+
+/// The one slot among `tokens` whose token has this label.
+pub fn pick_token(tokens: &[(Slot, String)], label: &str) -> Result<Slot, HardwareError> {
+    let found: Vec<Slot> = tokens
+        .iter()
+        .filter(|(_, l)| l == label)
+        .map(|(s, _)| *s)
+        .collect();
+    let seen: Vec<&str> = tokens.iter().map(|(_, l)| l.as_str()).collect();
     match found.as_slice() {
         [slot] => Ok(*slot),
         [] => Err(HardwareError::Unavailable(format!(

@@ -10,7 +10,7 @@
 //! up behind a dead device.
 
 use super::error::{is_reconnectable, translate};
-use super::module::{find_token, initialize, shared_context};
+use super::module::{find_token, initialize, pick_token, shared_context, token_labels};
 use crate::hardware::HardwareError;
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
@@ -30,6 +30,10 @@ const REINIT_WAIT: Duration = Duration::from_secs(10);
 const PROBE_CONFIRM_PAUSE: Duration = Duration::from_millis(100);
 /// A find that misses an object re-initialises the module at most this often.
 const MISS_REINIT_EVERY: Duration = Duration::from_secs(5);
+/// Reads of the token list at start, and the pause between them (10 s in all); see
+/// [`find_token_at_start`].
+const START_READ_ATTEMPTS: u32 = 100;
+const START_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// The pause between `C_Initialize` attempts when re-initialising.
 const INIT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// `C_Initialize` attempts when a probe re-initialises: the token may really be gone, and
@@ -112,7 +116,7 @@ impl SessionPool {
         login_per_session: bool,
     ) -> Result<SessionPool, HardwareError> {
         let ctx = shared_context(&module)?;
-        let slot = find_token(&ctx, &token_label)?;
+        let slot = find_token_at_start(&ctx, &token_label)?;
         let (free_tx, free_rx) = flume::bounded(size);
         for _ in 0..size {
             free_tx
@@ -558,4 +562,37 @@ impl SessionPool {
 enum Failed {
     Open(HardwareError),
     Call(Error, u64),
+}
+
+/// Finds the token at start. When several processes start at once on one SoftHSM token
+/// directory (replicas of one deployment), reading a token's files can fail with
+/// `CKR_GENERAL_ERROR` while another process rewrites them, and SoftHSM reads them again
+/// only at `C_Initialize`. Such a failure re-initialises the module and reads again, for
+/// up to [`START_READ_ATTEMPTS`] × [`START_RETRY_PAUSE`]; any other error, a missing
+/// label or a duplicate one, is reported at once.
+fn find_token_at_start(ctx: &Pkcs11, label: &str) -> Result<Slot, HardwareError> {
+    let mut attempt = 1;
+    loop {
+        match token_labels(ctx) {
+            Ok(tokens) => return pick_token(&tokens, label),
+            Err(e @ Error::Pkcs11(RvError::GeneralError | RvError::DeviceError, _))
+                if attempt < START_READ_ATTEMPTS =>
+            {
+                tracing::debug!(token = %label, error = %translate("reading token info", e), attempt, "reading the token failed at start; re-initialising");
+            }
+            Err(e) => return Err(translate("reading token info", e)),
+        }
+        loop {
+            attempt += 1;
+            std::thread::sleep(START_RETRY_PAUSE);
+            let _ = ctx.clone().finalize();
+            match initialize(ctx) {
+                Ok(()) => break,
+                Err(e) if attempt < START_READ_ATTEMPTS => {
+                    tracing::debug!(token = %label, error = %e, attempt, "initialising failed at start; trying again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
