@@ -744,6 +744,21 @@ async fn an_oauth_server_added_and_rekeyed_from_uploaded_pem_files_and_its_jwks_
     let (_, body) = page(&s, &sess.cookie, "/console/oauth-servers?q=by-jwks").await;
     assert!(body.contains("<code>kid-one</code>"), "{body}");
     assert!(body.contains("ok, 1 keys"), "{body}");
+    // The fetch is audited by its use case, as the signed-in user, not recorded after the
+    // fact by the audit layer as a bare `http:POST`.
+    let log: Vec<serde_json::Value> = s.get_json("/api/v1/audit?limit=1000", &s.admin_key).await;
+    let fetched: Vec<_> = log
+        .iter()
+        .filter(|e| e["action"] == "oauth-server.fetch-jwks" && e["target"] == jid.as_str())
+        .collect();
+    assert_eq!(fetched.len(), 1, "{log:?}");
+    assert_eq!(fetched[0]["actor"], "root", "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|e| e["action"].as_str().unwrap().starts_with("http:POST")
+                && e["target"].as_str().unwrap().ends_with("/fetch-jwks")),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]

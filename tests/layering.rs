@@ -94,44 +94,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "tokens.settings",
         "session cap",
     ),
-    // PENDING: console pages another branch is changing this round. Their use cases exist
-    // (app::tokens::{list_sessions, end_session}, app::oauth_servers::{list, get,
-    // create}, app::api_keys::{list, get}, app::key_files::{list, get, delete}); these
-    // entries go when the pages are switched at merge.
-    (
-        "src/console/pages/sessions.rs",
-        "tokens.list_sessions",
-        "pending",
-    ),
-    (
-        "src/console/pages/sessions.rs",
-        "tokens.end_session",
-        "pending",
-    ),
-    (
-        "src/console/pages/oauth_servers.rs",
-        "oauth.list",
-        "pending",
-    ),
-    ("src/console/pages/oauth_servers.rs", "oauth.get", "pending"),
-    (
-        "src/console/pages/oauth_servers.rs",
-        "oauth.create",
-        "pending",
-    ),
-    ("src/console/pages/api_keys.rs", "api_keys.list", "pending"),
-    ("src/console/pages/api_keys.rs", "api_keys.get", "pending"),
-    (
-        "src/console/pages/key_files.rs",
-        "key_files.list",
-        "pending",
-    ),
-    ("src/console/pages/key_files.rs", "key_files.get", "pending"),
-    (
-        "src/console/pages/key_files.rs",
-        "key_files.delete",
-        "pending",
-    ),
 ];
 
 fn root() -> PathBuf {

@@ -3,9 +3,11 @@
 
 use crate::runtime::Runtime;
 use crate::services::approvals::{Operation, Submitted};
+use crate::services::oauth_servers::jwks::CacheState;
 use crate::services::oauth_servers::{NewOAuthServer, OAuthServer, OAuthServerPatch};
 use crate::services::{Principal, ServiceError};
-use crate::store::audit::AuditActor;
+use crate::store::audit::{AuditActor, NewAuditEntry};
+use std::collections::HashMap;
 
 /// Changes a registration; it applies to the next token verified.
 pub async fn update(
@@ -60,4 +62,36 @@ pub async fn get(
     oauth_id: &str,
 ) -> Result<OAuthServer, ServiceError> {
     rt.oauth.get(caller, oauth_id).await
+}
+
+/// The JWKS cache state of every server with a `jwks_uri`, by `oauth_id`
+/// (`oauth-servers:read`). The state is this process's own cache.
+pub fn jwks_states(
+    rt: &Runtime,
+    caller: &Principal,
+) -> Result<HashMap<String, CacheState>, ServiceError> {
+    rt.oauth.jwks_states(caller)
+}
+
+/// Fetches a server's JWKS now (`oauth-servers:write`), within the cache's single flight
+/// and `oauth.jwks_refetch_interval`, and answers the cache state after it. The fetch
+/// changes only this process's memory, so no store write records it: the use case
+/// appends its own `oauth-server.fetch-jwks` audit entry, in the request's audit scope
+/// (the caller as actor). The fetch's result is in the state returned, not the entry.
+pub async fn refresh_jwks(
+    rt: &Runtime,
+    caller: &Principal,
+    oauth_id: &str,
+) -> Result<CacheState, ServiceError> {
+    let state = rt.oauth.refresh_jwks(caller, oauth_id).await?;
+    rt.audit
+        .record(NewAuditEntry {
+            time: crate::runtime::now(),
+            actor: crate::store::audit_scope::current_actor(),
+            action: "oauth-server.fetch-jwks".into(),
+            target: oauth_id.to_string(),
+            outcome: "ok".into(),
+        })
+        .await?;
+    Ok(state)
 }

@@ -73,3 +73,12 @@ pub async fn end_session(
 ) -> Result<(), ServiceError> {
     rt.tokens.end_session(caller, id, now).await
 }
+
+/// The live sessions of the users the caller manages (`users:write`), by user name.
+pub async fn list_managed_sessions(
+    rt: &Runtime,
+    caller: &Principal,
+    now: i64,
+) -> Result<Vec<SessionInfo>, ServiceError> {
+    rt.tokens.list_managed_sessions(caller, now).await
+}

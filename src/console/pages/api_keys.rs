@@ -45,7 +45,7 @@ pub async fn list(
     c: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let keys = state.rt.api_keys.list(&c.principal).await?;
+    let keys = crate::app::api_keys::list(&state.rt, &c.principal).await?;
     let (rows, total) = paginate(keys, &q, |k: &ApiKey| {
         format!(
             "{} {} {} {} {}",
@@ -205,7 +205,7 @@ pub async fn edit(
     c: Console,
     Path(id): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let k = state.rt.api_keys.get(&c.principal, &id).await?;
+    let k = crate::app::api_keys::get(&state.rt, &c.principal, &id).await?;
     Ok(page(
         &c,
         "api-keys",
@@ -242,7 +242,7 @@ pub async fn update(
     }: ConsoleForm<EditForm>,
 ) -> Result<Response, ConsoleError> {
     let role = role_of(&f.role)?;
-    let current = state.rt.api_keys.get(&c.principal, &id).await?;
+    let current = crate::app::api_keys::get(&state.rt, &c.principal, &id).await?;
     if role != current.role && f.confirm != "yes" {
         return Ok(page(
             &c,
@@ -291,7 +291,7 @@ async fn confirm(
     text: &str,
     danger: bool,
 ) -> Result<Markup, ConsoleError> {
-    let k = state.rt.api_keys.get(&c.principal, id).await?;
+    let k = crate::app::api_keys::get(&state.rt, &c.principal, id).await?;
     Ok(page(
         c,
         "api-keys",

@@ -2,8 +2,8 @@
 //! pagination, create, delete with confirmation), and one group's page (description,
 //! members added and removed, grants set and removed). Membership changes go through
 //! [`crate::app::groups`], so a change to an approver group becomes an approval request
-//! as in the API (`change-approvers`); everything else through
-//! [`crate::services::groups`] with the API's rules (nobody hands out what they lack).
+//! as in the API (`change-approvers`); everything else through the same use cases with
+//! the API's rules (nobody hands out what they lack).
 
 use crate::app::groups::MemberChange;
 use crate::console::error::ConsoleError;
@@ -38,7 +38,7 @@ pub async fn list(
     c: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let groups = state.rt.groups.list(&c.principal).await?;
+    let groups = crate::app::groups::list(&state.rt, &c.principal).await?;
     let (rows, total) = paginate(groups, &q, |g: &Group| {
         let members: Vec<&str> = g.members.iter().map(|m| m.principal.as_str()).collect();
         let grants: Vec<&str> = g.grants.iter().map(|r| r.resource.as_str()).collect();
@@ -116,14 +116,14 @@ pub async fn create(
     let caller = c.principal.clone();
     let name = f.name.trim().to_string();
     let g = detached(async move {
-        rt.groups
-            .create(
-                &caller,
-                &name,
-                Some(f.description.trim().to_string()),
-                now(),
-            )
-            .await
+        crate::app::groups::create(
+            &rt,
+            &caller,
+            &name,
+            Some(f.description.trim().to_string()),
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(done(&group_path(&g.group.name), "updated"))
@@ -137,7 +137,7 @@ pub async fn show(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let g = state.rt.groups.get(&c.principal, &name).await?;
+    let g = crate::app::groups::get(&state.rt, &c.principal, &name).await?;
     let path = group_path(&g.group.name);
     let (members, total) = paginate(g.members.clone(), &q, |m| {
         format!("{} {}", m.principal, m.added_by)
@@ -241,9 +241,14 @@ pub async fn update(
     let caller = c.principal.clone();
     let target = name.clone();
     detached(async move {
-        rt.groups
-            .update(&caller, &target, f.description.trim().to_string(), now())
-            .await
+        crate::app::groups::update(
+            &rt,
+            &caller,
+            &target,
+            f.description.trim().to_string(),
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(done(&group_path(&name), "updated"))
@@ -327,17 +332,7 @@ pub async fn put_grant(
     let caller = c.principal.clone();
     let group = name.clone();
     detached(async move {
-        let keys = rt.keys.clone();
-        rt.groups
-            .put_grant(
-                &caller,
-                &group,
-                &resource,
-                &perms,
-                |r| keys.active(r).is_ok(),
-                now(),
-            )
-            .await
+        crate::app::groups::add_grant(&rt, &caller, &group, &resource, &perms, now()).await
     })
     .await?;
     Ok(done(&group_path(&name), "updated"))
@@ -360,7 +355,10 @@ pub async fn delete_grant(
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     let group = name.clone();
-    detached(async move { rt.groups.delete_grant(&caller, &group, &f.resource).await }).await?;
+    detached(
+        async move { crate::app::groups::delete_grant(&rt, &caller, &group, &f.resource).await },
+    )
+    .await?;
     Ok(done(&group_path(&name), "updated"))
 }
 
@@ -370,7 +368,7 @@ pub async fn confirm_delete(
     c: Console,
     Path(name): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let g = state.rt.groups.get(&c.principal, &name).await?;
+    let g = crate::app::groups::get(&state.rt, &c.principal, &name).await?;
     Ok(page(
         &c,
         "groups",
@@ -394,6 +392,6 @@ pub async fn delete(
 ) -> Result<Response, ConsoleError> {
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move { rt.groups.delete(&caller, &name).await }).await?;
+    detached(async move { crate::app::groups::delete(&rt, &caller, &name).await }).await?;
     Ok(done(PATH, "deleted"))
 }

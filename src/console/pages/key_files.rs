@@ -41,7 +41,7 @@ pub async fn list(
     c: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let files = state.rt.key_files.list(&c.principal).await?;
+    let files = crate::app::key_files::list(&state.rt, &c.principal).await?;
     let count = files.len();
     let max = state.rt.config.key_files.max;
     let (rows, total) = paginate(files, &q, |f: &KeyFile| {
@@ -150,7 +150,7 @@ async fn confirm(
     id: &str,
     action: &'static str,
 ) -> Result<Markup, ConsoleError> {
-    let f = state.rt.key_files.get(&c.principal, id).await?;
+    let f = crate::app::key_files::get(&state.rt, &c.principal, id).await?;
     let regenerate = action == "regenerate";
     Ok(page(
         c,
@@ -239,6 +239,6 @@ pub async fn delete(
 ) -> Result<Response, ConsoleError> {
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move { rt.key_files.delete(&caller, &id).await }).await?;
+    detached(async move { crate::app::key_files::delete(&rt, &caller, &id).await }).await?;
     Ok(done(PATH, "deleted"))
 }

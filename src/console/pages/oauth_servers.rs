@@ -31,8 +31,8 @@ pub async fn list(
     c: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let servers = state.rt.oauth.list(&c.principal).await?;
-    let caches = state.rt.oauth.jwks_states(&c.principal)?;
+    let servers = crate::app::oauth_servers::list(&state.rt, &c.principal).await?;
+    let caches = crate::app::oauth_servers::jwks_states(&state.rt, &c.principal)?;
     let (rows, total) = paginate(servers, &q, |s: &OAuthServer| {
         format!("{} {} {} {}", s.name, s.issuer, s.oauth_id, s.created_by)
     });
@@ -213,22 +213,22 @@ pub async fn create(
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     detached(async move {
-        rt.oauth
-            .create(
-                &caller,
-                NewOAuthServer {
-                    name: f.name,
-                    issuer: f.issuer.trim().to_string(),
-                    public_key_pem: pem,
-                    jwks_uri: some(f.jwks_uri),
-                    audience: some(f.audience),
-                    audience_check: None,
-                    role_claim: some(f.role_claim),
-                    role_mapping,
-                },
-                now(),
-            )
-            .await
+        crate::app::oauth_servers::create(
+            &rt,
+            &caller,
+            NewOAuthServer {
+                name: f.name,
+                issuer: f.issuer.trim().to_string(),
+                public_key_pem: pem,
+                jwks_uri: some(f.jwks_uri),
+                audience: some(f.audience),
+                audience_check: None,
+                role_claim: some(f.role_claim),
+                role_mapping,
+            },
+            now(),
+        )
+        .await
     })
     .await?;
     Ok(done(PATH, "updated"))
@@ -240,7 +240,7 @@ pub async fn edit(
     c: Console,
     Path(id): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let s = state.rt.oauth.get(&c.principal, &id).await?;
+    let s = crate::app::oauth_servers::get(&state.rt, &c.principal, &id).await?;
     if !c.can(Permission::OAuthServersWrite) {
         return Err(ConsoleError::forbidden(format!(
             "role {} may not manage OAuth servers",
@@ -311,7 +311,7 @@ pub async fn update(
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     detached(async move {
-        let cur = rt.oauth.get(&caller, &id).await?;
+        let cur = crate::app::oauth_servers::get(&rt, &caller, &id).await?;
         let changed = |new: String, old: &str| Some(new).filter(|n| n != old);
         let jwks_uri = some(f.jwks_uri);
         let patch = OAuthServerPatch {
@@ -345,7 +345,8 @@ pub async fn fetch_jwks(
 ) -> Result<Response, ConsoleError> {
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move { rt.oauth.refresh_jwks(&caller, &id).await }).await?;
+    detached(async move { crate::app::oauth_servers::refresh_jwks(&rt, &caller, &id).await })
+        .await?;
     Ok(done(PATH, "fetched"))
 }
 
@@ -355,7 +356,7 @@ pub async fn confirm_delete(
     c: Console,
     Path(id): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let s = state.rt.oauth.get(&c.principal, &id).await?;
+    let s = crate::app::oauth_servers::get(&state.rt, &c.principal, &id).await?;
     Ok(page(
         &c,
         "oauth-servers",

@@ -1,6 +1,6 @@
 //! The Roles page: built-in and custom roles with their permissions (list with filter
 //! and pagination); create, edit the permissions and description of, and delete custom
-//! roles, through [`crate::services::roles`] with the API's rules (a role may grant only
+//! roles, through [`crate::app::roles`] with the API's rules (a role may grant only
 //! permissions its creator holds; a role still held or mapped cannot be deleted).
 
 use crate::console::error::ConsoleError;
@@ -48,7 +48,7 @@ pub async fn list(
     c: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let roles = state.rt.roles.list(&c.principal).await?;
+    let roles = crate::app::roles::list(&state.rt, &c.principal).await?;
     let (rows, total) = paginate(roles, &q, |r: &RoleInfo| {
         format!("{} {} {}", r.name, r.description, r.permissions.join(" "))
     });
@@ -117,7 +117,7 @@ pub async fn create(
     };
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move { rt.roles.create(&caller, req, now()).await }).await?;
+    detached(async move { crate::app::roles::create(&rt, &caller, req, now()).await }).await?;
     Ok(done(PATH, "updated"))
 }
 
@@ -127,7 +127,7 @@ pub async fn edit(
     c: Console,
     Path(name): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let r = state.rt.roles.get(&c.principal, &name).await?;
+    let r = crate::app::roles::get(&state.rt, &c.principal, &name).await?;
     if !c.can(Permission::RolesWrite) {
         return Err(ConsoleError::forbidden(format!(
             "role {} may not manage roles",
@@ -172,7 +172,8 @@ pub async fn update(
     };
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move { rt.roles.update(&caller, &name, patch, now()).await }).await?;
+    detached(async move { crate::app::roles::update(&rt, &caller, &name, patch, now()).await })
+        .await?;
     Ok(done(PATH, "updated"))
 }
 
@@ -182,7 +183,7 @@ pub async fn confirm_delete(
     c: Console,
     Path(name): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    let r = state.rt.roles.get(&c.principal, &name).await?;
+    let r = crate::app::roles::get(&state.rt, &c.principal, &name).await?;
     Ok(page(
         &c,
         "roles",
@@ -206,10 +207,6 @@ pub async fn delete(
 ) -> Result<Response, ConsoleError> {
     let rt = state.rt.clone();
     let caller = c.principal.clone();
-    detached(async move {
-        let mapped = rt.oauth.servers_mapping_role(&name);
-        rt.roles.delete(&caller, &name, mapped).await
-    })
-    .await?;
+    detached(async move { crate::app::roles::delete(&rt, &caller, &name).await }).await?;
     Ok(done(PATH, "deleted"))
 }

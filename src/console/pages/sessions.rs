@@ -1,7 +1,7 @@
 //! The Sessions page: the signed-in person's live sessions (API logins and console
 //! sessions alike, since both are `sessions` rows), and, for a role with `users:write`,
 //! those of the users it manages; each revocable. Ending one goes through
-//! [`crate::services::tokens::TokenService::end_session`], the rule the API uses
+//! [`crate::app::tokens::end_session`], the rule the API uses
 //! (`DELETE /api/v1/auth/sessions/{id}`): one's own, or a managed user's.
 
 use crate::console::error::ConsoleError;
@@ -23,16 +23,11 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
     let t = now();
-    let mut sessions = state.rt.tokens.list_sessions(&c.principal, t).await?;
+    let mut sessions = crate::app::tokens::list_sessions(&state.rt, &c.principal, t).await?;
     let managed = c.can(Permission::UsersWrite);
     if managed {
-        sessions.extend(
-            state
-                .rt
-                .tokens
-                .list_managed_sessions(&c.principal, t)
-                .await?,
-        );
+        sessions
+            .extend(crate::app::tokens::list_managed_sessions(&state.rt, &c.principal, t).await?);
     }
     let (rows, total) =
         crate::console::layout::paginate(sessions, &q, |s| format!("{} {}", s.username, s.id));
@@ -77,7 +72,8 @@ pub async fn end(
     let rt = state.rt.clone();
     let caller = c.principal.clone();
     let target = id.clone();
-    detached(async move { rt.tokens.end_session(&caller, &target, now()).await }).await?;
+    detached(async move { crate::app::tokens::end_session(&rt, &caller, &target, now()).await })
+        .await?;
     if id == c.session_id {
         return Ok(crate::console::layout::see_other("/console/sign-in"));
     }
