@@ -381,6 +381,20 @@ async fn a_pkcs11_key_attestation_reports_the_token_attributes_signed_by_the_aud
     assert_eq!(a["extractable"], false);
     assert_eq!(a["sensitive"], true);
     assert!(doc["public_key_pem"].is_null());
+    // Attestation looks for a private key first, so for a secret key that lookup misses:
+    // an expected miss, never a reason to re-read the token. (It was: any ring viewer
+    // could make the module re-initialise, stalling every hardware call, every 5 s.)
+    for _ in 0..2 {
+        let r = s
+            .get("/api/v1/keys/mac/versions/1/attestation", &s.admin_key)
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let log = s.log_text();
+    assert!(
+        !log.contains("re-reading the token") && !log.contains("re-initialising"),
+        "attesting a secret key re-read the token:\n{log}"
+    );
 
     // Unknown versions, bad nonces and callers without view are refused.
     let r = s

@@ -177,7 +177,7 @@ impl Store {
 
     /// [`Store::open`] with a shared pool of at most `max_connections` connections
     /// (`store.max_connections`). Beside the pool the store keeps one connection for the
-    /// change-feed applier and `/readyz`'s ping, opened on first use, and on PostgreSQL one
+    /// change-feed applier and one for `/readyz`'s ping, opened on first use, and on PostgreSQL one
     /// for `LISTEN` (docs/deployment.md, "Connection budget").
     pub async fn open_with(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let max_connections = max_connections.max(1);
@@ -224,16 +224,15 @@ impl Store {
         }
     }
 
-    /// Cheap liveness check for `/readyz`, on the feed's dedicated connection: it asks
-    /// whether the database answers, which a pool busy with requests does not tell.
+    /// Cheap liveness check for `/readyz`, on a connection of its own: it asks whether the
+    /// database answers, which a pool busy with requests does not tell, and a flood of
+    /// readiness checks (which need no credential) queues there, never on the shared pool
+    /// or the change-feed applier's connection.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_feed_connection(async {
-            match &self.engine {
-                Engine::Sqlite(s) => s.ping().await,
-                Engine::Postgres(s) => s.ping().await,
-            }
-        })
-        .await
+        match &self.engine {
+            Engine::Sqlite(s) => s.ping().await,
+            Engine::Postgres(s) => s.ping().await,
+        }
     }
 
     /// Calls `wake` whenever another process commits a change-feed row, on stores that can

@@ -133,6 +133,9 @@ pub struct Store {
     feed: DbPool,
     /// The connection that `LISTEN`s for change-feed notifications.
     listen: DbPool,
+    /// `/readyz`'s own connection, so a flood of unauthenticated readiness checks waits on
+    /// it and never on the applier's.
+    ping: DbPool,
 }
 
 /// Begins a write transaction and waits for the cluster-wide write lock (see the module
@@ -241,6 +244,7 @@ impl Store {
             pool,
             feed: Store::one_connection(url)?,
             listen: Store::one_connection(url)?,
+            ping: Store::one_connection(url)?,
         })
     }
 
@@ -252,6 +256,7 @@ impl Store {
         Ok(Store {
             feed: pool.clone(),
             listen: pool.clone(),
+            ping: pool.clone(),
             pool,
         })
     }
@@ -266,11 +271,12 @@ impl Store {
         self.pool.close().await;
         self.feed.close().await;
         self.listen.close().await;
+        self.ping.close().await;
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        sqlx::query("SELECT 1").execute(&self.ping).await?;
         Ok(())
     }
 

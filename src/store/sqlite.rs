@@ -111,6 +111,9 @@ pub struct Store {
     pool: DbPool,
     /// The change-feed applier's own connection (see [`super::on_feed_connection`]).
     feed: DbPool,
+    /// `/readyz`'s own connection, so a flood of unauthenticated readiness checks waits on
+    /// it and never on the applier's.
+    ping: DbPool,
 }
 
 /// Begins a transaction that holds the write lock from its start (`BEGIN IMMEDIATE`),
@@ -164,9 +167,13 @@ impl Store {
             .connect_with(opts.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        // Opened when the applier first polls; a CLI command never does.
+        // Opened when the applier first polls (or `/readyz` first asks); a CLI command never does.
         let feed = SqlitePoolOptions::new()
             .max_connections(1)
+            .connect_lazy_with(opts.clone());
+        let ping = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(opts);
         schema::check_not_newer(&pool, url).await?;
         schema::accept_reworded(&pool).await?;
@@ -175,7 +182,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
         schema::record(&pool).await?;
-        Ok(Store { pool, feed })
+        Ok(Store { pool, feed, ping })
     }
 
     /// Opens an existing store without creating or migrating anything, after checking
@@ -194,6 +201,7 @@ impl Store {
         schema::check_not_newer(&pool, url).await?;
         Ok(Store {
             feed: pool.clone(),
+            ping: pool.clone(),
             pool,
         })
     }
@@ -207,11 +215,12 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.feed.close().await;
+        self.ping.close().await;
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        sqlx::query("SELECT 1").execute(&self.ping).await?;
         Ok(())
     }
 }

@@ -53,7 +53,9 @@ impl KeyAttestation for Pkcs11Backend {
                 &[]
             };
             let types: Vec<AttributeType> = wanted.iter().chain(extra).copied().collect();
-            match self.with_object("reading key attributes", class, &id, &mut |s, h| {
+            // A miss of the first class is expected for a secret key: never a reason to
+            // re-read the token (any ring viewer could otherwise trigger re-initialising).
+            match self.with_object_if_present("reading key attributes", class, &id, &mut |s, h| {
                 s.get_attributes(h, &types)
             }) {
                 Ok(attrs) => {

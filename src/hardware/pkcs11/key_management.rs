@@ -164,13 +164,37 @@ impl Pkcs11Backend {
         id: &[u8],
         op: &mut dyn FnMut(&Session, ObjectHandle) -> Result<T, Error>,
     ) -> Result<T, HardwareError> {
+        self.with_object_recovering(what, class, id, op, true)
+    }
+
+    /// [`Self::with_object`] for a lookup where a miss is an answer, not a sign of trouble
+    /// (attestation asks for a private key first, then a secret key): it never re-reads
+    /// the token, so such lookups cannot make the module re-initialise.
+    pub(super) fn with_object_if_present<T>(
+        &self,
+        what: &str,
+        class: ObjectClass,
+        id: &[u8],
+        op: &mut dyn FnMut(&Session, ObjectHandle) -> Result<T, Error>,
+    ) -> Result<T, HardwareError> {
+        self.with_object_recovering(what, class, id, op, false)
+    }
+
+    fn with_object_recovering<T>(
+        &self,
+        what: &str,
+        class: ObjectClass,
+        id: &[u8],
+        op: &mut dyn FnMut(&Session, ObjectHandle) -> Result<T, Error>,
+        recover_on_miss: bool,
+    ) -> Result<T, HardwareError> {
         let missing = || {
             HardwareError::KeyNotFound(format!(
                 "{what}: no {class} object with id {}",
                 super::encode_hex(id)
             ))
         };
-        let mut recovered = false;
+        let mut recovered = !recover_on_miss;
         let mut stale_retried = false;
         loop {
             let generation = self.pool.generation();

@@ -34,6 +34,9 @@ const MISS_REINIT_EVERY: Duration = Duration::from_secs(5);
 /// [`find_token_at_start`].
 const START_READ_ATTEMPTS: u32 = 100;
 const START_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Reads at start while the token's label is not listed (0.5 s): SoftHSM leaves out a
+/// token whose files it cannot read at that moment.
+const START_LABEL_ATTEMPTS: u32 = 5;
 /// The pause between `C_Initialize` attempts when re-initialising.
 const INIT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// `C_Initialize` attempts when a probe re-initialises: the token may really be gone, and
@@ -568,13 +571,22 @@ enum Failed {
 /// directory (replicas of one deployment), reading a token's files can fail with
 /// `CKR_GENERAL_ERROR` while another process rewrites them, and SoftHSM reads them again
 /// only at `C_Initialize`. Such a failure re-initialises the module and reads again, for
-/// up to [`START_READ_ATTEMPTS`] × [`START_RETRY_PAUSE`]; any other error, a missing
-/// label or a duplicate one, is reported at once.
+/// up to [`START_READ_ATTEMPTS`] × [`START_RETRY_PAUSE`]; a label not listed (SoftHSM
+/// leaves out a token it could not read) does the same for [`START_LABEL_ATTEMPTS`]
+/// reads, then is reported, as is any other error.
 fn find_token_at_start(ctx: &Pkcs11, label: &str) -> Result<Slot, HardwareError> {
     let mut attempt = 1;
     loop {
         match token_labels(ctx) {
-            Ok(tokens) => return pick_token(&tokens, label),
+            // SoftHSM leaves out a token whose files it could not read: look again after
+            // re-initialising, briefly (a label that is really missing is an error the
+            // operator must see soon).
+            Ok(tokens) => match pick_token(&tokens, label) {
+                Err(e @ HardwareError::Unavailable(_)) if attempt < START_LABEL_ATTEMPTS => {
+                    tracing::debug!(token = %label, error = %e, attempt, "token not listed at start; re-initialising");
+                }
+                found => return found,
+            },
             Err(e @ Error::Pkcs11(RvError::GeneralError | RvError::DeviceError, _))
                 if attempt < START_READ_ATTEMPTS =>
             {
