@@ -154,7 +154,8 @@ impl Pkcs11Backend {
     /// in files that every process sharing the token directory rewrites (another
     /// replica, `pkcs11-tool` logging in), and a process can lose sight of them until
     /// the module is initialised again. So a miss first logs in again if the token
-    /// dropped the login, then has the pool re-read the token
+    /// forgot the login (private objects are invisible without one), then has the pool
+    /// re-read the token
     /// ([`SessionPool::recover_after_miss`](super::sessions::SessionPool::recover_after_miss))
     /// and looks once more (docs/operations.md, "Recovering from a vanished token").
     pub(super) fn with_object<T>(

@@ -501,11 +501,10 @@ impl SessionPool {
     /// Re-initialises and finds the token again, unless another thread already did so
     /// since `seen_generation`.
     /// Logs keygate in again on `s` if the token no longer counts it as logged in, and
-    /// says whether it did. A PKCS#11 login belongs to the application, but SoftHSM
-    /// re-reads a token's state from its files when another process sharing the token
-    /// directory rewrites them (another replica, `pkcs11-tool` logging in), and can drop
-    /// the login then: private objects become invisible to finds while every session
-    /// still looks open. Never tries a PIN the token has refused.
+    /// says whether it did. A token that forgot the login (one restarted behind keygate,
+    /// say) hides its private objects from finds while every session still looks open,
+    /// which would look like a missing key. Checked only after a find missed; never tries
+    /// a PIN the token has refused.
     pub(super) fn login_again_if_forgotten(&self, s: &Session) -> Result<bool, Error> {
         match s.get_session_info()?.session_state() {
             SessionState::RoUser | SessionState::RwUser => return Ok(false),
